@@ -1,0 +1,262 @@
+"""The ``agentmesh`` command.
+
+agentmesh up                         run the gateway and the reference agents locally
+agentmesh agents                     list the gateway's agents
+agentmesh call TARGET INPUT          call an agent (TARGET: NAME, NAME/SKILL or skill:SKILL;
+                                     INPUT: text, @FILE or - for stdin)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from agentmesh.agents import REFERENCE_AGENTS
+from agentmesh.client import (
+    DEFAULT_GATEWAY,
+    CallError,
+    Client,
+    Final,
+    Partial,
+    Started,
+    StreamError,
+)
+from agentmesh.runtime.types import TextPart
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _gateway_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gateway",
+        default=os.environ.get("AGENTMESH_GATEWAY", DEFAULT_GATEWAY),
+        help="gateway address host:port (env AGENTMESH_GATEWAY; default %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentmesh", description="Specialized agents behind one gRPC gateway."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the gateway and the reference agents locally")
+    up.add_argument("--host", default="127.0.0.1", help="interface for every service")
+    up.add_argument("--port", type=int, default=50051, help="gateway port (default %(default)s)")
+    up.add_argument(
+        "--agent-port-base",
+        type=int,
+        default=50061,
+        help="first agent port; agents take consecutive ports (default %(default)s)",
+    )
+    up.add_argument(
+        "--agents",
+        default=",".join(REFERENCE_AGENTS),
+        help="comma-separated agents to run (default: all)",
+    )
+    up.add_argument("--log-dir", type=Path, default=Path(".agentmesh/logs"))
+    up.add_argument("--grace-period", type=float, default=5.0)
+    up.add_argument("--startup-timeout", type=float, default=30.0)
+
+    agents = commands.add_parser("agents", help="list the gateway's agents")
+    _gateway_flag(agents)
+    agents.add_argument("--json", action="store_true", help="print JSON")
+    agents.add_argument("--refresh", action="store_true", help="refetch cards first")
+
+    call = commands.add_parser("call", help="call an agent through the gateway")
+    _gateway_flag(call)
+    call.add_argument("target", help="NAME, NAME/SKILL or skill:SKILL")
+    call.add_argument("input", nargs="?", default=None, help="text, @FILE, or - for stdin")
+    call.add_argument("--data", help="a JSON value sent as a data part")
+    call.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="skill option; VALUE is parsed as JSON when it can be (repeatable)",
+    )
+    call.add_argument("--json", action="store_true", help="print the full response as JSON")
+    call.add_argument("--stream", action="store_true", help="print output as it is produced")
+    call.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    return parser
+
+
+def read_input(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SystemExit(f"agentmesh: cannot read {path}: {exc.strerror}") from None
+    return value
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"agentmesh: option {pair!r} must look like KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def cmd_agents(args: argparse.Namespace, console: Console) -> int:
+    with Client(args.gateway, timeout=10.0) as client:
+        agents = client.list_agents(refresh=args.refresh)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": a.name,
+                        "status": a.status,
+                        "addresses": list(a.addresses),
+                        "version": a.card.version if a.card else None,
+                        "skills": [s.id for s in a.card.skills] if a.card else [],
+                        "detail": a.detail,
+                    }
+                    for a in agents
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    table = Table()
+    for column in ("agent", "status", "version", "skills", "address"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description")  # the one column that wraps on narrow terminals
+    for a in agents:
+        colour = {"serving": "green", "unavailable": "red"}.get(a.status, "yellow")
+        table.add_row(
+            a.name,
+            f"[{colour}]{a.status}[/{colour}]",
+            a.card.version if a.card else "-",
+            ", ".join(s.id for s in a.card.skills) if a.card else "-",
+            ", ".join(a.addresses),
+            (a.card.description if a.card else a.detail) or "",
+        )
+    console.print(table)
+    return 0
+
+
+def _print_reply_body(text: str, data: Any) -> None:
+    if text:
+        print(text)
+    elif data is not None:
+        print(json.dumps(data, indent=2))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    text = read_input(args.input)
+    data = None
+    if args.data is not None:
+        try:
+            data = json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"agentmesh: --data is not JSON: {exc}") from None
+    if text is None and data is None:
+        raise SystemExit("agentmesh: give INPUT (text, @FILE or -) or --data")
+    options = parse_options(args.option)
+    with Client(args.gateway, timeout=args.timeout) as client:
+        if not args.stream:
+            reply = client.invoke(args.target, text, data=data, options=options)
+            if args.json:
+                print(json_format.MessageToJson(reply.raw, indent=2))
+            else:
+                _print_reply_body(reply.text, reply.data)
+            return 0
+        streamed_text = False
+        for event in client.stream(args.target, text, data=data, options=options):
+            if args.json:
+                print(json.dumps(_event_json(event)), flush=True)
+            elif isinstance(event, Partial):
+                for part in event.parts:
+                    if isinstance(part, TextPart):
+                        sys.stdout.write(part.text)
+                        sys.stdout.flush()
+                        streamed_text = True
+            elif isinstance(event, StreamError):
+                print(f"\n[{event.source}] {event.code.name}: {event.message}", file=sys.stderr)
+            elif isinstance(event, Final):
+                if streamed_text:
+                    print()
+                else:
+                    _print_reply_body(event.reply.text, event.reply.data)
+    return 0
+
+
+def _event_json(event: object) -> dict[str, Any]:
+    if isinstance(event, Started):
+        return {"started": {"agent": event.agent, "skill": event.skill, "task_id": event.task_id}}
+    if isinstance(event, Partial):
+        texts = [p.text for p in event.parts if isinstance(p, TextPart)]
+        return {"partial": {"artifact_id": event.artifact_id, "text": "".join(texts)}}
+    if isinstance(event, StreamError):
+        return {
+            "error": {"code": event.code.name, "message": event.message, "source": event.source}
+        }
+    if isinstance(event, Final):
+        return {"final": json_format.MessageToDict(event.reply.raw)}
+    return {}
+
+
+def cmd_up(args: argparse.Namespace, console: Console) -> int:
+    from agentmesh.cli.runner import run_up
+
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    unknown = [a for a in agents if a not in REFERENCE_AGENTS]
+    if unknown:
+        raise SystemExit(
+            f"agentmesh: unknown agents {', '.join(unknown)}; "
+            f"choose from {', '.join(REFERENCE_AGENTS)}"
+        )
+    return asyncio.run(
+        run_up(
+            host=args.host,
+            gateway_port=args.port,
+            agent_port_base=args.agent_port_base,
+            agents=agents,
+            log_dir=args.log_dir,
+            grace_period=args.grace_period,
+            startup_timeout=args.startup_timeout,
+            console=console,
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "up":
+            status = cmd_up(args, console)
+        elif args.command == "agents":
+            status = cmd_agents(args, console)
+        else:
+            status = cmd_call(args)
+    except CallError as exc:
+        print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        status = EXIT_FAILED
+    except KeyboardInterrupt:
+        status = 130
+    raise SystemExit(status)

@@ -1,0 +1,33 @@
+"""Python clients of the agentmesh gateway: :class:`AsyncClient` and :class:`Client`."""
+
+from __future__ import annotations
+
+from agentmesh.client._async import AsyncClient
+from agentmesh.client._model import (
+    DEFAULT_GATEWAY,
+    AgentInfo,
+    CallError,
+    Event,
+    Final,
+    Reply,
+    Started,
+    StreamError,
+    parse_target,
+)
+from agentmesh.client._sync import Client
+from agentmesh.runtime.types import Partial
+
+__all__ = [
+    "DEFAULT_GATEWAY",
+    "AgentInfo",
+    "AsyncClient",
+    "CallError",
+    "Client",
+    "Event",
+    "Final",
+    "Partial",
+    "Reply",
+    "Started",
+    "StreamError",
+    "parse_target",
+]

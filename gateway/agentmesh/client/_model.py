@@ -1,0 +1,178 @@
+"""What the client returns: replies, agent listings, stream events, errors.
+
+Shared by the async and sync clients; no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import struct_pb2
+
+from agentmesh.runtime import wire
+from agentmesh.runtime.types import AgentCard, Artifact, JSONValue, Part, Partial, Result, Usage
+from agentmesh.v1 import gateway_pb2
+from agentmesh.v1 import messages_pb2 as pb
+
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+
+
+class CallError(Exception):
+    """A call failed; ``code`` is the gRPC status, ``message`` says why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def from_rpc(cls, exc: grpc.RpcError) -> CallError:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        return cls(code, details or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An agent's completed answer."""
+
+    agent: str
+    skill: str
+    task_id: str
+    artifacts: tuple[Artifact, ...]
+    usage: Usage
+    metadata: Mapping[str, JSONValue]
+    raw: pb.InvokeResponse = field(repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        return Result(self.artifacts).text
+
+    @property
+    def data(self) -> JSONValue | None:
+        return Result(self.artifacts).data
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    name: str
+    status: str  # "serving", "unavailable" or "unknown"
+    addresses: tuple[str, ...]
+    card: AgentCard | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    agent: str
+    skill: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """A non-fatal error reported inside a stream that goes on."""
+
+    code: grpc.StatusCode
+    message: str
+    source: str
+
+
+Event: TypeAlias = Started | Partial | Final | StreamError
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """``"NAME"``, ``"NAME/SKILL"`` or ``"skill:SKILL"`` as (agent, skill)."""
+    if target.startswith("skill:"):
+        return "", target.removeprefix("skill:")
+    agent, _, skill = target.partition("/")
+    return agent, skill
+
+
+def build_request(
+    target: str | None,
+    text: str | None,
+    *,
+    agent: str | None,
+    skill: str | None,
+    data: JSONValue | None,
+    parts: Sequence[Part],
+    options: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+) -> pb.InvokeRequest:
+    routed_agent, routed_skill = parse_target(target) if target else ("", "")
+    request = pb.InvokeRequest(agent=agent or routed_agent, skill=skill or routed_skill)
+    message = request.message
+    message.role = pb.ROLE_USER
+    if text is not None:
+        message.parts.add(text=text)
+    if data is not None:
+        wire.python_to_value(data, message.parts.add().data)
+    for part in parts:
+        wire.part_to_proto(part, message.parts.add())
+    if metadata:
+        wire.dict_to_struct(metadata, message.metadata)
+    if options:
+        struct = struct_pb2.Struct()
+        wire.dict_to_struct(options, struct)
+        request.options.CopyFrom(struct)
+    return request
+
+
+def reply_from_proto(response: pb.InvokeResponse) -> Reply:
+    result = wire.result_from_proto(response)
+    return Reply(
+        agent=response.agent,
+        skill=response.skill,
+        task_id=response.task_id,
+        artifacts=result.artifacts,
+        usage=result.usage,
+        metadata=result.metadata,
+        raw=response,
+    )
+
+
+def event_from_proto(event: pb.InvokeEvent) -> Event:
+    kind = event.WhichOneof("event")
+    if kind == "started":
+        s = event.started
+        return Started(agent=s.agent, skill=s.skill, task_id=s.task_id)
+    if kind == "partial":
+        return wire.partial_from_proto(event.partial)
+    if kind == "final":
+        return Final(reply_from_proto(event.final))
+    if kind == "error":
+        e = event.error
+        return StreamError(_status(e.code), e.message, e.source)
+    raise CallError(grpc.StatusCode.INTERNAL, f"unknown stream event {kind!r}")
+
+
+def _status(code: int) -> grpc.StatusCode:
+    return next((s for s in grpc.StatusCode if s.value[0] == code), grpc.StatusCode.UNKNOWN)
+
+
+_STATUS_NAMES = {
+    gateway_pb2.AGENT_STATUS_SERVING: "serving",
+    gateway_pb2.AGENT_STATUS_UNAVAILABLE: "unavailable",
+}
+
+
+def agents_from_proto(response: gateway_pb2.ListAgentsResponse) -> list[AgentInfo]:
+    return [
+        AgentInfo(
+            name=a.name,
+            status=_STATUS_NAMES.get(a.status, "unknown"),
+            addresses=tuple(a.addresses),
+            card=wire.card_from_proto(a.card) if a.HasField("card") and a.card.skills else None,
+            detail=a.detail,
+        )
+        for a in response.agents
+    ]

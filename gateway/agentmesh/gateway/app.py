@@ -1,0 +1,59 @@
+"""Assembling and running the gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
+from agentmesh.gateway.registry import Registry
+from agentmesh.gateway.servicer import GatewayServicer
+from agentmesh.gateway.upstream import Upstream
+from agentmesh.runtime.logs import configure_logging
+from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
+from agentmesh.runtime.settings import load_settings
+from agentmesh.v1 import gateway_pb2_grpc
+
+GATEWAY_SERVICE = "agentmesh.v1.Gateway"
+
+
+class Gateway:
+    """The gateway's parts, started and stopped together (build it inside a running loop)."""
+
+    def __init__(self, settings: GatewaySettings, config: GatewayConfig) -> None:
+        self.settings = settings
+        self.registry = Registry(config, settings)
+        self.upstream = Upstream(settings)
+        servicer = GatewayServicer(self.registry, self.upstream)
+        binding = ServiceBinding(
+            GATEWAY_SERVICE,
+            lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
+        )
+        self.server = GrpcServer(settings, [binding], on_stopped=self.registry.close)
+
+    async def start(self) -> int:
+        """Fetch agent cards, then listen; returns the bound port."""
+        await self.registry.start()
+        return await self.server.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+
+    async def serve(self) -> None:
+        await self.registry.start()
+        await run_server(self.server)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = load_settings(GatewaySettings, argv, prog="agentmesh-gateway")
+    configure_logging("gateway", level=settings.log_level, fmt=settings.log_format)
+    try:
+        config = load_config(settings.config)
+    except ConfigError as exc:
+        raise SystemExit(f"agentmesh-gateway: {exc}") from None
+    asyncio.run(_serve(settings, config))
+
+
+async def _serve(settings: GatewaySettings, config: GatewayConfig) -> None:
+    # Built inside the running loop: grpc.aio channels bind to the loop that creates them.
+    await Gateway(settings, config).serve()

@@ -1,0 +1,147 @@
+"""Gateway settings and its registry configuration.
+
+Settings come from ``AGENTMESH_*`` variables and flags like every service's.
+The agent registry comes from a YAML file (``--config`` or
+``AGENTMESH_CONFIG``) plus per-agent environment overrides::
+
+    agents:
+      summarizer:
+        addresses: ["127.0.0.1:50061"]        # or: address: 127.0.0.1:50061
+      qa:
+        address: dns:///qa.agentmesh.svc.cluster.local:50051
+        skills: [answer]                      # known before the card is fetched
+        timeout: 20                           # cap on one call, in seconds
+
+    AGENTMESH_AGENT_CODE_REVIEWER_ADDRESSES=127.0.0.1:50065,127.0.0.1:50075
+    AGENTMESH_AGENT_QA_SKILLS=answer
+
+A variable names the agent in upper case with ``_`` for ``-``; it creates the
+agent when the file does not declare it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agentmesh.runtime.settings import ServerSettings
+
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_ENV_AGENT = re.compile(r"^AGENTMESH_AGENT_([A-Z0-9_]+)_(ADDRESSES|SKILLS|TIMEOUT)$")
+
+
+class GatewaySettings(ServerSettings):
+    """Settings of the gateway process."""
+
+    config: Path | None = Field(None, description="YAML file declaring the agents")
+    default_timeout: float = Field(
+        30.0, gt=0, le=3600, description="deadline for calls whose client set none (seconds)"
+    )
+    deadline_margin: float = Field(
+        0.02,
+        ge=0,
+        le=5,
+        description="seconds kept back from the caller's deadline when calling an agent, "
+        "so the gateway can still answer in time",
+    )
+    card_refresh_interval: float = Field(
+        30.0, gt=0, description="seconds between card refreshes from the agents"
+    )
+    card_timeout: float = Field(2.0, gt=0, description="deadline of one GetCard call (seconds)")
+
+
+class AgentConfig(BaseModel):
+    """One agent as the gateway knows it before it has talked to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    addresses: list[str] = Field(min_length=1)
+    skills: list[str] = Field(default_factory=list)
+    timeout: float | None = Field(None, gt=0, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_address(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "address" in data:
+            data = dict(data)
+            address = data.pop("address")
+            data.setdefault("addresses", [address])
+        return data
+
+    @field_validator("addresses")
+    @classmethod
+    def _valid_addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            if not address or any(c.isspace() for c in address):
+                raise ValueError(f"invalid address {address!r}")
+            if address.startswith("dns:") and len(addresses) > 1:
+                raise ValueError("a dns:/// address must be the agent's only address")
+        return addresses
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+
+    @field_validator("agents")
+    @classmethod
+    def _valid_names(cls, agents: dict[str, AgentConfig]) -> dict[str, AgentConfig]:
+        for name in agents:
+            if not AGENT_NAME.match(name):
+                raise ValueError(f"agent name {name!r} must be lower-case letters, digits and '-'")
+        return agents
+
+
+class ConfigError(ValueError):
+    """The gateway configuration is invalid; the message says where."""
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in environ.items():
+        match = _ENV_AGENT.match(key)
+        if not match:
+            continue
+        name = match.group(1).lower().replace("_", "-")
+        field = match.group(2).lower()
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        overrides.setdefault(name, {})[field] = value if field == "timeout" else items
+    return overrides
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read the YAML file (if any), apply environment overrides and validate."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"gateway config {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"gateway config {path}: the top level must be a mapping")
+        raw = loaded or {}
+    agents: dict[str, Any] = dict(raw.get("agents") or {})
+    for name, fields in _env_overrides(environ).items():
+        current = agents.get(name)
+        merged = dict(current) if isinstance(current, dict) else {}
+        if "addresses" in fields:
+            merged.pop("address", None)
+        merged.update(fields)
+        agents[name] = merged
+    try:
+        return GatewayConfig.model_validate({**raw, "agents": agents})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid gateway config: {problems}") from None

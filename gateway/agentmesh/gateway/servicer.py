@@ -1,0 +1,80 @@
+"""The ``agentmesh.v1.Gateway`` servicer: wire messages in, routing, wire messages out.
+
+Invoke passes the client's message to the agent untouched and the agent's
+response back untouched: the gateway reads only the routing fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
+from agentmesh.gateway.routing import route
+from agentmesh.gateway.upstream import Upstream
+from agentmesh.runtime.status import abort
+from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
+from agentmesh.v1 import messages_pb2 as pb
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATUS = {
+    Reachability.UNKNOWN: gateway_pb2.AGENT_STATUS_UNSPECIFIED,
+    Reachability.SERVING: gateway_pb2.AGENT_STATUS_SERVING,
+    Reachability.UNAVAILABLE: gateway_pb2.AGENT_STATUS_UNAVAILABLE,
+}
+
+
+def agent_info(entry: AgentEntry) -> gateway_pb2.AgentInfo:
+    info = gateway_pb2.AgentInfo(
+        name=entry.name,
+        addresses=entry.addresses,
+        status=_STATUS[entry.reachability],
+        detail=entry.detail,
+    )
+    if entry.card is not None:
+        info.card.CopyFrom(entry.card)
+    return info
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, registry: Registry, upstream: Upstream) -> None:
+        self._registry = registry
+        self._upstream = upstream
+
+    async def ListAgents(
+        self, request: gateway_pb2.ListAgentsRequest, context: Context
+    ) -> gateway_pb2.ListAgentsResponse:
+        if request.refresh:
+            await self._registry.refresh_all()
+        return gateway_pb2.ListAgentsResponse(
+            agents=[agent_info(e) for e in self._registry.entries]
+        )
+
+    async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
+        try:
+            entry = route(self._registry, request.agent, request.skill)
+            return await self._upstream.invoke(
+                entry, request, time_remaining=context.time_remaining()
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.Invoke")
+
+    async def InvokeStream(
+        self, request: pb.InvokeRequest, context: Context
+    ) -> AsyncIterator[pb.InvokeEvent]:
+        try:
+            entry = route(self._registry, request.agent, request.skill)
+            async for event in self._upstream.stream(
+                entry, request, time_remaining=context.time_remaining()
+            ):
+                yield event
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.InvokeStream")

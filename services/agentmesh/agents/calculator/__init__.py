@@ -1,0 +1,1 @@
+"""Calculator agent: safe arithmetic over a whitelisted expression grammar."""

@@ -1,0 +1,1 @@
+"""Code reviewer agent: static complexity and security checks for Python source."""

@@ -1,0 +1,1 @@
+"""Keywords agent: RAKE key phrases and regular-expression entities."""

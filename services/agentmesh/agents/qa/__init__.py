@@ -1,0 +1,1 @@
+"""QA agent: extractive question answering with BM25 sentence ranking."""

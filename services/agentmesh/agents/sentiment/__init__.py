@@ -1,0 +1,1 @@
+"""Sentiment agent: lexicon-based polarity with negation and emphasis."""

@@ -1,0 +1,1 @@
+"""Summarizer agent: extractive TextRank summaries."""

@@ -1,0 +1,71 @@
+"""The agentmesh runtime: what every agent service and the gateway share.
+
+Agent authors need only this module::
+
+    from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill, run
+"""
+
+from __future__ import annotations
+
+from agentmesh.runtime.agent import Agent, StreamItem, agent, collect
+from agentmesh.runtime.errors import (
+    AgentError,
+    DeadlineExceeded,
+    ErrorCode,
+    FailedPrecondition,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    Unavailable,
+)
+from agentmesh.runtime.server import GrpcServer, ServiceBinding
+from agentmesh.runtime.service import agent_server, run, serve
+from agentmesh.runtime.settings import ServerSettings, load_settings
+from agentmesh.runtime.types import (
+    AgentCard,
+    Artifact,
+    DataPart,
+    FilePart,
+    Message,
+    Part,
+    Partial,
+    Request,
+    Result,
+    Skill,
+    TextPart,
+    Usage,
+)
+
+__all__ = [
+    "Agent",
+    "AgentCard",
+    "AgentError",
+    "Artifact",
+    "DataPart",
+    "DeadlineExceeded",
+    "ErrorCode",
+    "FailedPrecondition",
+    "FilePart",
+    "GrpcServer",
+    "InvalidInput",
+    "LimitExceeded",
+    "Message",
+    "NotFound",
+    "Part",
+    "Partial",
+    "Request",
+    "Result",
+    "ServerSettings",
+    "ServiceBinding",
+    "Skill",
+    "StreamItem",
+    "TextPart",
+    "Unavailable",
+    "Usage",
+    "agent",
+    "agent_server",
+    "collect",
+    "load_settings",
+    "run",
+    "serve",
+]

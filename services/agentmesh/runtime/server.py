@@ -1,0 +1,194 @@
+"""The one gRPC server bootstrap every agentmesh service uses.
+
+:class:`GrpcServer` owns a ``grpc.aio`` server with ``grpc.health.v1``,
+server reflection, message-size limits, keepalive and a graceful drain:
+
+1. health turns NOT_SERVING for every service (load balancers stop routing);
+2. after ``drain_delay`` seconds new calls are refused;
+3. in-flight calls get ``grace_period`` seconds to finish, then are cancelled.
+
+``serve_until_signal`` runs that drain on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from agentmesh.runtime.settings import ServerSettings
+
+log = logging.getLogger("agentmesh.server")
+
+ReflectionV1Service = "grpc.reflection.v1.ServerReflection"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceBinding:
+    """A servicer to mount: its full service name and how to add it."""
+
+    name: str
+    add_to: Callable[[grpc.aio.Server], None]
+
+
+class ServerStartError(RuntimeError):
+    """The server could not listen on its address."""
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 0),
+        # Linux SO_REUSEPORT would let a second server share a busy port and
+        # receive half the traffic; a clash must fail loudly instead.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcServer:
+    """A started-on-demand grpc.aio server with health, reflection and drain."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        services: Sequence[ServiceBinding],
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        on_stopped: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._services = list(services)
+        self._interceptors = list(interceptors)
+        self._on_stopped = on_stopped
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._stopping: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Listen and mark every service SERVING; returns the bound port."""
+        server = grpc.aio.server(
+            interceptors=self._interceptors,
+            options=server_options(self.settings),
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+        )
+        for service in self._services:
+            service.add_to(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [s.name for s in self._services]
+        if self.settings.reflection:
+            reflection.enable_server_reflection(
+                [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
+            _enable_reflection_v1(server, names)
+        try:
+            port = server.add_insecure_port(self.settings.address)
+        except RuntimeError as exc:
+            raise ServerStartError(f"cannot listen on {self.settings.address}: {exc}") from None
+        if port == 0:
+            raise ServerStartError(f"cannot listen on {self.settings.address}")
+        await server.start()
+        self._server, self.port = server, port
+        for name in ("", *names):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop (idempotent; concurrent callers share one drain)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._drain(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _drain(self, grace: float | None) -> None:
+        if self._server is None:
+            return
+        grace = self.settings.grace_period if grace is None else grace
+        log.info("draining", extra={"drain_delay": self.settings.drain_delay, "grace": grace})
+        await self._health.enter_graceful_shutdown()
+        if self.settings.drain_delay:
+            await asyncio.sleep(self.settings.drain_delay)
+        await self._server.stop(grace)
+        if self._on_stopped is not None:
+            await self._on_stopped()
+        log.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def serve_until_signal(self) -> None:
+        """Start, then drain and stop on SIGTERM or SIGINT (a second signal skips the grace)."""
+        loop = asyncio.get_running_loop()
+        signals = 0
+        pending: set[asyncio.Future[None]] = set()
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            log.info("signal received", extra={"signal": signal.Signals(signum).name})
+            grace = None if signals == 1 else 0.0
+            # A second signal starts a zero-grace stop of the underlying server.
+            if signals == 1:
+                pending.add(asyncio.ensure_future(self.stop(grace)))
+            elif self._server is not None:
+                pending.add(asyncio.ensure_future(self._server.stop(grace)))
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await self.start()
+            log.info("serving", extra={"address": f"{self.settings.host}:{self.port}"})
+            await self.wait_for_termination()
+            if self._stopping is not None:
+                await self._stopping
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+
+def _enable_reflection_v1(server: grpc.aio.Server, names: Sequence[str]) -> None:
+    """Serve reflection under its v1 name too (wire-identical to v1alpha).
+
+    grpcio-reflection only ships v1alpha; grpcurl, buf curl and Postman try v1
+    first. The request and response messages of both versions are identical on
+    the wire, so the v1alpha servicer answers v1 calls unchanged.
+    """
+    servicer = reflection.aio.ReflectionServicer(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    )
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                ReflectionV1Service, {"ServerReflectionInfo": handler}
+            ),
+        )
+    )
+
+
+async def run_server(server: GrpcServer) -> None:
+    """Serve until a signal, logging a clean error when the port is taken."""
+    try:
+        await server.serve_until_signal()
+    except ServerStartError as exc:
+        log.error(str(exc))
+        raise SystemExit(2) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop(0)

@@ -1,0 +1,127 @@
+"""Serving an :class:`~agentmesh.runtime.agent.Agent` over gRPC.
+
+:class:`AgentServicer` only maps wire messages to domain types and errors to
+statuses; the agent's logic never sees gRPC. :func:`run` is a service's whole
+entry point::
+
+    if __name__ == "__main__":
+        run(SummarizerAgent())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from agentmesh.runtime import wire
+from agentmesh.runtime.agent import Agent, Assembler
+from agentmesh.runtime.logs import configure_logging
+from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
+from agentmesh.runtime.settings import ServerSettings, load_settings
+from agentmesh.runtime.status import abort
+from agentmesh.runtime.types import Request
+from agentmesh.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh.v1 import messages_pb2 as pb
+
+AGENT_SERVICE = "agentmesh.v1.Agent"
+
+Context = grpc.aio.ServicerContext[pb.InvokeRequest, object]
+
+
+class AgentServicer(agent_pb2_grpc.AgentServicer):
+    def __init__(self, agent: Agent, settings: ServerSettings) -> None:
+        self._agent = agent
+        self._name = agent.card.name
+        self._max_parts = settings.max_parts
+        self._card = wire.card_to_proto(agent.card)
+
+    async def GetCard(
+        self, request: agent_pb2.GetCardRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.AgentCard:
+        return self._card
+
+    def _request(self, request: pb.InvokeRequest, context: Context) -> Request:
+        domain = wire.request_from_proto(
+            request, time_remaining=context.time_remaining(), max_parts=self._max_parts
+        )
+        domain = self._agent.resolve(domain)
+        if not domain.task_id:
+            domain = Request(
+                domain.skill, domain.message, domain.options, domain.deadline, uuid.uuid4().hex
+            )
+        return domain
+
+    async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
+        try:
+            domain = self._request(request, context)
+            result = await self._agent.invoke(domain)
+            return wire.result_to_proto(
+                result, agent=self._name, skill=domain.skill, task_id=domain.task_id
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where=f"{self._name}.Invoke")
+
+    async def InvokeStream(
+        self, request: pb.InvokeRequest, context: Context
+    ) -> AsyncIterator[pb.InvokeEvent]:
+        try:
+            domain = self._request(request, context)
+            started = pb.InvokeEvent()
+            started.started.task_id = domain.task_id
+            started.started.agent = self._name
+            started.started.skill = domain.skill
+            yield started
+            assembler = Assembler()
+            async for item in self._agent.stream(domain):
+                partial = assembler.feed(item)
+                if partial is not None:
+                    yield wire.partial_to_proto(partial)
+            event = pb.InvokeEvent()
+            event.final.CopyFrom(
+                wire.result_to_proto(
+                    assembler.result(), agent=self._name, skill=domain.skill, task_id=domain.task_id
+                )
+            )
+            yield event
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where=f"{self._name}.InvokeStream")
+
+
+def agent_server(
+    agent: Agent,
+    settings: ServerSettings,
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> GrpcServer:
+    """A :class:`GrpcServer` serving ``agent`` (not started)."""
+    servicer = AgentServicer(agent, settings)
+    return GrpcServer(
+        settings,
+        [
+            ServiceBinding(
+                AGENT_SERVICE, lambda s: agent_pb2_grpc.add_AgentServicer_to_server(servicer, s)
+            )
+        ],
+        interceptors=interceptors,
+        on_stopped=agent.shutdown,
+    )
+
+
+async def serve(agent: Agent, settings: ServerSettings) -> None:
+    """Start ``agent`` and serve until SIGTERM/SIGINT, then drain."""
+    await agent.startup()
+    await run_server(agent_server(agent, settings))
+
+
+def run(agent: Agent, argv: Sequence[str] | None = None) -> None:
+    """A service's entry point: settings from env and flags, logs, serve."""
+    settings = load_settings(ServerSettings, argv, prog=f"agentmesh-{agent.card.name}")
+    configure_logging(agent.card.name, level=settings.log_level, fmt=settings.log_format)
+    asyncio.run(serve(agent, settings))

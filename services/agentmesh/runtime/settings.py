@@ -1,0 +1,99 @@
+"""Typed settings for every service, from environment variables and flags.
+
+Each field of :class:`ServerSettings` (and of a subclass) is read from
+``AGENTMESH_<FIELD>`` and can be overridden by a ``--<field-with-dashes>``
+flag; flags win over the environment, which wins over defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class ServerSettings(BaseSettings):
+    """What every agentmesh gRPC server is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTMESH_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    max_message_bytes: int = Field(
+        4 * MiB, ge=1024, le=256 * MiB, description="largest request or response accepted"
+    )
+    max_parts: int = Field(64, ge=1, le=10_000, description="most parts one message may carry")
+    grace_period: float = Field(
+        10.0, ge=0, le=600, description="seconds in-flight calls get to finish on shutdown"
+    )
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        le=120,
+        description="seconds to report NOT_SERVING before refusing calls "
+        "(lets load balancers notice; ~5 in Kubernetes)",
+    )
+    max_concurrent_rpcs: int | None = Field(
+        None, ge=1, description="RPCs served at once; more are refused (None: no cap)"
+    )
+    keepalive_time: float = Field(30.0, gt=0, description="seconds between keepalive pings")
+    keepalive_timeout: float = Field(10.0, gt=0, description="seconds to wait for a ping ack")
+    reflection: bool = Field(True, description="serve gRPC server reflection")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def _flag_type(annotation: Any) -> tuple[Any, list[str] | None]:
+    """argparse type and choices for a field annotation."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return str, [str(a) for a in args]
+    if annotation is bool:
+        return lambda s: s.lower() in ("1", "true", "yes", "on"), None
+    if annotation in (int, float, str):
+        return annotation, None
+    return str, None
+
+
+def load_settings(
+    cls: type[SettingsT], argv: Sequence[str] | None = None, *, prog: str | None = None
+) -> SettingsT:
+    """Build settings from env, then flags in ``argv``; exits with a message on bad values."""
+    parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
+    for name, info in cls.model_fields.items():
+        if typing.get_origin(info.annotation) in (list, dict, tuple):
+            continue  # structured settings come from the environment or a file
+        flag_type, choices = _flag_type(info.annotation)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=flag_type,
+            choices=choices,
+            default=argparse.SUPPRESS,
+            help=f"{info.description or ''} (env AGENTMESH_{name.upper()})".strip(),
+        )
+    overrides = vars(parser.parse_args(argv))
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        parser.error(problems)

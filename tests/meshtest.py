@@ -1,0 +1,136 @@
+"""Helpers shared by the suite: real servers on 127.0.0.1, port 0, and test agents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentmesh.gateway import Gateway, GatewayConfig, GatewaySettings
+from agentmesh.gateway.config import AgentConfig
+from agentmesh.runtime import (
+    Agent,
+    AgentCard,
+    GrpcServer,
+    Request,
+    Result,
+    ServerSettings,
+    Skill,
+    StreamItem,
+    agent_server,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A port free right now on 127.0.0.1 (for processes that need it up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_agent(agent: Agent, **settings: object) -> AsyncIterator[tuple[GrpcServer, str]]:
+    """Serve ``agent`` in this process on a free port; yields (server, address)."""
+    server = agent_server(agent, ServerSettings(port=0, **settings))  # type: ignore[arg-type]
+    port = await server.start()
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    agents: Mapping[str, Sequence[str]], **settings: object
+) -> AsyncIterator[tuple[Gateway, str]]:
+    """A gateway on a free port that knows ``agents`` (name -> addresses)."""
+    config = GatewayConfig(
+        agents={name: AgentConfig(addresses=list(addrs)) for name, addrs in agents.items()}
+    )
+    gateway = Gateway(GatewaySettings(port=0, **settings), config)  # type: ignore[arg-type]
+    port = await gateway.start()
+    try:
+        yield gateway, f"127.0.0.1:{port}"
+    finally:
+        await gateway.stop(0)
+
+
+async def health_status(address: str, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=2
+        )
+        return int(reply.status)
+
+
+async def wait_until(predicate: Callable[[], object], *, attempts: int = 200) -> None:
+    """Poll ``predicate`` (sync or async) every 50 ms, a bounded number of times."""
+    for _ in range(attempts):
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMESH_")}
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class ProbeAgent(Agent):
+    """A controllable agent for runtime and gateway tests.
+
+    Skills: ``echo`` (returns the text, reports the deadline it saw), ``hold``
+    (waits until ``release`` is set: an in-flight call to drain or cancel),
+    ``crash`` (raises an unexpected error), ``spell`` (streams the text letter
+    by letter).
+    """
+
+    card = AgentCard(
+        name="probe",
+        description="test agent",
+        skills=(Skill(id="echo"), Skill(id="hold"), Skill(id="crash"), Skill(id="spell")),
+    )
+
+    def __init__(self, name: str = "probe") -> None:
+        self.card = AgentCard(name=name, description="test agent", skills=ProbeAgent.card.skills)
+        self.seen_remaining: list[float | None] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def invoke(self, request: Request) -> Result:
+        self.seen_remaining.append(request.time_remaining())
+        if request.skill == "crash":
+            raise RuntimeError("secret detail /etc/agentmesh/token=abc123")
+        if request.skill == "hold":
+            self.entered.set()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+            return Result.of(text="released")
+        if request.skill == "spell":
+            return await super().invoke(request)
+        return Result.of(text=request.text, data={"agent": self.card.name})
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamItem]:
+        if request.skill != "spell":
+            yield await self.invoke(request)
+            return
+        for letter in request.require_text():
+            yield letter
