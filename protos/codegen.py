@@ -63,9 +63,9 @@ def generated_files(root: Path) -> dict[str, Path]:
     }
 
 
-def drift(fresh_root: Path) -> list[str]:
+def drift(fresh_root: Path, committed_root: Path = PROTO_ROOT) -> list[str]:
     """Describe every difference between fresh output and the committed files."""
-    fresh, committed = generated_files(fresh_root), generated_files(PROTO_ROOT)
+    fresh, committed = generated_files(fresh_root), generated_files(committed_root)
     problems = [f"missing: {name}" for name in sorted(fresh.keys() - committed.keys())]
     problems += [f"stale: {name}" for name in sorted(committed.keys() - fresh.keys())]
     problems += [

@@ -12,14 +12,12 @@ from meshtest import REPO_ROOT, service_env
 
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``python -m MODULE ARGS``; every process is stopped by PID at teardown."""
+    """Start ``python ARGS`` (e.g. ``-m MODULE ...``); each is stopped by PID at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(
-        module: str, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [sys.executable, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env or service_env(),

@@ -11,7 +11,7 @@ import pytest
 from agentmesh.llm import ChatChunk, ChatRequest, InvalidResponse, Message, Usage
 
 if TYPE_CHECKING:
-    from tests.llm.conftest import FakeLLMServer, MakeClient
+    from llm.conftest import FakeLLMServer, MakeClient
 
 
 def _request(**options: object) -> ChatRequest:

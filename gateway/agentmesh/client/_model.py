@@ -52,7 +52,7 @@ class Reply:
         return Result(self.artifacts).text
 
     @property
-    def data(self) -> JSONValue | None:
+    def data(self) -> JSONValue:
         return Result(self.artifacts).data
 
 

@@ -63,7 +63,7 @@ class Message:
         return "\n\n".join(p.text for p in self.parts if isinstance(p, TextPart))
 
     @property
-    def data(self) -> JSONValue | None:
+    def data(self) -> JSONValue:
         """The first data part's value, or None."""
         for part in self.parts:
             if isinstance(part, DataPart):
@@ -167,7 +167,7 @@ class Result:
         )
 
     @property
-    def data(self) -> JSONValue | None:
+    def data(self) -> JSONValue:
         for artifact in self.artifacts:
             for part in artifact.parts:
                 if isinstance(part, DataPart):

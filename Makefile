@@ -1,0 +1,37 @@
+# Developer entry points. Every target uses the virtualenv in .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test lint typecheck codegen codegen-check clean
+
+$(STAMP): pyproject.toml setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) protos/codegen.py --check
+	touch $(STAMP)
+
+install: $(STAMP)  ## virtualenv with agentmesh and its dev tools
+
+up: $(STAMP)  ## run the gateway and the six agents on 127.0.0.1 (Ctrl-C stops them)
+	$(VENV)/bin/agentmesh up
+
+test: lint typecheck codegen-check  ## everything CI checks
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy services gateway tests protos/codegen.py
+
+codegen: $(STAMP)  ## regenerate protos/agentmesh/v1/*_pb2*.py(i) after editing a .proto
+	$(PY) protos/codegen.py
+
+codegen-check: $(STAMP)
+	$(PY) protos/codegen.py --check
+
+clean:
+	rm -rf $(VENV) .agentmesh .mypy_cache .pytest_cache .ruff_cache build *.egg-info

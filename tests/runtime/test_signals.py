@@ -1,0 +1,61 @@
+"""Graceful shutdown of a real agent process on a real SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from meshtest import free_port, health_status, wait_until
+
+from agentmesh.v1 import agent_pb2_grpc
+from agentmesh.v1 import messages_pb2 as pb
+
+SLOW_AGENT = str(Path(__file__).with_name("slow_agent.py"))
+
+
+async def _read_line_with(process: subprocess.Popen[bytes], marker: bytes) -> None:
+    assert process.stdout is not None
+    loop = asyncio.get_running_loop()
+    for _ in range(200):  # bounded: the agent prints a handful of log lines
+        line = await loop.run_in_executor(None, process.stdout.readline)
+        if marker in line:
+            return
+        if not line:
+            break
+    raise AssertionError(f"{marker!r} never printed")
+
+
+async def test_sigterm_mid_request_finishes_that_request_and_refuses_new_ones(
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    process = spawn(SLOW_AGENT, "--port", str(port), "--grace-period", "20")
+    await wait_until(lambda: _serving(address))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = agent_pb2_grpc.AgentStub(channel)
+        request = pb.InvokeRequest(message=pb.Message(parts=[pb.Part(text="go")]))
+        request.options.update({"seconds": 1.5})
+        in_flight = asyncio.ensure_future(stub.Invoke(request, timeout=30))
+        await _read_line_with(process, b"entered")
+        process.send_signal(signal.SIGTERM)
+        reply = await in_flight
+        assert reply.artifacts[0].parts[0].text == "finished"
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, process.wait, 30) == 0
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async with grpc.aio.insecure_channel(address) as channel:
+            await agent_pb2_grpc.AgentStub(channel).Invoke(request, timeout=2)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def _serving(address: str) -> bool:
+    try:
+        return await health_status(address) == 1
+    except grpc.aio.AioRpcError:
+        return False
