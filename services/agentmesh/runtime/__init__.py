@@ -7,6 +7,7 @@ Agent authors need only this module::
 
 from __future__ import annotations
 
+from agentmesh.runtime import wire
 from agentmesh.runtime.agent import Agent, StreamItem, agent, collect
 from agentmesh.runtime.errors import (
     AgentError,
@@ -68,4 +69,5 @@ __all__ = [
     "load_settings",
     "run",
     "serve",
+    "wire",
 ]
