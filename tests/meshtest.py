@@ -39,7 +39,7 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def running_agent(agent: Agent, **settings: object) -> AsyncIterator[tuple[GrpcServer, str]]:
     """Serve ``agent`` in this process on a free port; yields (server, address)."""
-    server = agent_server(agent, ServerSettings(port=0, **settings))  # type: ignore[arg-type]
+    server = agent_server(agent, ServerSettings(**{"port": 0, **settings}))  # type: ignore[arg-type]
     port = await server.start()
     try:
         yield server, f"127.0.0.1:{port}"
@@ -55,7 +55,7 @@ async def running_gateway(
     config = GatewayConfig(
         agents={name: AgentConfig(addresses=list(addrs)) for name, addrs in agents.items()}
     )
-    gateway = Gateway(GatewaySettings(port=0, **settings), config)  # type: ignore[arg-type]
+    gateway = Gateway(GatewaySettings(**{"port": 0, **settings}), config)  # type: ignore[arg-type]
     port = await gateway.start()
     try:
         yield gateway, f"127.0.0.1:{port}"

@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 import pytest
-from meshtest import ProbeAgent, free_port, running_agent, running_gateway
+from meshtest import ProbeAgent, free_port, running_agent, running_gateway, wait_until
 
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -158,3 +158,21 @@ async def test_client_cancelling_a_stream_cancels_the_agent() -> None:
                 await agent.entered.wait()
                 call.cancel()
                 await asyncio.wait_for(agent.cancelled.wait(), 10)
+
+
+async def test_an_agent_that_starts_after_the_gateway_is_picked_up() -> None:
+    port = free_port()
+    async with running_gateway({"late": [f"127.0.0.1:{port}"]}) as (gateway, gw):
+        entry = gateway.registry.get("late")
+        assert entry is not None
+        assert entry.card is None
+        async with running_agent(ProbeAgent("late"), port=port):
+            # Retried with a short backoff, not after the 30 s refresh interval.
+            await wait_until(lambda: entry.card is not None)
+            async with grpc.aio.insecure_channel(gw) as channel:
+                stub = gateway_pb2_grpc.GatewayStub(channel)
+                listing = await stub.ListAgents(gateway_pb2.ListAgentsRequest())
+                reply = await stub.Invoke(request(skill="spell"), timeout=5)
+    assert listing.agents[0].status == gateway_pb2.AGENT_STATUS_SERVING
+    assert listing.agents[0].card.name == "late"
+    assert reply.agent == "late"  # routable by skill once its card is known

@@ -105,10 +105,10 @@ class LocalMesh:
         """Start every service and wait until each reports SERVING."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
-            self.running.append(await self._spawn(spec))
             if spec.module == GATEWAY_MODULE:
                 # The gateway fetches cards at start: let the agents come up first.
-                await asyncio.gather(*(self._wait_serving(r) for r in self.running[:-1]))
+                await asyncio.gather(*(self._wait_serving(r) for r in self.running))
+            self.running.append(await self._spawn(spec))
         await self._wait_serving(self.running[-1])
 
     async def _spawn(self, spec: ServiceSpec) -> RunningService:

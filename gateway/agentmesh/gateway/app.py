@@ -23,7 +23,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, config: GatewayConfig) -> None:
         self.settings = settings
         self.registry = Registry(config, settings)
-        self.upstream = Upstream(settings)
+        self.upstream = Upstream(settings, self.registry)
         servicer = GatewayServicer(self.registry, self.upstream)
         binding = ServiceBinding(
             GATEWAY_SERVICE,

@@ -64,6 +64,8 @@ class AgentEntry:
     reachability: Reachability = Reachability.UNKNOWN
     detail: str = ""
     skills: frozenset[str] = frozenset()
+    next_refresh: float = 0.0  # loop time of the next card fetch
+    failures: int = 0  # card fetches failed in a row
     _next: int = field(default=0, repr=False)
 
     def pick(self) -> Replica:
@@ -128,7 +130,13 @@ class Registry:
         return [e for e in self._entries.values() if skill in e.skills]
 
     async def refresh(self, entry: AgentEntry) -> None:
-        """Fetch ``entry``'s card; record whether the agent answered."""
+        """Fetch ``entry``'s card; record whether the agent answered.
+
+        An agent that answered is asked again after ``card_refresh_interval``;
+        one that did not is retried sooner, backing off from half a second.
+        """
+        loop = asyncio.get_running_loop()
+        interval = self._settings.card_refresh_interval
         replica = entry.pick()
         try:
             card = await replica.stub.GetCard(
@@ -145,7 +153,11 @@ class Registry:
                     },
                 )
             entry.mark_unavailable(f"{replica.address}: {exc.code().name}: {exc.details()}")
+            entry.failures += 1
+            entry.next_refresh = loop.time() + min(interval, 0.5 * 2 ** (entry.failures - 1))
             return
+        entry.failures = 0
+        entry.next_refresh = loop.time() + interval
         if card.name and card.name != entry.name:
             log.warning(
                 "agent card name differs from its registry name",
@@ -156,11 +168,18 @@ class Registry:
     async def refresh_all(self) -> None:
         await asyncio.gather(*(self.refresh(e) for e in self._entries.values()))
 
+    def refresh_soon(self, entry: AgentEntry) -> None:
+        """Fetch ``entry``'s card at the next tick (e.g. it answered a call but has none)."""
+        entry.next_refresh = 0.0
+
     async def _refresh_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = min(0.5, self._settings.card_refresh_interval)
         while True:
-            await asyncio.sleep(self._settings.card_refresh_interval)
+            await asyncio.sleep(tick)
+            due = [e for e in self._entries.values() if e.next_refresh <= loop.time()]
             try:
-                await self.refresh_all()
+                await asyncio.gather(*(self.refresh(e) for e in due))
             except Exception:  # a refresh bug must not end refreshing for good
                 log.exception("card refresh failed")
 

@@ -12,14 +12,15 @@ from collections.abc import AsyncIterator
 import grpc
 
 from agentmesh.gateway.config import GatewaySettings
-from agentmesh.gateway.registry import AgentEntry, Replica
+from agentmesh.gateway.registry import AgentEntry, Registry, Replica
 from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode, Unavailable
 from agentmesh.runtime.status import error_code
 from agentmesh.v1 import messages_pb2 as pb
 
 
 class Upstream:
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, registry: Registry) -> None:
+        self._registry = registry
         self._default_timeout = settings.default_timeout
         self._margin = settings.deadline_margin
 
@@ -44,7 +45,7 @@ class Upstream:
             response: pb.InvokeResponse = await replica.stub.Invoke(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(entry, replica, exc, timeout) from None
-        entry.mark_serving()
+        self._answered(entry)
         return response
 
     async def stream(
@@ -56,12 +57,17 @@ class Upstream:
         try:
             async for event in call:
                 yield event
-            entry.mark_serving()
+            self._answered(entry)
         except grpc.aio.AioRpcError as exc:
             raise translate(entry, replica, exc, timeout) from None
         finally:
             # The caller went away or failed: stop the agent's work too.
             call.cancel()
+
+    def _answered(self, entry: AgentEntry) -> None:
+        if entry.card is None:
+            self._registry.refresh_soon(entry)
+        entry.mark_serving()
 
 
 def translate(
