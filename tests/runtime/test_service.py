@@ -131,7 +131,7 @@ async def test_deadline_reaches_the_handler() -> None:
         await stub.Invoke(text_request("x"))
     with_deadline, without = agent.seen_remaining
     assert with_deadline is not None
-    assert 0 < with_deadline <= 7
+    assert 0 < with_deadline <= 7.2  # gRPC may round the grpc-timeout header up a little
     assert without is None
 
 
