@@ -105,10 +105,10 @@ def test_skill_resolution() -> None:
     class Echo(Agent):
         card = CARD
 
-    assert Echo().resolve(Request(skill="", message=Message())).skill == "a"
-    assert Echo().resolve(req()).skill == "a"
+    assert Echo().resolve_skill("") == "a"
+    assert Echo().resolve_skill("b") == "b"
     with pytest.raises(NotFound, match="offers: a, b"):
-        Echo().resolve(Request(skill="zzz", message=Message()))
+        Echo().resolve_skill("zzz")
 
 
 def test_card_needs_a_skill() -> None:

@@ -19,10 +19,13 @@ def route(registry: Registry, agent: str, skill: str) -> AgentEntry:
     if len(skill) > MAX_SKILL_CHARS:
         raise InvalidInput("skill", f"longer than {MAX_SKILL_CHARS} characters")
     if agent:
-        if not AGENT_NAME.match(agent):
-            raise InvalidInput("agent", "must be lower-case letters, digits and '-' (at most 63)")
         entry = registry.get(agent)
         if entry is None:
+            # Only a miss pays for the pattern check: registered names are valid.
+            if not AGENT_NAME.match(agent):
+                raise InvalidInput(
+                    "agent", "must be lower-case letters, digits and '-' (at most 63)"
+                )
             known = ", ".join(sorted(e.name for e in registry.entries)) or "none"
             raise NotFound(f"agent {agent!r} is not registered; registered agents: {known}")
         if skill and entry.card is not None and skill not in entry.skills:

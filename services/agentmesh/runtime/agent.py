@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import TypeAlias, cast
 
 from agentmesh.runtime.errors import AgentError, NotFound
@@ -60,16 +59,14 @@ class Agent:
     def streams_natively(self) -> bool:
         return type(self).stream is not Agent.stream
 
-    def resolve(self, request: Request) -> Request:
-        """Bind the request to one of the card's skills (the first by default)."""
-        if not request.skill:
-            return replace(request, skill=self.card.skills[0].id)
-        if self.card.skill(request.skill) is None:
+    def resolve_skill(self, skill: str) -> str:
+        """The card's skill id for a requested one (the first skill when empty)."""
+        if not skill:
+            return self.card.skills[0].id
+        if self.card.skill(skill) is None:
             offered = ", ".join(s.id for s in self.card.skills)
-            raise NotFound(
-                f"agent {self.card.name!r} has no skill {request.skill!r}; it offers: {offered}"
-            )
-        return request
+            raise NotFound(f"agent {self.card.name!r} has no skill {skill!r}; it offers: {offered}")
+        return skill
 
 
 class _FunctionAgent(Agent):

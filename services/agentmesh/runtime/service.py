@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import grpc
 
@@ -47,12 +48,10 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         domain = wire.request_from_proto(
             request, time_remaining=context.time_remaining(), max_parts=self._max_parts
         )
-        domain = self._agent.resolve(domain)
-        if not domain.task_id:
-            domain = Request(
-                domain.skill, domain.message, domain.options, domain.deadline, uuid.uuid4().hex
-            )
-        return domain
+        skill = self._agent.resolve_skill(domain.skill)
+        if skill == domain.skill and domain.task_id:
+            return domain
+        return replace(domain, skill=skill, task_id=domain.task_id or uuid.uuid4().hex)
 
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
         try:

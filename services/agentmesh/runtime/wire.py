@@ -127,15 +127,6 @@ def message_to_proto(message: Message, target: pb.Message) -> None:
     target.role = pb.ROLE_USER
 
 
-def text_message(text: str | None = None, data: JSONValue | None = None) -> Message:
-    parts: list[Part] = []
-    if text is not None:
-        parts.append(TextPart(text))
-    if data is not None:
-        parts.append(DataPart(data))
-    return Message(parts=tuple(parts))
-
-
 # --- requests and results -----------------------------------------------------
 
 
