@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ from agentmesh.runtime import (
     StreamItem,
     agent_server,
 )
+from agentmesh.v1 import gateway_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +36,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive ports all free right now on 127.0.0.1."""
+    for _ in range(100):  # bounded: a busy machine may need a few tries
+        base = free_port()
+        if base + count > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 @contextlib.asynccontextmanager
@@ -134,3 +152,30 @@ class ProbeAgent(Agent):
             return
         for letter in request.require_text():
             yield letter
+
+
+@dataclass(slots=True)
+class Mesh:
+    """Agents and a gateway in this process, with a stub to the gateway."""
+
+    address: str
+    gateway: Gateway
+    servers: dict[str, GrpcServer]
+    stub: gateway_pb2_grpc.GatewayAsyncStub
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(*agents: Agent, **gateway_settings: object) -> AsyncIterator[Mesh]:
+    """Serve ``agents`` and a gateway that knows each by its card name."""
+    async with contextlib.AsyncExitStack() as stack:
+        servers: dict[str, GrpcServer] = {}
+        addresses: dict[str, list[str]] = {}
+        for agent in agents:
+            server, address = await stack.enter_async_context(running_agent(agent))
+            servers[agent.card.name] = server
+            addresses[agent.card.name] = [address]
+        gateway, gateway_address = await stack.enter_async_context(
+            running_gateway(addresses, **gateway_settings)
+        )
+        channel = await stack.enter_async_context(grpc.aio.insecure_channel(gateway_address))
+        yield Mesh(gateway_address, gateway, servers, gateway_pb2_grpc.GatewayStub(channel))

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from meshtest import running_agent, running_gateway
+from meshtest import running_mesh
 
 from agentmesh.agents.calculator.agent import CalculatorAgent
 from agentmesh.agents.code_reviewer.agent import CodeReviewerAgent
@@ -32,13 +32,7 @@ async def mesh() -> AsyncIterator[AsyncClient]:
         SummarizerAgent(), SentimentAgent(), KeywordsAgent(),
         CalculatorAgent(), CodeReviewerAgent(), QAAgent(),
     ]  # fmt: skip
-    async with contextlib.AsyncExitStack() as stack:
-        addresses = {}
-        for agent in agents:
-            _, address = await stack.enter_async_context(running_agent(agent))
-            addresses[agent.card.name] = [address]
-        _, gateway = await stack.enter_async_context(running_gateway(addresses))
-        client = await stack.enter_async_context(AsyncClient(gateway, timeout=10))
+    async with running_mesh(*agents) as served, AsyncClient(served.address, timeout=10) as client:
         yield client
 
 

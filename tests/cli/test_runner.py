@@ -7,10 +7,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from meshtest import REPO_ROOT, free_port
+from meshtest import REPO_ROOT, free_port, free_port_range
 
 from agentmesh.agents import REFERENCE_AGENTS
 from agentmesh.client import CallError, Client
@@ -31,17 +32,21 @@ def _alive(pid: int) -> bool:
     return stat.split(") ", 1)[1][0] != "Z"  # a zombie has exited
 
 
-def _start_mesh(
-    spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
-) -> tuple[subprocess.Popen[bytes], str]:
+@dataclass(frozen=True, slots=True)
+class LocalMesh:
+    runner: subprocess.Popen[bytes]
+    gateway: str
+    children: list[int]
+
+
+@pytest.fixture
+def local_mesh(spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> LocalMesh:
+    """`agentmesh up` on free ports, once it has printed that it is up."""
     gateway_port = free_port()
-    base = free_port()
-    while any(free_port() == base + i for i in range(len(REFERENCE_AGENTS))):
-        base = free_port()
     process = spawn(
         "-m", "agentmesh.cli", "up",
         "--port", str(gateway_port),
-        "--agent-port-base", str(base),
+        "--agent-port-base", str(free_port_range(len(REFERENCE_AGENTS))),
         "--log-dir", str(tmp_path / "logs"),
     )  # fmt: skip
     assert process.stdout is not None
@@ -50,7 +55,9 @@ def _start_mesh(
         line = process.stdout.readline()
         output += line
         if b"agentmesh is up" in line:
-            return process, f"127.0.0.1:{gateway_port}"
+            children = _children(process.pid)
+            assert len(children) == 7
+            return LocalMesh(process, f"127.0.0.1:{gateway_port}", children)
         if not line:
             break
     raise AssertionError(f"mesh did not come up:\n{output.decode(errors='replace')}")
@@ -66,13 +73,8 @@ def _wait_gone(pids: list[int]) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
-def test_up_serves_seven_services_and_sigterm_leaves_no_child(
-    spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
-    process, gateway = _start_mesh(spawn, tmp_path)
-    children = _children(process.pid)
-    assert len(children) == 7
-    with Client(gateway, timeout=10) as client:
+def test_up_serves_seven_services_and_sigterm_leaves_no_child(local_mesh: LocalMesh) -> None:
+    with Client(local_mesh.gateway, timeout=10) as client:
         agents = client.list_agents()
         assert {a.name for a in agents} == set(REFERENCE_AGENTS)
         assert {a.status for a in agents} == {"serving"}
@@ -87,18 +89,13 @@ def test_up_serves_seven_services_and_sigterm_leaves_no_child(
             client.invoke("calculator", "1/0")
         assert info.value.code.name == "INVALID_ARGUMENT"
         assert "division by zero" in info.value.message
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
-    assert _wait_gone(children) == []
+    local_mesh.runner.send_signal(signal.SIGTERM)
+    assert local_mesh.runner.wait(timeout=60) == 0
+    assert _wait_gone(local_mesh.children) == []
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
-def test_a_killed_runner_takes_its_children_with_it(
-    spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
-    process, _ = _start_mesh(spawn, tmp_path)
-    children = _children(process.pid)
-    assert len(children) == 7
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-    assert _wait_gone(children) == []
+def test_a_killed_runner_takes_its_children_with_it(local_mesh: LocalMesh) -> None:
+    os.kill(local_mesh.runner.pid, signal.SIGKILL)
+    local_mesh.runner.wait(timeout=10)
+    assert _wait_gone(local_mesh.children) == []
