@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,17 @@ from agentmesh.runtime.types import TextPart
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+Handler = Callable[[argparse.Namespace, Console], int]
+"""A command: parsed arguments and the console in, exit status out."""
 
-def _gateway_flag(parser: argparse.ArgumentParser) -> None:
+# Modules with more subcommands: each has ``register(commands)``, which adds
+# its parsers with ``set_defaults(handler=...)``. Imported when the parser is
+# built, so they may import this module's helpers.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def gateway_flag(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--gateway`` flag every client command takes."""
     parser.add_argument(
         "--gateway",
         default=os.environ.get("AGENTMESH_GATEWAY", DEFAULT_GATEWAY),
@@ -68,14 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-dir", type=Path, default=Path(".agentmesh/logs"))
     up.add_argument("--grace-period", type=float, default=5.0)
     up.add_argument("--startup-timeout", type=float, default=30.0)
+    up.set_defaults(handler=cmd_up)
 
     agents = commands.add_parser("agents", help="list the gateway's agents")
-    _gateway_flag(agents)
+    gateway_flag(agents)
     agents.add_argument("--json", action="store_true", help="print JSON")
     agents.add_argument("--refresh", action="store_true", help="refetch cards first")
+    agents.set_defaults(handler=cmd_agents)
 
     call = commands.add_parser("call", help="call an agent through the gateway")
-    _gateway_flag(call)
+    gateway_flag(call)
     call.add_argument("target", help="NAME, NAME/SKILL or skill:SKILL")
     call.add_argument("input", nargs="?", default=None, help="text, @FILE, or - for stdin")
     call.add_argument("--data", help="a JSON value sent as a data part")
@@ -90,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--json", action="store_true", help="print the full response as JSON")
     call.add_argument("--stream", action="store_true", help="print output as it is produced")
     call.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    call.set_defaults(handler=cmd_call)
+
+    # Commands living in their own modules register themselves here.
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 
@@ -166,7 +183,7 @@ def _print_reply_body(text: str, data: Any) -> None:
         print(json.dumps(data, indent=2))
 
 
-def cmd_call(args: argparse.Namespace) -> int:
+def cmd_call(args: argparse.Namespace, console: Console) -> int:
     text = read_input(args.input)
     data = None
     if args.data is not None:
@@ -248,12 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        if args.command == "up":
-            status = cmd_up(args, console)
-        elif args.command == "agents":
-            status = cmd_agents(args, console)
-        else:
-            status = cmd_call(args)
+        handler: Handler = args.handler
+        status = handler(args, console)
     except CallError as exc:
         print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
         status = EXIT_FAILED

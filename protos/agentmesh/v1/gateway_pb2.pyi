@@ -7,6 +7,7 @@ from agentmesh.v1 import messages_pb2 as _messages_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -31,6 +32,8 @@ class _AgentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentStat
     """card fetched, agent answering"""
     AGENT_STATUS_UNAVAILABLE: _AgentStatus.ValueType  # 2
     """could not be reached at the last attempt"""
+    AGENT_STATUS_NOT_SERVING: _AgentStatus.ValueType  # 3
+    """reachable but its health says NOT_SERVING (draining)"""
 
 class AgentStatus(_AgentStatus, metaclass=_AgentStatusEnumTypeWrapper): ...
 
@@ -39,10 +42,132 @@ AGENT_STATUS_SERVING: AgentStatus.ValueType  # 1
 """card fetched, agent answering"""
 AGENT_STATUS_UNAVAILABLE: AgentStatus.ValueType  # 2
 """could not be reached at the last attempt"""
+AGENT_STATUS_NOT_SERVING: AgentStatus.ValueType  # 3
+"""reachable but its health says NOT_SERVING (draining)"""
 Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
+
+class _BreakerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKER_STATE_UNSPECIFIED: _BreakerState.ValueType  # 0
+    BREAKER_STATE_CLOSED: _BreakerState.ValueType  # 1
+    BREAKER_STATE_OPEN: _BreakerState.ValueType  # 2
+    BREAKER_STATE_HALF_OPEN: _BreakerState.ValueType  # 3
+
+class BreakerState(_BreakerState, metaclass=_BreakerStateEnumTypeWrapper): ...
+
+BREAKER_STATE_UNSPECIFIED: BreakerState.ValueType  # 0
+BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
+BREAKER_STATE_OPEN: BreakerState.ValueType  # 2
+BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
+Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
+
+class _PartialPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PartialPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PartialPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PARTIAL_POLICY_UNSPECIFIED: _PartialPolicy.ValueType  # 0
+    """= ALL"""
+    PARTIAL_POLICY_ALL: _PartialPolicy.ValueType  # 1
+    """wait for every leg (or the deadline)"""
+    PARTIAL_POLICY_QUORUM: _PartialPolicy.ValueType  # 2
+    """stop once `quorum` legs succeeded; cancel the rest"""
+    PARTIAL_POLICY_FIRST: _PartialPolicy.ValueType  # 3
+    """stop at the first success; cancel the rest"""
+
+class PartialPolicy(_PartialPolicy, metaclass=_PartialPolicyEnumTypeWrapper):
+    """When a fan-out stops waiting for its legs."""
+
+PARTIAL_POLICY_UNSPECIFIED: PartialPolicy.ValueType  # 0
+"""= ALL"""
+PARTIAL_POLICY_ALL: PartialPolicy.ValueType  # 1
+"""wait for every leg (or the deadline)"""
+PARTIAL_POLICY_QUORUM: PartialPolicy.ValueType  # 2
+"""stop once `quorum` legs succeeded; cancel the rest"""
+PARTIAL_POLICY_FIRST: PartialPolicy.ValueType  # 3
+"""stop at the first success; cancel the rest"""
+Global___PartialPolicy: _TypeAlias = PartialPolicy  # noqa: Y015
+
+class _Aggregation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AggregationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Aggregation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGGREGATION_UNSPECIFIED: _Aggregation.ValueType  # 0
+    """= COLLECT"""
+    AGGREGATION_COLLECT: _Aggregation.ValueType  # 1
+    """no combined result: read every leg"""
+    AGGREGATION_FIRST_SUCCESS: _Aggregation.ValueType  # 2
+    """the first leg to succeed"""
+    AGGREGATION_MAJORITY: _Aggregation.ValueType  # 3
+    """the most common answer (by `field`, or whole output)"""
+    AGGREGATION_BEST_SCORE: _Aggregation.ValueType  # 4
+    """the leg whose data has the highest `field`"""
+    AGGREGATION_MERGE: _Aggregation.ValueType  # 5
+    """data objects merged key by key, in leg order"""
+    AGGREGATION_REDUCE: _Aggregation.ValueType  # 6
+    """every leg's output sent to the `aggregator` agent"""
+
+class Aggregation(_Aggregation, metaclass=_AggregationEnumTypeWrapper):
+    """How the legs' answers become one result."""
+
+AGGREGATION_UNSPECIFIED: Aggregation.ValueType  # 0
+"""= COLLECT"""
+AGGREGATION_COLLECT: Aggregation.ValueType  # 1
+"""no combined result: read every leg"""
+AGGREGATION_FIRST_SUCCESS: Aggregation.ValueType  # 2
+"""the first leg to succeed"""
+AGGREGATION_MAJORITY: Aggregation.ValueType  # 3
+"""the most common answer (by `field`, or whole output)"""
+AGGREGATION_BEST_SCORE: Aggregation.ValueType  # 4
+"""the leg whose data has the highest `field`"""
+AGGREGATION_MERGE: Aggregation.ValueType  # 5
+"""data objects merged key by key, in leg order"""
+AGGREGATION_REDUCE: Aggregation.ValueType  # 6
+"""every leg's output sent to the `aggregator` agent"""
+Global___Aggregation: _TypeAlias = Aggregation  # noqa: Y015
+
+class _StepOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_OUTCOME_UNSPECIFIED: _StepOutcome.ValueType  # 0
+    STEP_OUTCOME_SUCCEEDED: _StepOutcome.ValueType  # 1
+    STEP_OUTCOME_FAILED: _StepOutcome.ValueType  # 2
+    STEP_OUTCOME_SKIPPED: _StepOutcome.ValueType  # 3
+    """condition false, or failed with on_error: skip"""
+    STEP_OUTCOME_FELL_BACK: _StepOutcome.ValueType  # 4
+    """answered by the step's fallback agent"""
+    STEP_OUTCOME_COMPENSATED: _StepOutcome.ValueType  # 5
+    """failed; its compensation step ran"""
+    STEP_OUTCOME_CANCELLED: _StepOutcome.ValueType  # 6
+
+class StepOutcome(_StepOutcome, metaclass=_StepOutcomeEnumTypeWrapper): ...
+
+STEP_OUTCOME_UNSPECIFIED: StepOutcome.ValueType  # 0
+STEP_OUTCOME_SUCCEEDED: StepOutcome.ValueType  # 1
+STEP_OUTCOME_FAILED: StepOutcome.ValueType  # 2
+STEP_OUTCOME_SKIPPED: StepOutcome.ValueType  # 3
+"""condition false, or failed with on_error: skip"""
+STEP_OUTCOME_FELL_BACK: StepOutcome.ValueType  # 4
+"""answered by the step's fallback agent"""
+STEP_OUTCOME_COMPENSATED: StepOutcome.ValueType  # 5
+"""failed; its compensation step ran"""
+STEP_OUTCOME_CANCELLED: StepOutcome.ValueType  # 6
+Global___StepOutcome: _TypeAlias = StepOutcome  # noqa: Y015
 
 @_typing.final
 class ListAgentsRequest(_message.Message):
+    """---------------------------------------------------------------- registry"""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFRESH_FIELD_NUMBER: _builtins.int
@@ -64,6 +189,70 @@ class ListAgentsRequest(_message.Message):
 Global___ListAgentsRequest: _TypeAlias = ListAgentsRequest  # noqa: Y015
 
 @_typing.final
+class BreakerInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    state: Global___BreakerState.ValueType
+    failures: _builtins.int
+    """consecutive failures counted"""
+    opened_at: _builtins.float
+    """unix seconds; 0 when closed"""
+    retry_after_seconds: _builtins.float
+    """until the next probe may go, when open"""
+    def __init__(
+        self,
+        *,
+        state: Global___BreakerState.ValueType = ...,
+        failures: _builtins.int = ...,
+        opened_at: _builtins.float = ...,
+        retry_after_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "opened_at", b"opened_at", "retry_after_seconds", b"retry_after_seconds", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreakerInfo: _TypeAlias = BreakerInfo  # noqa: Y015
+
+@_typing.final
+class ReplicaInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    EJECTED_FIELD_NUMBER: _builtins.int
+    EJECTED_FOR_SECONDS_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    ejected: _builtins.bool
+    """taken out of rotation after repeated failures"""
+    ejected_for_seconds: _builtins.float
+    """time left out of rotation"""
+    consecutive_failures: _builtins.int
+    in_flight: _builtins.int
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        ejected: _builtins.bool = ...,
+        ejected_for_seconds: _builtins.float = ...,
+        consecutive_failures: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "consecutive_failures", b"consecutive_failures", "ejected", b"ejected", "ejected_for_seconds", b"ejected_for_seconds", "in_flight", b"in_flight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaInfo: _TypeAlias = ReplicaInfo  # noqa: Y015
+
+@_typing.final
 class AgentInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -72,16 +261,31 @@ class AgentInfo(_message.Message):
     ADDRESSES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    BREAKER_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     status: Global___AgentStatus.ValueType
     detail: _builtins.str
     """why it is unavailable, when it is"""
+    in_flight: _builtins.int
+    """calls to this agent under way"""
+    max_concurrency: _builtins.int
+    """bulkhead size; 0 = no cap"""
+    fallback: _builtins.str
+    """agent answering when this one cannot"""
     @_builtins.property
     def card(self) -> _messages_pb2.AgentCard:
         """empty until first fetched"""
 
     @_builtins.property
     def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def breaker(self) -> Global___BreakerInfo: ...
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaInfo]: ...
     def __init__(
         self,
         *,
@@ -90,10 +294,15 @@ class AgentInfo(_message.Message):
         addresses: _abc.Iterable[_builtins.str] | None = ...,
         status: Global___AgentStatus.ValueType = ...,
         detail: _builtins.str = ...,
+        breaker: Global___BreakerInfo | None = ...,
+        replicas: _abc.Iterable[Global___ReplicaInfo] | None = ...,
+        in_flight: _builtins.int = ...,
+        max_concurrency: _builtins.int = ...,
+        fallback: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["breaker", b"breaker", "card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "card", b"card", "detail", b"detail", "name", b"name", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "breaker", b"breaker", "card", b"card", "detail", b"detail", "fallback", b"fallback", "in_flight", b"in_flight", "max_concurrency", b"max_concurrency", "name", b"name", "replicas", b"replicas", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -118,3 +327,677 @@ class ListAgentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAgentsResponse: _TypeAlias = ListAgentsResponse  # noqa: Y015
+
+@_typing.final
+class Target(_message.Message):
+    """---------------------------------------------------------------- fan-out
+
+    One agent (and optionally skill) a fan-out leg calls.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    SKILL_FIELD_NUMBER: _builtins.int
+    agent: _builtins.str
+    skill: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent: _builtins.str = ...,
+        skill: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "skill", b"skill"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Target: _TypeAlias = Target  # noqa: Y015
+
+@_typing.final
+class FanOutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGETS_FIELD_NUMBER: _builtins.int
+    SKILL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    MAX_WIDTH_FIELD_NUMBER: _builtins.int
+    LEG_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    QUORUM_FIELD_NUMBER: _builtins.int
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    AGGREGATOR_FIELD_NUMBER: _builtins.int
+    skill: _builtins.str
+    """With no targets: one leg to every agent offering this skill. With
+    targets: the skill used by targets that name none.
+    """
+    max_width: _builtins.int
+    """legs in flight at once; 0 = all"""
+    leg_timeout_seconds: _builtins.float
+    """per-leg deadline; 0 = the request's deadline"""
+    policy: Global___PartialPolicy.ValueType
+    quorum: _builtins.int
+    """for QUORUM; 0 = a majority of the legs"""
+    aggregation: Global___Aggregation.ValueType
+    field: _builtins.str
+    """MAJORITY and BEST_SCORE: dotted path into each leg's data, e.g. "label" or "score.value"."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Target]:
+        """Named legs; one leg per entry (an agent may appear more than once)."""
+
+    @_builtins.property
+    def message(self) -> _messages_pb2.Message: ...
+    @_builtins.property
+    def options(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def aggregator(self) -> Global___Target:
+        """REDUCE: the agent that combines the legs' outputs"""
+
+    def __init__(
+        self,
+        *,
+        targets: _abc.Iterable[Global___Target] | None = ...,
+        skill: _builtins.str = ...,
+        message: _messages_pb2.Message | None = ...,
+        options: _struct_pb2.Struct | None = ...,
+        max_width: _builtins.int = ...,
+        leg_timeout_seconds: _builtins.float = ...,
+        policy: Global___PartialPolicy.ValueType = ...,
+        quorum: _builtins.int = ...,
+        aggregation: Global___Aggregation.ValueType = ...,
+        field: _builtins.str = ...,
+        aggregator: Global___Target | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregator", b"aggregator", "message", b"message", "options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "aggregator", b"aggregator", "field", b"field", "leg_timeout_seconds", b"leg_timeout_seconds", "max_width", b"max_width", "message", b"message", "options", b"options", "policy", b"policy", "quorum", b"quorum", "skill", b"skill", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutRequest: _TypeAlias = FanOutRequest  # noqa: Y015
+
+@_typing.final
+class FanOutLeg(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    SKILL_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    agent: _builtins.str
+    skill: _builtins.str
+    code: _builtins.int
+    """grpc.StatusCode value; 0 = OK"""
+    message: _builtins.str
+    """the error's message when code != 0"""
+    latency_ms: _builtins.float
+    @_builtins.property
+    def result(self) -> _messages_pb2.InvokeResponse:
+        """set when code == 0"""
+
+    def __init__(
+        self,
+        *,
+        agent: _builtins.str = ...,
+        skill: _builtins.str = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        latency_ms: _builtins.float = ...,
+        result: _messages_pb2.InvokeResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "code", b"code", "latency_ms", b"latency_ms", "message", b"message", "result", b"result", "skill", b"skill"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutLeg: _TypeAlias = FanOutLeg  # noqa: Y015
+
+@_typing.final
+class FanOutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    succeeded: _builtins.int
+    failed: _builtins.int
+    detail: _builtins.str
+    """how the aggregate was chosen, e.g. "3 of 5 voted 'positive'" """
+    @_builtins.property
+    def legs(self) -> _containers.RepeatedCompositeFieldContainer[Global___FanOutLeg]:
+        """in the order of the request's targets"""
+
+    @_builtins.property
+    def result(self) -> _messages_pb2.InvokeResponse:
+        """the aggregate; empty for COLLECT"""
+
+    @_builtins.property
+    def usage(self) -> _messages_pb2.Usage:
+        """summed over every leg (and the aggregator)"""
+
+    def __init__(
+        self,
+        *,
+        legs: _abc.Iterable[Global___FanOutLeg] | None = ...,
+        result: _messages_pb2.InvokeResponse | None = ...,
+        usage: _messages_pb2.Usage | None = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "failed", b"failed", "legs", b"legs", "result", b"result", "succeeded", b"succeeded", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutResponse: _TypeAlias = FanOutResponse  # noqa: Y015
+
+@_typing.final
+class RunWorkflowRequest(_message.Message):
+    """---------------------------------------------------------------- workflows"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    DEFINITION_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    workflow: _builtins.str
+    """The name of a workflow declared in the gateway's config..."""
+    @_builtins.property
+    def definition(self) -> _struct_pb2.Struct:
+        """...or a whole definition, the same structure as the YAML files."""
+
+    @_builtins.property
+    def input(self) -> _messages_pb2.Message:
+        """The workflow's input, referenced by steps as `input`."""
+
+    @_builtins.property
+    def state(self) -> _struct_pb2.Struct:
+        """Initial shared state, referenced by conditions as `state.<key>`."""
+
+    def __init__(
+        self,
+        *,
+        workflow: _builtins.str = ...,
+        definition: _struct_pb2.Struct | None = ...,
+        input: _messages_pb2.Message | None = ...,
+        state: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "input", b"input", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "input", b"input", "state", b"state", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunWorkflowRequest: _TypeAlias = RunWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class WorkflowStarted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    workflow: _builtins.str
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """every step id, in declaration order"""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        workflow: _builtins.str = ...,
+        steps: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "steps", b"steps", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStarted: _TypeAlias = WorkflowStarted  # noqa: Y015
+
+@_typing.final
+class StepStarted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    SKILL_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    agent: _builtins.str
+    skill: _builtins.str
+    attempt: _builtins.int
+    """1 for the first try"""
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        skill: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "skill", b"skill", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepStarted: _TypeAlias = StepStarted  # noqa: Y015
+
+@_typing.final
+class StepPartial(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    PARTIAL_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    @_builtins.property
+    def partial(self) -> _messages_pb2.PartialOutput: ...
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        partial: _messages_pb2.PartialOutput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepPartial: _TypeAlias = StepPartial  # noqa: Y015
+
+@_typing.final
+class StepFinished(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    agent: _builtins.str
+    """the agent that answered (or last failed)"""
+    outcome: Global___StepOutcome.ValueType
+    code: _builtins.int
+    """grpc.StatusCode value of the failure; 0 = OK"""
+    message: _builtins.str
+    latency_ms: _builtins.float
+    attempts: _builtins.int
+    @_builtins.property
+    def result(self) -> _messages_pb2.InvokeResponse:
+        """set when the step produced output"""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        outcome: Global___StepOutcome.ValueType = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        latency_ms: _builtins.float = ...,
+        attempts: _builtins.int = ...,
+        result: _messages_pb2.InvokeResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempts", b"attempts", "code", b"code", "latency_ms", b"latency_ms", "message", b"message", "outcome", b"outcome", "result", b"result", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepFinished: _TypeAlias = StepFinished  # noqa: Y015
+
+@_typing.final
+class WorkflowResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    workflow: _builtins.str
+    state: _messages_pb2.TaskState.ValueType
+    latency_ms: _builtins.float
+    @_builtins.property
+    def result(self) -> _messages_pb2.InvokeResponse:
+        """the workflow's output"""
+
+    @_builtins.property
+    def usage(self) -> _messages_pb2.Usage:
+        """summed over every step"""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepFinished]:
+        """every step that finished, in finishing order"""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        workflow: _builtins.str = ...,
+        state: _messages_pb2.TaskState.ValueType = ...,
+        result: _messages_pb2.InvokeResponse | None = ...,
+        usage: _messages_pb2.Usage | None = ...,
+        steps: _abc.Iterable[Global___StepFinished] | None = ...,
+        latency_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latency_ms", b"latency_ms", "result", b"result", "run_id", b"run_id", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowResult: _TypeAlias = WorkflowResult  # noqa: Y015
+
+@_typing.final
+class WorkflowEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    STEP_STARTED_FIELD_NUMBER: _builtins.int
+    STEP_PARTIAL_FIELD_NUMBER: _builtins.int
+    STEP_FINISHED_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started(self) -> Global___WorkflowStarted: ...
+    @_builtins.property
+    def step_started(self) -> Global___StepStarted: ...
+    @_builtins.property
+    def step_partial(self) -> Global___StepPartial: ...
+    @_builtins.property
+    def step_finished(self) -> Global___StepFinished: ...
+    @_builtins.property
+    def final(self) -> Global___WorkflowResult: ...
+    @_builtins.property
+    def error(self) -> _messages_pb2.ErrorEvent: ...
+    def __init__(
+        self,
+        *,
+        started: Global___WorkflowStarted | None = ...,
+        step_started: Global___StepStarted | None = ...,
+        step_partial: Global___StepPartial | None = ...,
+        step_finished: Global___StepFinished | None = ...,
+        final: Global___WorkflowResult | None = ...,
+        error: _messages_pb2.ErrorEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "final", b"final", "started", b"started", "step_finished", b"step_finished", "step_partial", b"step_partial", "step_started", b"step_started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "final", b"final", "started", b"started", "step_finished", b"step_finished", "step_partial", b"step_partial", "step_started", b"step_started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "step_started", "step_partial", "step_finished", "final", "error"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WorkflowEvent: _TypeAlias = WorkflowEvent  # noqa: Y015
+
+@_typing.final
+class SubmitJobRequest(_message.Message):
+    """---------------------------------------------------------------- jobs"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOKE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    FAN_OUT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    timeout_seconds: _builtins.float
+    """Seconds the job may run; 0 = the gateway's job timeout."""
+    @_builtins.property
+    def invoke(self) -> _messages_pb2.InvokeRequest: ...
+    @_builtins.property
+    def workflow(self) -> Global___RunWorkflowRequest: ...
+    @_builtins.property
+    def fan_out(self) -> Global___FanOutRequest: ...
+    def __init__(
+        self,
+        *,
+        invoke: _messages_pb2.InvokeRequest | None = ...,
+        workflow: Global___RunWorkflowRequest | None = ...,
+        fan_out: Global___FanOutRequest | None = ...,
+        timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "invoke", b"invoke", "work", b"work", "workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "invoke", b"invoke", "timeout_seconds", b"timeout_seconds", "work", b"work", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_work: _TypeAlias = _typing.Literal["invoke", "workflow", "fan_out"]  # noqa: Y015
+    _WhichOneofArgType_work: _TypeAlias = _typing.Literal["work", b"work"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_work) -> _WhichOneofReturnType_work | None: ...
+
+Global___SubmitJobRequest: _TypeAlias = SubmitJobRequest  # noqa: Y015
+
+@_typing.final
+class Job(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    INVOKE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    FAN_OUT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    state: _messages_pb2.TaskState.ValueType
+    """SUBMITTED, WORKING, COMPLETED, FAILED or CANCELED"""
+    kind: _builtins.str
+    """"invoke", "workflow" or "fan_out" """
+    description: _builtins.str
+    """agent, workflow or fan-out it runs"""
+    created_at: _builtins.float
+    """unix seconds"""
+    updated_at: _builtins.float
+    event_count: _builtins.int
+    """events recorded so far"""
+    code: _builtins.int
+    """grpc.StatusCode value when FAILED or CANCELED"""
+    message: _builtins.str
+    expires_at: _builtins.float
+    """unix seconds after which the finished job is forgotten"""
+    @_builtins.property
+    def invoke(self) -> _messages_pb2.InvokeResponse: ...
+    @_builtins.property
+    def workflow(self) -> Global___WorkflowResult: ...
+    @_builtins.property
+    def fan_out(self) -> Global___FanOutResponse: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        state: _messages_pb2.TaskState.ValueType = ...,
+        kind: _builtins.str = ...,
+        description: _builtins.str = ...,
+        created_at: _builtins.float = ...,
+        updated_at: _builtins.float = ...,
+        event_count: _builtins.int = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        invoke: _messages_pb2.InvokeResponse | None = ...,
+        workflow: Global___WorkflowResult | None = ...,
+        fan_out: Global___FanOutResponse | None = ...,
+        expires_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "invoke", b"invoke", "result", b"result", "workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "created_at", b"created_at", "description", b"description", "event_count", b"event_count", "expires_at", b"expires_at", "fan_out", b"fan_out", "invoke", b"invoke", "job_id", b"job_id", "kind", b"kind", "message", b"message", "result", b"result", "state", b"state", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["invoke", "workflow", "fan_out"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class GetJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    FROM_OFFSET_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    from_offset: _builtins.int
+    """first event to send; 0 = from the start"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        from_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offset", b"from_offset", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class JobEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    INVOKE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    @_builtins.property
+    def invoke(self) -> _messages_pb2.InvokeEvent:
+        """for "invoke" jobs"""
+
+    @_builtins.property
+    def workflow(self) -> Global___WorkflowEvent:
+        """for "workflow" jobs"""
+
+    @_builtins.property
+    def state(self) -> Global___Job:
+        """the job changed state (sent for every job kind)"""
+
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        invoke: _messages_pb2.InvokeEvent | None = ...,
+        workflow: Global___WorkflowEvent | None = ...,
+        state: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "invoke", b"invoke", "state", b"state", "workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "invoke", b"invoke", "offset", b"offset", "state", b"state", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["invoke", "workflow", "state"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """newest first; 0 = 100"""
+    state: _messages_pb2.TaskState.ValueType
+    """only jobs in this state; UNSPECIFIED = any"""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        state: _messages_pb2.TaskState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015

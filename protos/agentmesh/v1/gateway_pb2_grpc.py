@@ -50,20 +50,56 @@ class GatewayStub:
                 request_serializer=agentmesh_dot_v1_dot_messages__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_messages__pb2.InvokeEvent.FromString,
                 _registered_method=True)
+        self.FanOut = channel.unary_unary(
+                '/agentmesh.v1.Gateway/FanOut',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.FanOutRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.FanOutResponse.FromString,
+                _registered_method=True)
+        self.RunWorkflow = channel.unary_stream(
+                '/agentmesh.v1.Gateway/RunWorkflow',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.RunWorkflowRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.WorkflowEvent.FromString,
+                _registered_method=True)
+        self.SubmitJob = channel.unary_unary(
+                '/agentmesh.v1.Gateway/SubmitJob',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/agentmesh.v1.Gateway/GetJob',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/agentmesh.v1.Gateway/WatchJob',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/agentmesh.v1.Gateway/CancelJob',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/agentmesh.v1.Gateway/ListJobs',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ListAgents(self, request, context):
-        """List the registered agents with their cards and reachability.
+        """List the registered agents with their cards, reachability, replicas and breakers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Invoke(self, request, context):
-        """Route a request to one agent (by `agent` name or by `skill`) and return its result.
+        """Route a request to one agent (by `agent`, by `skill`, or by the declared
+        routes when neither is set) and return its result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +108,55 @@ class GatewayServicer:
     def InvokeStream(self, request, context):
         """Route a request to one agent and stream its events back.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FanOut(self, request, context):
+        """Send one request to several agents concurrently and aggregate the answers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunWorkflow(self, request, context):
+        """Run a workflow (declared in the gateway's config, or given inline) and
+        stream its progress; the stream ends with `final` and status OK, or with
+        a non-OK status when the workflow failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJob(self, request, context):
+        """Start long work in the background; returns at once with the job's id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job's events from `from_offset` on, live until the job ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancel a job; its running agent calls are cancelled too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -93,6 +178,41 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.InvokeStream,
                     request_deserializer=agentmesh_dot_v1_dot_messages__pb2.InvokeRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_messages__pb2.InvokeEvent.SerializeToString,
+            ),
+            'FanOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.FanOut,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.FanOutRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.FanOutResponse.SerializeToString,
+            ),
+            'RunWorkflow': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunWorkflow,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.RunWorkflowRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.WorkflowEvent.SerializeToString,
+            ),
+            'SubmitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.SubmitJobRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.WatchJobRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.JobEvent.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.CancelJobRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +296,195 @@ class Gateway:
             '/agentmesh.v1.Gateway/InvokeStream',
             agentmesh_dot_v1_dot_messages__pb2.InvokeRequest.SerializeToString,
             agentmesh_dot_v1_dot_messages__pb2.InvokeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FanOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/FanOut',
+            agentmesh_dot_v1_dot_gateway__pb2.FanOutRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.FanOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/RunWorkflow',
+            agentmesh_dot_v1_dot_gateway__pb2.RunWorkflowRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.WorkflowEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/SubmitJob',
+            agentmesh_dot_v1_dot_gateway__pb2.SubmitJobRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/GetJob',
+            agentmesh_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/WatchJob',
+            agentmesh_dot_v1_dot_gateway__pb2.WatchJobRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/CancelJob',
+            agentmesh_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/ListJobs',
+            agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,21 +33,55 @@ class GatewayStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GatewayAsyncStub: ...
     ListAgents: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListAgentsRequest, _gateway_pb2.ListAgentsResponse]
-    """List the registered agents with their cards and reachability."""
+    """List the registered agents with their cards, reachability, replicas and breakers."""
     Invoke: _grpc.UnaryUnaryMultiCallable[_messages_pb2.InvokeRequest, _messages_pb2.InvokeResponse]
-    """Route a request to one agent (by `agent` name or by `skill`) and return its result."""
+    """Route a request to one agent (by `agent`, by `skill`, or by the declared
+    routes when neither is set) and return its result.
+    """
     InvokeStream: _grpc.UnaryStreamMultiCallable[_messages_pb2.InvokeRequest, _messages_pb2.InvokeEvent]
     """Route a request to one agent and stream its events back."""
+    FanOut: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.FanOutRequest, _gateway_pb2.FanOutResponse]
+    """Send one request to several agents concurrently and aggregate the answers."""
+    RunWorkflow: _grpc.UnaryStreamMultiCallable[_gateway_pb2.RunWorkflowRequest, _gateway_pb2.WorkflowEvent]
+    """Run a workflow (declared in the gateway's config, or given inline) and
+    stream its progress; the stream ends with `final` and status OK, or with
+    a non-OK status when the workflow failed.
+    """
+    SubmitJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SubmitJobRequest, _gateway_pb2.Job]
+    """Start long work in the background; returns at once with the job's id."""
+    GetJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.Job]
+    WatchJob: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobEvent]
+    """The job's events from `from_offset` on, live until the job ends."""
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]
+    """Cancel a job; its running agent calls are cancelled too."""
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]
 
 @_typing.type_check_only
 class GatewayAsyncStub(GatewayStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListAgents: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListAgentsRequest, _gateway_pb2.ListAgentsResponse]  # type: ignore[assignment]
-    """List the registered agents with their cards and reachability."""
+    """List the registered agents with their cards, reachability, replicas and breakers."""
     Invoke: _aio.UnaryUnaryMultiCallable[_messages_pb2.InvokeRequest, _messages_pb2.InvokeResponse]  # type: ignore[assignment]
-    """Route a request to one agent (by `agent` name or by `skill`) and return its result."""
+    """Route a request to one agent (by `agent`, by `skill`, or by the declared
+    routes when neither is set) and return its result.
+    """
     InvokeStream: _aio.UnaryStreamMultiCallable[_messages_pb2.InvokeRequest, _messages_pb2.InvokeEvent]  # type: ignore[assignment]
     """Route a request to one agent and stream its events back."""
+    FanOut: _aio.UnaryUnaryMultiCallable[_gateway_pb2.FanOutRequest, _gateway_pb2.FanOutResponse]  # type: ignore[assignment]
+    """Send one request to several agents concurrently and aggregate the answers."""
+    RunWorkflow: _aio.UnaryStreamMultiCallable[_gateway_pb2.RunWorkflowRequest, _gateway_pb2.WorkflowEvent]  # type: ignore[assignment]
+    """Run a workflow (declared in the gateway's config, or given inline) and
+    stream its progress; the stream ends with `final` and status OK, or with
+    a non-OK status when the workflow failed.
+    """
+    SubmitJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SubmitJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
+    """Start long work in the background; returns at once with the job's id."""
+    GetJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
+    WatchJob: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobEvent]  # type: ignore[assignment]
+    """The job's events from `from_offset` on, live until the job ends."""
+    CancelJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
+    """Cancel a job; its running agent calls are cancelled too."""
+    ListJobs: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]  # type: ignore[assignment]
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -56,7 +90,7 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ListAgentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListAgentsResponse, _abc.Awaitable[_gateway_pb2.ListAgentsResponse]]:
-        """List the registered agents with their cards and reachability."""
+        """List the registered agents with their cards, reachability, replicas and breakers."""
 
     @_abc_1.abstractmethod
     def Invoke(
@@ -64,7 +98,9 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.InvokeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.InvokeResponse, _abc.Awaitable[_messages_pb2.InvokeResponse]]:
-        """Route a request to one agent (by `agent` name or by `skill`) and return its result."""
+        """Route a request to one agent (by `agent`, by `skill`, or by the declared
+        routes when neither is set) and return its result.
+        """
 
     @_abc_1.abstractmethod
     def InvokeStream(
@@ -73,5 +109,62 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_messages_pb2.InvokeEvent], _abc.AsyncIterator[_messages_pb2.InvokeEvent]]:
         """Route a request to one agent and stream its events back."""
+
+    @_abc_1.abstractmethod
+    def FanOut(
+        self,
+        request: _gateway_pb2.FanOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.FanOutResponse, _abc.Awaitable[_gateway_pb2.FanOutResponse]]:
+        """Send one request to several agents concurrently and aggregate the answers."""
+
+    @_abc_1.abstractmethod
+    def RunWorkflow(
+        self,
+        request: _gateway_pb2.RunWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.WorkflowEvent], _abc.AsyncIterator[_gateway_pb2.WorkflowEvent]]:
+        """Run a workflow (declared in the gateway's config, or given inline) and
+        stream its progress; the stream ends with `final` and status OK, or with
+        a non-OK status when the workflow failed.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitJob(
+        self,
+        request: _gateway_pb2.SubmitJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
+        """Start long work in the background; returns at once with the job's id."""
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _gateway_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _gateway_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.JobEvent], _abc.AsyncIterator[_gateway_pb2.JobEvent]]:
+        """The job's events from `from_offset` on, live until the job ends."""
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _gateway_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
+        """Cancel a job; its running agent calls are cancelled too."""
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _gateway_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListJobsResponse, _abc.Awaitable[_gateway_pb2.ListJobsResponse]]: ...
 
 def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
