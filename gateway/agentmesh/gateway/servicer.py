@@ -78,3 +78,38 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             raise
         except Exception as exc:
             await abort(context, exc, where="Gateway.InvokeStream")
+
+    async def FanOut(
+        self, request: gateway_pb2.FanOutRequest, context: Context
+    ) -> gateway_pb2.FanOutResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "FanOut is not available yet")
+
+    async def RunWorkflow(
+        self, request: gateway_pb2.RunWorkflowRequest, context: Context
+    ) -> AsyncIterator[gateway_pb2.WorkflowEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RunWorkflow is not available yet")
+        yield gateway_pb2.WorkflowEvent()  # type: ignore[unreachable]
+
+    async def SubmitJob(
+        self, request: gateway_pb2.SubmitJobRequest, context: Context
+    ) -> gateway_pb2.Job:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+
+    async def GetJob(self, request: gateway_pb2.GetJobRequest, context: Context) -> gateway_pb2.Job:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+
+    async def WatchJob(
+        self, request: gateway_pb2.WatchJobRequest, context: Context
+    ) -> AsyncIterator[gateway_pb2.JobEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+        yield gateway_pb2.JobEvent()  # type: ignore[unreachable]
+
+    async def CancelJob(
+        self, request: gateway_pb2.CancelJobRequest, context: Context
+    ) -> gateway_pb2.Job:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+
+    async def ListJobs(
+        self, request: gateway_pb2.ListJobsRequest, context: Context
+    ) -> gateway_pb2.ListJobsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
