@@ -54,6 +54,11 @@ class GatewaySettings(ServerSettings):
         30.0, gt=0, description="seconds between card refreshes from the agents"
     )
     card_timeout: float = Field(2.0, gt=0, description="deadline of one GetCard call (seconds)")
+    redis_url: str | None = Field(
+        None,
+        description="Redis for jobs, the response cache and shared breaker state "
+        "(e.g. redis://redis:6379/0); unset: in-memory, per gateway process",
+    )
 
 
 class AgentConfig(BaseModel):
