@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
+from agentmesh.gateway.fanout import FanOut, FanOutLimits
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.servicer import GatewayServicer
 from agentmesh.gateway.upstream import Upstream
@@ -24,7 +25,8 @@ class Gateway:
         self.settings = settings
         self.registry = Registry(config, settings)
         self.upstream = Upstream(settings, self.registry)
-        servicer = GatewayServicer(self.registry, self.upstream)
+        self.fanout = FanOut(self.registry, self.upstream, FanOutLimits(settings.max_fanout_legs))
+        servicer = GatewayServicer(self)
         binding = ServiceBinding(
             GATEWAY_SERVICE,
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),

@@ -54,6 +54,7 @@ class GatewaySettings(ServerSettings):
         30.0, gt=0, description="seconds between card refreshes from the agents"
     )
     card_timeout: float = Field(2.0, gt=0, description="deadline of one GetCard call (seconds)")
+    max_fanout_legs: int = Field(64, ge=1, le=1024, description="most legs one fan-out may have")
     redis_url: str | None = Field(
         None,
         description="Redis for jobs, the response cache and shared breaker state "

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
+from agentmesh.gateway.registry import AgentEntry, Reachability
 from agentmesh.gateway.routing import route
-from agentmesh.gateway.upstream import Upstream
 from agentmesh.runtime.status import abort
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
+
+if TYPE_CHECKING:
+    from agentmesh.gateway.app import Gateway
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,9 +43,14 @@ def agent_info(entry: AgentEntry) -> gateway_pb2.AgentInfo:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, registry: Registry, upstream: Upstream) -> None:
-        self._registry = registry
-        self._upstream = upstream
+    """Maps the Gateway service's wire messages onto the gateway's parts."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        # The gateway's parts (registry, upstream, fan-out, workflows, jobs...)
+        # are read through ``gateway`` so each RPC here stays a thin mapping.
+        self._gateway = gateway
+        self._registry = gateway.registry
+        self._upstream = gateway.upstream
 
     async def ListAgents(
         self, request: gateway_pb2.ListAgentsRequest, context: Context
@@ -82,7 +89,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def FanOut(
         self, request: gateway_pb2.FanOutRequest, context: Context
     ) -> gateway_pb2.FanOutResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "FanOut is not available yet")
+        try:
+            return await self._gateway.fanout.run(request, time_remaining=context.time_remaining())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.FanOut")
 
     async def RunWorkflow(
         self, request: gateway_pb2.RunWorkflowRequest, context: Context
