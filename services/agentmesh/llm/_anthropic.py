@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 from agentmesh.llm._errors import InvalidResponse, StreamError, clip, redact
-from agentmesh.llm._http import HTTPProvider, non_negative_int
+from agentmesh.llm._http import HTTPProvider, finish_reason, non_negative_int
 from agentmesh.llm._sse import SSEEvent
 from agentmesh.llm._types import FINISH_LENGTH, FINISH_STOP, ChatChunk, ChatRequest, ChatResponse
 
@@ -34,16 +34,11 @@ _FINISH_REASONS = {
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
 
 
-def _finish(reason: object) -> str | None:
-    if not isinstance(reason, str) or not reason:
-        return None
-    return _FINISH_REASONS.get(reason, reason)
-
-
 class AnthropicProvider(HTTPProvider):
     """A provider speaking the Anthropic Messages wire format."""
 
     kind: ClassVar[str] = "anthropic"
+    usage_keys: ClassVar[tuple[str, str]] = ("input_tokens", "output_tokens")
 
     @property
     def url(self) -> str:
@@ -87,22 +82,8 @@ class AnthropicProvider(HTTPProvider):
                 f"provider {self.name!r} answered without a content list of text blocks",
                 provider=self.name,
             ) from None
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        model = model or self.model
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        return ChatResponse(
-            text=text,
-            model=model,
-            provider=self.name,
-            finish_reason=_finish(body.get("stop_reason")),
-            usage=self._usage(
-                usage.get("input_tokens"),
-                usage.get("output_tokens"),
-                req=req,
-                text=text,
-                model=model,
-            ),
-        )
+        finish = finish_reason(body.get("stop_reason"), _FINISH_REASONS)
+        return self._response(body, text=text, finish=finish, req=req)
 
     async def _parse_stream(
         self, events: AsyncGenerator[SSEEvent, None], req: ChatRequest
@@ -137,7 +118,7 @@ class AnthropicProvider(HTTPProvider):
             elif kind == "message_delta":
                 delta = data.get("delta")
                 if isinstance(delta, dict):
-                    finish = _finish(delta.get("stop_reason")) or finish
+                    finish = finish_reason(delta.get("stop_reason"), _FINISH_REASONS) or finish
                 usage = data.get("usage")
                 if isinstance(usage, dict):
                     # Counts here are cumulative; newer API versions repeat input_tokens.
@@ -156,15 +137,13 @@ class AnthropicProvider(HTTPProvider):
                 provider=self.name,
                 retryable=True,
             )
-        yield ChatChunk(
-            "",
-            self.name,
-            model,
-            final=True,
-            finish_reason=finish,
-            usage=self._usage(
-                input_tokens, output_tokens, req=req, text="".join(parts), model=model
-            ),
+        yield self._final_chunk(
+            model=model,
+            finish=finish,
+            prompt_tokens=input_tokens,
+            completion_tokens=output_tokens,
+            req=req,
+            text="".join(parts),
         )
 
     def _stream_error(self, data: dict[str, Any]) -> StreamError:

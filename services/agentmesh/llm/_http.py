@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -51,6 +51,7 @@ from agentmesh.llm._types import (
     Usage,
     prompt_text,
 )
+from agentmesh.telemetry.metrics import LLM_COST, LLM_REQUESTS, LLM_TOKENS
 
 logger = logging.getLogger("agentmesh.llm")
 
@@ -74,10 +75,38 @@ def non_negative_int(value: object) -> int | None:
     return None
 
 
+#: Metric outcome of a failed request, most specific error class first.
+_OUTCOMES: tuple[tuple[type[ProviderError], str], ...] = (
+    (RateLimited, "rate_limited"),
+    (ServerError, "server_error"),
+    (AuthError, "auth_error"),
+    (BadRequest, "bad_request"),
+    (DeadlineExceededError, "deadline_exceeded"),
+    (ProviderTimeout, "timeout"),
+    (NetworkError, "network_error"),
+    (InvalidResponse, "invalid_response"),
+    (StreamError, "stream_error"),
+)
+
+
+def outcome_label(error: ProviderError) -> str:
+    """The ``outcome`` label of the LLM_REQUESTS metric for a failed request."""
+    return next((label for cls, label in _OUTCOMES if isinstance(error, cls)), "error")
+
+
+def finish_reason(reason: object, vocabulary: Mapping[str, str]) -> str | None:
+    """A provider's finish reason in the normalised vocabulary (unknown ones pass through)."""
+    if not isinstance(reason, str) or not reason:
+        return None
+    return vocabulary.get(reason, reason)
+
+
 class HTTPProvider(abc.ABC):
     """Base of the HTTP providers: retries, deadlines, error classification."""
 
     kind: ClassVar[str]
+    #: Names of the prompt and completion token counts in the wire format's usage object.
+    usage_keys: ClassVar[tuple[str, str]]
 
     def __init__(
         self,
@@ -163,9 +192,10 @@ class HTTPProvider(abc.ABC):
                 response = await self._complete_once(req, deadline)
             except ProviderError as exc:
                 exc.tries = tries
+                self._record_failure(exc)
                 await self._before_retry(exc, tries, deadline)
                 continue
-            self._log_success(response.usage, tries)
+            self._record_success(response.usage, tries)
             attempt = Attempt(self.name, self.model, "ok", tries=tries)
             return dataclasses.replace(response, attempts=(attempt,))
 
@@ -184,6 +214,7 @@ class HTTPProvider(abc.ABC):
                     chunk = await anext(chunks)
                 except ProviderError as exc:
                     exc.tries = tries
+                    self._record_failure(exc)
                     failure = exc
                 except StopAsyncIteration:
                     raise self._no_final_chunk() from None
@@ -192,11 +223,15 @@ class HTTPProvider(abc.ABC):
                     attempts = (Attempt(self.name, self.model, "ok", tries=tries),)
                     while True:
                         if chunk.final:
-                            self._log_success(chunk.usage, tries)
+                            self._record_success(chunk.usage, tries)
                             yield dataclasses.replace(chunk, attempts=attempts)
                             return
                         yield chunk
-                        chunk = await self._next_after_output(chunks, tries)
+                        try:
+                            chunk = await self._next_after_output(chunks, tries)
+                        except ProviderError as exc:
+                            self._record_failure(exc)
+                            raise
             await self._before_retry(failure, tries, deadline)
 
     # -- one request ------------------------------------------------------------------------
@@ -490,6 +525,37 @@ class HTTPProvider(abc.ABC):
             status=status,
         )
 
+    def _response(
+        self, body: Mapping[str, Any], *, text: str, finish: str | None, req: ChatRequest
+    ) -> ChatResponse:
+        """A complete answer: the model the body names (else the configured one) and the
+        priced usage from the body's ``usage`` object (estimated where counts are missing)."""
+        named = body.get("model")
+        model = named if isinstance(named, str) and named else self.model
+        counts = body.get("usage")
+        counts = counts if isinstance(counts, Mapping) else {}
+        prompt_key, completion_key = self.usage_keys
+        usage = self._usage(
+            counts.get(prompt_key), counts.get(completion_key), req=req, text=text, model=model
+        )
+        return ChatResponse(
+            text=text, model=model, provider=self.name, finish_reason=finish, usage=usage
+        )
+
+    def _final_chunk(
+        self,
+        *,
+        model: str,
+        finish: str | None,
+        prompt_tokens: object,
+        completion_tokens: object,
+        req: ChatRequest,
+        text: str,
+    ) -> ChatChunk:
+        """The last chunk of a stream: finish reason and usage of the whole ``text``."""
+        usage = self._usage(prompt_tokens, completion_tokens, req=req, text=text, model=model)
+        return ChatChunk("", self.name, model, final=True, finish_reason=finish, usage=usage)
+
     def _usage(
         self,
         prompt_tokens: object,
@@ -518,8 +584,20 @@ class HTTPProvider(abc.ABC):
             usage = dataclasses.replace(usage, cost_usd=price.cost(prompt, completion))
         return usage
 
-    def _log_success(self, usage: Usage | None, tries: int) -> None:
-        if usage is None or not logger.isEnabledFor(logging.DEBUG):
+    def _record_failure(self, error: ProviderError) -> None:
+        LLM_REQUESTS.labels(self.name, self.model, outcome_label(error)).inc()
+
+    def _record_success(self, usage: Usage | None, tries: int) -> None:
+        """Count the request and its tokens and cost (labelled with the configured model,
+        which keeps the label set bounded: servers may name dated snapshots)."""
+        LLM_REQUESTS.labels(self.name, self.model, "ok").inc()
+        if usage is None:
+            return
+        LLM_TOKENS.labels(self.name, self.model, "prompt").inc(usage.prompt_tokens)
+        LLM_TOKENS.labels(self.name, self.model, "completion").inc(usage.completion_tokens)
+        if usage.cost_usd is not None:
+            LLM_COST.labels(self.name, self.model).inc(usage.cost_usd)
+        if not logger.isEnabledFor(logging.DEBUG):
             return
         logger.debug(
             "LLM provider %s answered after %d tries: %d prompt + %d completion tokens%s",

@@ -12,23 +12,18 @@ from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 from agentmesh.llm._errors import InvalidResponse, StreamError
-from agentmesh.llm._http import HTTPProvider
+from agentmesh.llm._http import HTTPProvider, finish_reason
 from agentmesh.llm._sse import SSEEvent
 from agentmesh.llm._types import FINISH_LENGTH, FINISH_STOP, ChatChunk, ChatRequest, ChatResponse
 
 _FINISH_REASONS = {"stop": FINISH_STOP, "length": FINISH_LENGTH}
 
 
-def _finish(reason: object) -> str | None:
-    if not isinstance(reason, str) or not reason:
-        return None
-    return _FINISH_REASONS.get(reason, reason)
-
-
 class OpenAIProvider(HTTPProvider):
     """A provider speaking the OpenAI chat-completions wire format."""
 
     kind: ClassVar[str] = "openai"
+    usage_keys: ClassVar[tuple[str, str]] = ("prompt_tokens", "completion_tokens")
 
     @property
     def url(self) -> str:
@@ -70,22 +65,8 @@ class OpenAIProvider(HTTPProvider):
                 f"provider {self.name!r} answered without choices[0].message.content",
                 provider=self.name,
             ) from None
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        model = model or self.model
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        return ChatResponse(
-            text=text,
-            model=model,
-            provider=self.name,
-            finish_reason=_finish(choice.get("finish_reason")),
-            usage=self._usage(
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-                req=req,
-                text=text,
-                model=model,
-            ),
-        )
+        finish = finish_reason(choice.get("finish_reason"), _FINISH_REASONS)
+        return self._response(body, text=text, finish=finish, req=req)
 
     async def _parse_stream(
         self, events: AsyncGenerator[SSEEvent, None], req: ChatRequest
@@ -122,24 +103,18 @@ class OpenAIProvider(HTTPProvider):
                 if isinstance(text, str) and text:
                     parts.append(text)
                     yield ChatChunk(text, self.name, model)
-                finish = _finish(choice.get("finish_reason")) or finish
+                finish = finish_reason(choice.get("finish_reason"), _FINISH_REASONS) or finish
         if not done and finish is None:
             raise StreamError(
                 f"provider {self.name!r}: the stream ended before [DONE]",
                 provider=self.name,
                 retryable=True,
             )
-        yield ChatChunk(
-            "",
-            self.name,
-            model,
-            final=True,
-            finish_reason=finish,
-            usage=self._usage(
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-                req=req,
-                text="".join(parts),
-                model=model,
-            ),
+        yield self._final_chunk(
+            model=model,
+            finish=finish,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            req=req,
+            text="".join(parts),
         )
