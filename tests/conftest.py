@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from meshtest import REPO_ROOT, service_env
+import redis.asyncio as aioredis
+from meshtest import REPO_ROOT, free_port, service_env
 
 
 @pytest.fixture
@@ -33,3 +38,41 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 for the whole run (no persistence); stopped by PID."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail(
+            "redis-server is not installed (Debian package redis-server; .ci/run installs it)"
+        )
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):  # bounded wait for the port to accept connections
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            if process.poll() is not None:
+                pytest.fail(f"redis-server exited with status {process.returncode}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+async def redis_db(redis_url: str) -> str:
+    """``redis_url``, emptied before the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+    return redis_url
