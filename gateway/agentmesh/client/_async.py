@@ -20,7 +20,12 @@ from agentmesh.client._model import (
     reply_from_proto,
 )
 from agentmesh.runtime.types import JSONValue, Part
+from agentmesh.telemetry.client import client_span
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
+
+_LIST_AGENTS = "agentmesh.v1.Gateway/ListAgents"
+_INVOKE = "agentmesh.v1.Gateway/Invoke"
+_INVOKE_STREAM = "agentmesh.v1.Gateway/InvokeStream"
 
 
 class AsyncClient:
@@ -64,14 +69,15 @@ class AsyncClient:
             await self._channel.close()
 
     async def list_agents(self, *, refresh: bool = False) -> list[AgentInfo]:
-        try:
-            response = await self._stub.ListAgents(
-                gateway_pb2.ListAgentsRequest(refresh=refresh),
-                timeout=self._timeout,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise CallError.from_rpc(exc) from None
+        with client_span(_LIST_AGENTS, self._metadata) as call_metadata:
+            try:
+                response = await self._stub.ListAgents(
+                    gateway_pb2.ListAgentsRequest(refresh=refresh),
+                    timeout=self._timeout,
+                    metadata=call_metadata,
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise CallError.from_rpc(exc) from None
         return agents_from_proto(response)
 
     async def invoke(
@@ -102,12 +108,13 @@ class AsyncClient:
             options=options,
             metadata=metadata,
         )
-        try:
-            response = await self._stub.Invoke(
-                request, timeout=timeout or self._timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise CallError.from_rpc(exc) from None
+        with client_span(_INVOKE, self._metadata) as call_metadata:
+            try:
+                response = await self._stub.Invoke(
+                    request, timeout=timeout or self._timeout, metadata=call_metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise CallError.from_rpc(exc) from None
         return reply_from_proto(response)
 
     async def stream(
@@ -134,13 +141,14 @@ class AsyncClient:
             options=options,
             metadata=metadata,
         )
-        call = self._stub.InvokeStream(
-            request, timeout=timeout or self._timeout, metadata=self._metadata
-        )
-        try:
-            async for event in call:
-                yield event_from_proto(event)
-        except grpc.aio.AioRpcError as exc:
-            raise CallError.from_rpc(exc) from None
-        finally:
-            call.cancel()
+        with client_span(_INVOKE_STREAM, self._metadata) as call_metadata:
+            call = self._stub.InvokeStream(
+                request, timeout=timeout or self._timeout, metadata=call_metadata
+            )
+            try:
+                async for event in call:
+                    yield event_from_proto(event)
+            except grpc.aio.AioRpcError as exc:
+                raise CallError.from_rpc(exc) from None
+            finally:
+                call.cancel()

@@ -20,7 +20,12 @@ from agentmesh.client._model import (
     reply_from_proto,
 )
 from agentmesh.runtime.types import JSONValue, Part
+from agentmesh.telemetry.client import client_span
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
+
+_LIST_AGENTS = "agentmesh.v1.Gateway/ListAgents"
+_INVOKE = "agentmesh.v1.Gateway/Invoke"
+_INVOKE_STREAM = "agentmesh.v1.Gateway/InvokeStream"
 
 
 class Client:
@@ -57,14 +62,15 @@ class Client:
         self._channel.close()
 
     def list_agents(self, *, refresh: bool = False) -> list[AgentInfo]:
-        try:
-            response = self._stub.ListAgents(
-                gateway_pb2.ListAgentsRequest(refresh=refresh),
-                timeout=self._timeout,
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as exc:
-            raise CallError.from_rpc(exc) from None
+        with client_span(_LIST_AGENTS, self._metadata) as call_metadata:
+            try:
+                response = self._stub.ListAgents(
+                    gateway_pb2.ListAgentsRequest(refresh=refresh),
+                    timeout=self._timeout,
+                    metadata=call_metadata,
+                )
+            except grpc.RpcError as exc:
+                raise CallError.from_rpc(exc) from None
         return agents_from_proto(response)
 
     def invoke(
@@ -90,12 +96,13 @@ class Client:
             options=options,
             metadata=metadata,
         )
-        try:
-            response = self._stub.Invoke(
-                request, timeout=timeout or self._timeout, metadata=self._metadata
-            )
-        except grpc.RpcError as exc:
-            raise CallError.from_rpc(exc) from None
+        with client_span(_INVOKE, self._metadata) as call_metadata:
+            try:
+                response = self._stub.Invoke(
+                    request, timeout=timeout or self._timeout, metadata=call_metadata
+                )
+            except grpc.RpcError as exc:
+                raise CallError.from_rpc(exc) from None
         return reply_from_proto(response)
 
     def stream(
@@ -121,13 +128,14 @@ class Client:
             options=options,
             metadata=metadata,
         )
-        call = self._stub.InvokeStream(
-            request, timeout=timeout or self._timeout, metadata=self._metadata
-        )
-        try:
-            for event in call:
-                yield event_from_proto(event)
-        except grpc.RpcError as exc:
-            raise CallError.from_rpc(exc) from None
-        finally:
-            call.cancel()
+        with client_span(_INVOKE_STREAM, self._metadata) as call_metadata:
+            call = self._stub.InvokeStream(
+                request, timeout=timeout or self._timeout, metadata=call_metadata
+            )
+            try:
+                for event in call:
+                    yield event_from_proto(event)
+            except grpc.RpcError as exc:
+                raise CallError.from_rpc(exc) from None
+            finally:
+                call.cancel()

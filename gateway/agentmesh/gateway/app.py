@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import redis.asyncio as aioredis
+
+from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
 from agentmesh.gateway.registry import Registry
+from agentmesh.gateway.routing import Router
 from agentmesh.gateway.servicer import GatewayServicer
 from agentmesh.gateway.upstream import Upstream
 from agentmesh.runtime.logs import configure_logging
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import load_settings
+from agentmesh.telemetry import start_telemetry
 from agentmesh.v1 import gateway_pb2_grpc
 
 GATEWAY_SERVICE = "agentmesh.v1.Gateway"
@@ -25,13 +30,31 @@ class Gateway:
         self.settings = settings
         self.registry = Registry(config, settings)
         self.upstream = Upstream(settings, self.registry)
+        self.redis: aioredis.Redis | None = (
+            aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        )
+        self.router = Router(self.registry, self.upstream, config)
+        self.cache: ResponseCache = (
+            RedisCache(self.redis)
+            if self.redis is not None
+            else MemoryCache(
+                max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes
+            )
+        )
         self.fanout = FanOut(self.registry, self.upstream, FanOutLimits(settings.max_fanout_legs))
         servicer = GatewayServicer(self)
         binding = ServiceBinding(
             GATEWAY_SERVICE,
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
         )
-        self.server = GrpcServer(settings, [binding], on_stopped=self.registry.close)
+        self.server = GrpcServer(settings, [binding], on_stopped=self._close)
+
+    async def _close(self) -> None:
+        """Release what the parts hold, once the server has stopped serving."""
+        await self.registry.close()
+        await self.cache.close()
+        if self.redis is not None:
+            await self.redis.aclose()
 
     async def start(self) -> int:
         """Fetch agent cards, then listen; returns the bound port."""
@@ -49,6 +72,7 @@ class Gateway:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(GatewaySettings, argv, prog="agentmesh-gateway")
     configure_logging("gateway", level=settings.log_level, fmt=settings.log_format)
+    start_telemetry("gateway", host=settings.host, metrics_port=settings.metrics_port)
     try:
         config = load_config(settings.config)
     except ConfigError as exc:

@@ -30,6 +30,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agentmesh.gateway.resilience.policy import (
+    RateLimitPolicy,
+    ResilienceDefaults,
+    ResilienceOverrides,
+    check_policies,
+)
 from agentmesh.runtime.settings import ServerSettings
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -54,6 +60,12 @@ class GatewaySettings(ServerSettings):
         30.0, gt=0, description="seconds between card refreshes from the agents"
     )
     card_timeout: float = Field(2.0, gt=0, description="deadline of one GetCard call (seconds)")
+    cache_max_entries: int = Field(
+        1024, ge=1, description="responses kept by the in-memory cache (without Redis)"
+    )
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="bytes kept by the in-memory cache (without Redis)"
+    )
     max_fanout_legs: int = Field(64, ge=1, le=1024, description="most legs one fan-out may have")
     redis_url: str | None = Field(
         None,
@@ -62,14 +74,85 @@ class GatewaySettings(ServerSettings):
     )
 
 
-class AgentConfig(BaseModel):
-    """One agent as the gateway knows it before it has talked to it."""
+class TargetConfig(BaseModel):
+    """Where a route sends a request: an agent, a skill, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = ""
+    skill: str = ""
+
+    @model_validator(mode="after")
+    def _names_something(self) -> TargetConfig:
+        if not self.agent and not self.skill:
+            raise ValueError("set agent, skill or both")
+        return self
+
+
+class CacheConfig(BaseModel):
+    """Opt-in response caching for a route or an agent (Invoke only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: float = Field(gt=0, le=7 * 24 * 3600, description="seconds a response stays cached")
+    skills: list[str] = Field(
+        default_factory=list, description="only these skills (empty: every skill)"
+    )
+
+
+class MatchConfig(BaseModel):
+    """What a request must look like for a route to take it; every given test must pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: list[str] = Field(
+        default_factory=list, description="any of these words in the text (case-insensitive)"
+    )
+    pattern: str | None = Field(None, description="a regular expression found in the text")
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="message metadata entries that must be equal"
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
+        return pattern
+
+    @model_validator(mode="after")
+    def _tests_something(self) -> MatchConfig:
+        if not (self.keywords or self.pattern or self.metadata):
+            raise ValueError("give keywords, pattern or metadata")
+        return self
+
+
+class RouteConfig(BaseModel):
+    """A declared routing rule, for requests that name neither agent nor skill."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    priority: int = Field(0, description="higher goes first; ties keep file order")
+    match: MatchConfig
+    to: TargetConfig
+    cache: CacheConfig | None = None
+
+
+class AgentConfig(ResilienceOverrides):
+    """One agent as the gateway knows it before it has talked to it (resilience fields too)."""
 
     model_config = ConfigDict(extra="forbid")
 
     addresses: list[str] = Field(min_length=1)
     skills: list[str] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0, le=3600)
+    cache: CacheConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -95,6 +178,13 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    defaults: ResilienceDefaults = Field(default_factory=ResilienceDefaults)
+    rate_limit: RateLimitPolicy = Field(default_factory=RateLimitPolicy)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    default_route: TargetConfig | None = None
+    router: TargetConfig | None = Field(
+        None, description="an agent that picks the target when no route matches"
+    )
 
     @field_validator("agents")
     @classmethod
@@ -103,6 +193,26 @@ class GatewayConfig(BaseModel):
             if not AGENT_NAME.match(name):
                 raise ValueError(f"agent name {name!r} must be lower-case letters, digits and '-'")
         return agents
+
+    @model_validator(mode="after")
+    def _resilience_is_valid(self) -> GatewayConfig:
+        check_policies(self.agents, self.defaults)
+        return self
+
+    @model_validator(mode="after")
+    def _targets_are_declared(self) -> GatewayConfig:
+        targets: list[tuple[str, TargetConfig | None]] = [
+            (f"routes.{r.name}.to", r.to) for r in self.routes
+        ]
+        targets += [("default_route", self.default_route), ("router", self.router)]
+        for where, target in targets:
+            if target is not None and target.agent and target.agent not in self.agents:
+                raise ValueError(f"{where}: agent {target.agent!r} is not declared under agents")
+        names = [r.name for r in self.routes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"routes: duplicate route names {', '.join(duplicates)}")
+        return self
 
 
 class ConfigError(ValueError):

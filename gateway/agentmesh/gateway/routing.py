@@ -1,10 +1,26 @@
-"""Choosing the agent that serves a request: by agent name or by skill."""
+"""Choosing the agent that serves a request: by name, skill, declared rules or a router agent."""
 
 from __future__ import annotations
 
-from agentmesh.gateway.config import AGENT_NAME
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentmesh.gateway.config import (
+    AGENT_NAME,
+    CacheConfig,
+    GatewayConfig,
+    RouteConfig,
+    TargetConfig,
+)
 from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
-from agentmesh.runtime.errors import InvalidInput, NotFound
+from agentmesh.runtime.errors import AgentError, FailedPrecondition, InvalidInput, NotFound
+from agentmesh.runtime.types import Result
+from agentmesh.runtime.wire import result_from_proto, struct_to_dict
+from agentmesh.v1 import messages_pb2 as pb
+
+if TYPE_CHECKING:
+    from agentmesh.gateway.upstream import Upstream
 
 MAX_SKILL_CHARS = 128
 
@@ -44,3 +60,130 @@ def route(registry: Registry, agent: str, skill: str) -> AgentEntry:
         pool = serving or candidates
         return min(pool, key=lambda e: e.picks)  # least recently picked first
     raise InvalidInput("agent", "set agent or skill to say which agent should answer")
+
+
+# Text beyond this is not scanned by route patterns: a request's size must not
+# decide how long routing takes.
+MATCH_TEXT_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The agent and skill a request goes to, how that was decided, and its caching."""
+
+    entry: AgentEntry
+    skill: str
+    route: str  # "agent", "skill", a declared route's name, "router" or "default"
+    cache: CacheConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    config: RouteConfig
+    keywords: re.Pattern[str] | None
+    pattern: re.Pattern[str] | None
+
+    def matches(self, text: str, metadata: dict[str, Any]) -> bool:
+        match = self.config.match
+        if any(metadata.get(k) != v for k, v in match.metadata.items()):
+            return False
+        if self.keywords is not None and not self.keywords.search(text):
+            return False
+        return self.pattern is None or self.pattern.search(text) is not None
+
+
+class Router:
+    """Routes requests by name, skill, declared rules, a router agent, or the default route.
+
+    A request naming an agent or a skill goes there. One naming neither is
+    matched against the declared routes (highest priority first); if none
+    matches, the router agent (when declared) is asked, and its answer (data
+    ``{"agent": ..., "skill": ...}`` or text ``AGENT`` / ``AGENT/SKILL``) is
+    used; otherwise the default route.
+    """
+
+    def __init__(self, registry: Registry, upstream: Upstream, config: GatewayConfig) -> None:
+        self._registry = registry
+        self._upstream = upstream
+        self._config = config
+        ordered = sorted(config.routes, key=lambda r: -r.priority)  # stable: file order on ties
+        self._rules = [_compile(rule) for rule in ordered]
+
+    @property
+    def has_rules(self) -> bool:
+        return bool(self._rules or self._config.router or self._config.default_route)
+
+    async def select(self, request: pb.InvokeRequest, *, time_remaining: float | None) -> Selection:
+        if request.agent or request.skill:
+            entry = route(self._registry, request.agent, request.skill)
+            how = "agent" if request.agent else "skill"
+            return Selection(entry, request.skill, how, _agent_cache(entry, request.skill))
+        if not self.has_rules:
+            raise InvalidInput("agent", "set agent or skill to say which agent should answer")
+        text = _text_of(request.message)
+        metadata = struct_to_dict(request.message.metadata) if request.message.metadata else {}
+        for rule in self._rules:
+            if rule.matches(text, metadata):
+                return self._to(rule.config.to, rule.config.name, rule.config.cache)
+        if self._config.router is not None:
+            return await self._ask_router(self._config.router, request, time_remaining)
+        if self._config.default_route is not None:
+            return self._to(self._config.default_route, "default", None)
+        raise InvalidInput(
+            "agent",
+            "no declared route matched; set agent or skill to say which agent should answer",
+        )
+
+    def _to(self, target: TargetConfig, name: str, cache: CacheConfig | None) -> Selection:
+        entry = route(self._registry, target.agent, target.skill)
+        return Selection(entry, target.skill, name, cache or _agent_cache(entry, target.skill))
+
+    async def _ask_router(
+        self, router: TargetConfig, request: pb.InvokeRequest, time_remaining: float | None
+    ) -> Selection:
+        entry = route(self._registry, router.agent, router.skill)
+        ask = pb.InvokeRequest(agent=entry.name, skill=router.skill, message=request.message)
+        answer = await self._upstream.invoke(entry, ask, time_remaining=time_remaining)
+        agent, skill = _router_choice(result_from_proto(answer))
+        if not agent and not skill:
+            raise FailedPrecondition(
+                f"router agent {entry.name!r} gave no target: it must answer data "
+                '{"agent": ..., "skill": ...} or text AGENT or AGENT/SKILL'
+            )
+        try:
+            chosen = route(self._registry, agent, skill)
+        except AgentError as exc:
+            raise FailedPrecondition(
+                f"router agent {entry.name!r} chose an unusable target: {exc.message}"
+            ) from None
+        return Selection(chosen, skill, "router", _agent_cache(chosen, skill))
+
+
+def _compile(rule: RouteConfig) -> _Rule:
+    keywords = None
+    if rule.match.keywords:
+        words = "|".join(re.escape(k) for k in rule.match.keywords)
+        keywords = re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+    pattern = re.compile(rule.match.pattern) if rule.match.pattern else None
+    return _Rule(rule, keywords, pattern)
+
+
+def _text_of(message: pb.Message) -> str:
+    text = "\n".join(p.text for p in message.parts if p.WhichOneof("content") == "text")
+    return text[:MATCH_TEXT_CHARS]
+
+
+def _agent_cache(entry: AgentEntry, skill: str) -> CacheConfig | None:
+    cache = entry.config.cache
+    if cache is None or (cache.skills and skill not in cache.skills):
+        return None
+    return cache
+
+
+def _router_choice(result: Result) -> tuple[str, str]:
+    data = result.data
+    if isinstance(data, dict):
+        agent, skill = data.get("agent", ""), data.get("skill", "")
+        return (agent if isinstance(agent, str) else "", skill if isinstance(skill, str) else "")
+    agent, _, skill = result.text.strip().partition("/")
+    return agent.strip(), skill.strip()

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from agentmesh.gateway.cache import cache_key
 from agentmesh.gateway.registry import AgentEntry, Reachability
-from agentmesh.gateway.routing import route
+from agentmesh.gateway.routing import Selection
 from agentmesh.runtime.status import abort
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -42,6 +43,28 @@ def agent_info(entry: AgentEntry) -> gateway_pb2.AgentInfo:
     return info
 
 
+CACHE_HEADER = "x-agentmesh-cache"
+"""Trailing metadata on cacheable calls: "hit" or "miss"."""
+
+
+def addressed(request: pb.InvokeRequest, selection: Selection) -> pb.InvokeRequest:
+    """``request`` naming the selected agent and skill (a copy only when they differ)."""
+    if request.agent == selection.entry.name and request.skill == selection.skill:
+        return request
+    forwarded = pb.InvokeRequest()
+    forwarded.CopyFrom(request)
+    forwarded.agent, forwarded.skill = selection.entry.name, selection.skill
+    return forwarded
+
+
+def _bypasses_cache(context: Context) -> bool:
+    """The client sent ``cache-control: no-cache``: answer fresh (and refresh the entry)."""
+    return any(
+        key == "cache-control" and "no-cache" in str(value)
+        for key, value in context.invocation_metadata() or ()
+    )
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     """Maps the Gateway service's wire messages onto the gateway's parts."""
 
@@ -63,10 +86,29 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
         try:
-            entry = route(self._registry, request.agent, request.skill)
-            return await self._upstream.invoke(
-                entry, request, time_remaining=context.time_remaining()
+            time_remaining = context.time_remaining()
+            selection = await self._gateway.router.select(request, time_remaining=time_remaining)
+            forwarded = addressed(request, selection)
+            policy = selection.cache
+            if policy is None:
+                return await self._upstream.invoke(
+                    selection.entry, forwarded, time_remaining=time_remaining
+                )
+            entry = selection.entry
+            key = cache_key(
+                entry.name, entry.card.version if entry.card else "", selection.skill, request
             )
+            if not _bypasses_cache(context):
+                cached = await self._gateway.cache.get(key)
+                if cached is not None:
+                    context.set_trailing_metadata(((CACHE_HEADER, "hit"),))
+                    return cached
+            response = await self._upstream.invoke(
+                entry, forwarded, time_remaining=context.time_remaining()
+            )
+            await self._gateway.cache.put(key, response, policy.ttl)
+            context.set_trailing_metadata(((CACHE_HEADER, "miss"),))
+            return response
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -76,9 +118,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: pb.InvokeRequest, context: Context
     ) -> AsyncIterator[pb.InvokeEvent]:
         try:
-            entry = route(self._registry, request.agent, request.skill)
+            time_remaining = context.time_remaining()
+            selection = await self._gateway.router.select(request, time_remaining=time_remaining)
             async for event in self._upstream.stream(
-                entry, request, time_remaining=context.time_remaining()
+                selection.entry,
+                addressed(request, selection),
+                time_remaining=context.time_remaining(),
             ):
                 yield event
         except asyncio.CancelledError:

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from agentmesh.runtime.settings import ServerSettings
+from agentmesh.telemetry.interceptor import TelemetryInterceptor
 
 log = logging.getLogger("agentmesh.server")
 
@@ -70,7 +71,8 @@ class GrpcServer:
     ) -> None:
         self.settings = settings
         self._services = list(services)
-        self._interceptors = list(interceptors)
+        # Telemetry first: its span is current while later interceptors run.
+        self._interceptors = [TelemetryInterceptor(), *interceptors]
         self._on_stopped = on_stopped
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 import grpc
+from opentelemetry import trace
 
 from agentmesh.runtime import wire
 from agentmesh.runtime.agent import Agent, Assembler
@@ -24,6 +25,7 @@ from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import ServerSettings, load_settings
 from agentmesh.runtime.status import abort
 from agentmesh.runtime.types import Request
+from agentmesh.telemetry import start_telemetry
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -49,6 +51,9 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             request, time_remaining=context.time_remaining(), max_parts=self._max_parts
         )
         skill = self._agent.resolve_skill(domain.skill)
+        trace.get_current_span().set_attributes(
+            {"agentmesh.agent": self._name, "agentmesh.skill": skill}
+        )
         if skill == domain.skill and domain.task_id:
             return domain
         return replace(domain, skill=skill, task_id=domain.task_id or uuid.uuid4().hex)
@@ -123,4 +128,5 @@ def run(agent: Agent, argv: Sequence[str] | None = None) -> None:
     """A service's entry point: settings from env and flags, logs, serve."""
     settings = load_settings(ServerSettings, argv, prog=f"agentmesh-{agent.card.name}")
     configure_logging(agent.card.name, level=settings.log_level, fmt=settings.log_format)
+    start_telemetry(agent.card.name, host=settings.host, metrics_port=settings.metrics_port)
     asyncio.run(serve(agent, settings))

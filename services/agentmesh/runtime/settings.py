@@ -46,6 +46,13 @@ class ServerSettings(BaseSettings):
     keepalive_time: float = Field(30.0, gt=0, description="seconds between keepalive pings")
     keepalive_timeout: float = Field(10.0, gt=0, description="seconds to wait for a ping ack")
     reflection: bool = Field(True, description="serve gRPC server reflection")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="HTTP port of the Prometheus /metrics endpoint, on the same host "
+        "(None: no endpoint; 9464 in Kubernetes)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

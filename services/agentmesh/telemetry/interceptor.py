@@ -1,0 +1,260 @@
+"""Server-side telemetry of every agentmesh gRPC server, as one lean interceptor.
+
+For every RPC it records ``agentmesh_rpc_requests``, ``_duration_seconds`` and
+``_in_flight`` (always), and, when tracing is on, a SERVER span that is the
+current span while the handler runs, continuing the caller's W3C
+``traceparent``/``tracestate`` from the metadata. Health checks and reflection
+get metrics but no spans (probes would bury the traces).
+
+Span status follows the OpenTelemetry gRPC conventions: a server span is an
+error for UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and
+DATA_LOSS; every span carries ``rpc.grpc.status_code``. An error records an
+``exception`` event with the exception's type and the status message the
+caller got (already free of secrets and paths), never the raw exception text
+or a stack trace; the log line written under the same trace id has those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from agentmesh.telemetry.metrics import RPC_DURATION, RPC_IN_FLIGHT, RPC_REQUESTS
+from agentmesh.telemetry.tracing import tracing_enabled
+
+_UNTRACED = ("/grpc.health.v1.", "/grpc.reflection.")
+_SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_CODE_VALUES = {code: code.value[0] for code in grpc.StatusCode}
+
+Context = grpc.aio.ServicerContext[Any, Any]
+# grpc.aio.Metadata, or a plain sequence of (key, value) pairs.
+Metadata = Iterable[tuple[str, Any]]
+
+
+class _MetadataGetter(Getter[Metadata]):
+    """Reads propagation headers straight from gRPC's invocation metadata."""
+
+    def get(self, carrier: Metadata, key: str) -> list[str] | None:
+        values = [v for k, v in carrier if k == key and isinstance(v, str)]
+        return values or None
+
+    def keys(self, carrier: Metadata) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+METADATA_GETTER = _MetadataGetter()
+
+
+class _MethodMetrics:
+    """The metric children of one method, resolved once (``labels()`` is not free)."""
+
+    __slots__ = ("duration", "in_flight", "method", "requests", "service", "short_name")
+
+    def __init__(self, full_method: str) -> None:
+        self.method = full_method.lstrip("/")
+        self.service, _, self.short_name = self.method.rpartition("/")
+        self.duration = RPC_DURATION.labels(method=self.method)
+        self.in_flight = RPC_IN_FLIGHT.labels(method=self.method)
+        self.requests: dict[grpc.StatusCode, Any] = {}
+
+    def count(self, code: grpc.StatusCode) -> None:
+        child = self.requests.get(code)
+        if child is None:
+            child = self.requests[code] = RPC_REQUESTS.labels(method=self.method, code=code.name)
+        child.inc()
+
+
+class _Call:
+    """One RPC being served."""
+
+    __slots__ = ("metrics", "span", "started", "token")
+
+    def __init__(
+        self,
+        metrics: _MethodMetrics,
+        span: trace.Span | None,
+        token: object | None,
+    ) -> None:
+        self.metrics = metrics
+        self.span = span
+        self.token = token
+        self.started = time.perf_counter()
+
+
+def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    code: grpc.StatusCode | None = context.code()
+    if code is not None and isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    """Metrics for every RPC; a SERVER span per RPC when tracing is on.
+
+    Whether to trace is decided when the interceptor is built (after
+    :func:`~agentmesh.telemetry.configure_tracing`); with tracing off the only
+    per-call work is a few metric updates.
+    """
+
+    def __init__(self, *, tracer: trace.Tracer | None = None) -> None:
+        if tracer is None and tracing_enabled():
+            tracer = trace.get_tracer("agentmesh.server")
+        self._tracer = tracer
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        # The generic handler returns the same object for a method every time:
+        # wrap it once instead of building closures on every call.
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            wrapped: grpc.RpcMethodHandler[Any, Any] = cached[1]
+            return wrapped
+        traced = self._tracer is not None and not method.startswith(_UNTRACED)
+        wrapped = self._wrap(handler, _MethodMetrics(method), traced)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    # -- per call -------------------------------------------------------------
+
+    def _begin(self, metrics: _MethodMetrics, context: Context, traced: bool) -> _Call:
+        metrics.in_flight.inc()
+        if not traced or self._tracer is None:
+            return _Call(metrics, None, None)
+        metadata: Metadata = context.invocation_metadata() or ()
+        parent = propagate.extract(metadata, getter=METADATA_GETTER)
+        span = self._tracer.start_span(
+            metrics.method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": metrics.service,
+                "rpc.method": metrics.short_name,
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return _Call(metrics, span, token)
+
+    def _end(self, call: _Call, context: Context, error: BaseException | None) -> None:
+        code = _final_code(context, error)
+        metrics = call.metrics
+        metrics.in_flight.dec()
+        metrics.duration.observe(time.perf_counter() - call.started)
+        metrics.count(code)
+        span = call.span
+        if span is None:
+            return
+        span.set_attribute("rpc.grpc.status_code", _CODE_VALUES[code])
+        if code is not grpc.StatusCode.OK:
+            details = context.details() or ""
+            message = details if isinstance(details, str) else ""
+            if error is not None and not isinstance(error, asyncio.CancelledError):
+                # context.abort raises AbortError inside the servicer's except
+                # block: the exception that caused it is its __context__.
+                cause = error.__context__ if isinstance(error, grpc.aio.AbortError) else error
+                span.add_event(
+                    "exception",
+                    {
+                        "exception.type": type(cause or error).__qualname__,
+                        "exception.message": message,
+                    },
+                )
+            if code in _SERVER_ERROR_CODES:
+                span.set_status(Status(StatusCode.ERROR, f"{code.name}: {message}"))
+        otel_context.detach(call.token)  # type: ignore[arg-type]
+        span.end()
+
+    # -- handler wrapping -----------------------------------------------------
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], metrics: _MethodMetrics, traced: bool
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        begin, end = self._begin, self._end
+        deserializer = handler.request_deserializer
+        serializer = handler.response_serializer
+
+        def unary_response(behaviour: Callable[..., Any]) -> Any:
+            async def serve(request: Any, context: Context) -> Any:
+                call = begin(metrics, context, traced)
+                try:
+                    response = behaviour(request, context)
+                    if inspect.isawaitable(response):
+                        response = await response
+                except BaseException as exc:
+                    end(call, context, exc)
+                    raise
+                end(call, context, None)
+                return response
+
+            return serve
+
+        def stream_response(behaviour: Callable[..., Any]) -> Any:
+            if not inspect.isasyncgenfunction(behaviour):
+                return unary_response(behaviour)  # writes with context.write()
+
+            async def serve(request: Any, context: Context) -> AsyncIterator[Any]:
+                call = begin(metrics, context, traced)
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except BaseException as exc:
+                    end(call, context, exc)
+                    raise
+                end(call, context, None)
+
+            return serve
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                unary_response(handler.unary_unary),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                stream_response(handler.unary_stream),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                unary_response(handler.stream_unary),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        assert handler.stream_stream is not None  # one of the four is always set
+        return grpc.stream_stream_rpc_method_handler(
+            stream_response(handler.stream_stream),
+            request_deserializer=deserializer,
+            response_serializer=serializer,
+        )
