@@ -11,4 +11,5 @@ REFERENCE_AGENTS: dict[str, str] = {
     "calculator": "agentmesh.agents.calculator",
     "code-reviewer": "agentmesh.agents.code_reviewer",
     "qa": "agentmesh.agents.qa",
+    "assistant": "agentmesh.agents.assistant",
 }

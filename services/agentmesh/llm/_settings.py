@@ -22,10 +22,11 @@ does not echo the key back.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentmesh.llm._pricing import ModelPrice
@@ -163,9 +164,12 @@ class LLMSettings(BaseSettings):
 
     ``prices`` (``AGENTMESH_LLM_PRICES``, JSON ``{"model": {"input_per_mtok":
     .., "output_per_mtok": ..}}``) overrides or extends the built-in price
-    table. After ``circuit_failure_threshold`` consecutive failed calls a
-    provider is skipped for ``circuit_cooldown`` seconds. ``request_timeout``
-    is the overall per-call deadline used when the caller passes none.
+    table. ``prompts`` (``AGENTMESH_LLM_PROMPTS``, JSON ``{"agent name":
+    "template"}``) replaces agents' built-in role prompts; templates use
+    ``${name}`` placeholders filled from request metadata. After
+    ``circuit_failure_threshold`` consecutive failed calls a provider is
+    skipped for ``circuit_cooldown`` seconds. ``request_timeout`` is the
+    overall per-call deadline used when the caller passes none.
     """
 
     model_config = SettingsConfigDict(
@@ -181,6 +185,7 @@ class LLMSettings(BaseSettings):
     api_key_file: Path | None = None
 
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    prompts: dict[str, str] = Field(default_factory=dict)
     circuit_failure_threshold: int = Field(default=3, ge=1)
     circuit_cooldown: float = Field(default=30.0, ge=0.0)
     request_timeout: float | None = Field(default=None, gt=0.0)
@@ -226,6 +231,16 @@ class LLMSettings(BaseSettings):
         if isinstance(data, dict) and isinstance(data.get("providers"), list):
             data = {**data, "providers": [_mask_key(p) for p in data["providers"]]}
         return data
+
+    @field_validator("prompts")
+    @classmethod
+    def _valid_templates(cls, prompts: dict[str, str]) -> dict[str, str]:
+        for agent, template in prompts.items():
+            if not string.Template(template).is_valid():
+                raise ValueError(
+                    f"prompts[{agent!r}] has an invalid placeholder: write ${{name}}, or $$ for '$'"
+                )
+        return prompts
 
     @property
     def configured(self) -> bool:

@@ -1,14 +1,28 @@
-"""The qa service: answers a question from a supplied context by BM25 retrieval."""
+"""The qa service: answers a question from a supplied context, by BM25 retrieval offline
+and by the configured model over the retrieved passages when there is one."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+from agentmesh.agents._model import ModelAgent
 from agentmesh.agents.qa import logic
-from agentmesh.runtime import Agent, AgentCard, InvalidInput, Request, Result, Skill, TextPart
+from agentmesh.llm import LLMClient
+from agentmesh.runtime import InvalidInput, Request, Result, StreamItem, TextPart
+from agentmesh.runtime.types import AgentCard, JSONValue, Skill
+
+#: Contexts up to this size go to the model whole; longer ones as their best passages.
+MODEL_CONTEXT_CHARS = 24_000
+
+ROLE_PROMPT = (
+    "You are ${agent}. Answer the question using only the context the user gives. If the "
+    "context does not contain the answer, say so instead of guessing. Answer briefly, in "
+    "${language}."
+)
 
 
-class QAAgent(Agent):
+class QAAgent(ModelAgent):
     card = AgentCard(
         name="qa",
         version="1.0.0",
@@ -23,12 +37,36 @@ class QAAgent(Agent):
             ),
         ),
     )
+    role_prompt = ROLE_PROMPT
+    prompt_defaults = {"language": "the language of the question"}
 
-    async def invoke(self, request: Request) -> Result:
+    async def offline(self, request: Request) -> Result:
         question, context = _question_and_context(request)
         top_k = request.int_option("top_k", 3, minimum=1, maximum=logic.MAX_TOP_K)
         answer = await asyncio.to_thread(logic.answer, question, context, top_k=top_k)
         return Result.of(text=answer.answer, data=answer.to_dict())
+
+    async def with_model(self, request: Request, llm: LLMClient) -> AsyncIterator[StreamItem]:
+        question, context = _question_and_context(request)
+        top_k = request.int_option("top_k", 3, minimum=1, maximum=logic.MAX_TOP_K)
+        # Retrieval validates the inputs and ranks the passages the answer rests on.
+        retrieved = await asyncio.to_thread(logic.answer, question, context, top_k=logic.MAX_TOP_K)
+        if len(context) <= MODEL_CONTEXT_CHARS:
+            shown = context
+        else:  # the best passages, in the order they appear in the context
+            shown = "\n".join(p.text for p in sorted(retrieved.supporting, key=lambda p: p.index))
+        prompt = f"Context:\n<context>\n{shown}\n</context>\n\nQuestion: {question}"
+        chat = self.chat(request, prompt)
+
+        def data(answer: str) -> JSONValue:
+            return {
+                "answer": answer,
+                "supporting": [p.to_dict() for p in retrieved.supporting[:top_k]],
+                "context_given": "whole" if shown is context else "passages",
+            }
+
+        async for item in self.stream_answer(request, llm, chat, data=data):
+            yield item
 
 
 def _question_and_context(request: Request) -> tuple[str, str]:

@@ -1,18 +1,29 @@
-"""The summarizer service: extractive summaries by TextRank."""
+"""The summarizer service: extractive summaries by TextRank, or the model's when configured."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+from agentmesh.agents._model import ModelAgent
 from agentmesh.agents.summarizer import logic
-from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill
+from agentmesh.llm import LLMClient
+from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem
+from agentmesh.runtime.types import JSONValue
+
+ROLE_PROMPT = (
+    "You are ${agent}, a careful summarizer. Summarize the user's text in at most "
+    "${sentences} sentences for ${audience}, in ${language}. Use only facts stated in the "
+    "text; no introduction, no opinions."
+)
 
 
-class SummarizerAgent(Agent):
+class SummarizerAgent(ModelAgent):
     card = AgentCard(
         name="summarizer",
         version="1.0.0",
-        description="Extractive summaries: the text's most central sentences, in order.",
+        description="Summaries: the text's most central sentences, in order (TextRank), or "
+        "the configured model's abstractive summary.",
         skills=(
             Skill(
                 id="summarize",
@@ -23,8 +34,10 @@ class SummarizerAgent(Agent):
             ),
         ),
     )
+    role_prompt = ROLE_PROMPT
+    prompt_defaults = {"audience": "a general reader", "language": "the language of the text"}
 
-    async def invoke(self, request: Request) -> Result:
+    async def _extract(self, request: Request) -> tuple[str, logic.Summary]:
         text = request.require_text(max_chars=logic.MAX_TEXT_CHARS)
         sentences = request.int_option("sentences", 3, minimum=1, maximum=logic.MAX_SENTENCES)
         ratio = (
@@ -35,4 +48,26 @@ class SummarizerAgent(Agent):
         summary = await asyncio.to_thread(
             logic.summarize, text, max_sentences=sentences, ratio=ratio
         )
+        return text, summary
+
+    async def offline(self, request: Request) -> Result:
+        _, summary = await self._extract(request)
         return Result.of(text=summary.summary, data=summary.to_dict())
+
+    async def with_model(self, request: Request, llm: LLMClient) -> AsyncIterator[StreamItem]:
+        # The extractive pass validates the options and turns sentences/ratio into
+        # one sentence budget; its result is returned alongside the model's.
+        text, extractive = await self._extract(request)
+        budget = max(1, len(extractive.sentences))
+        chat = self.chat(request, text, sentences=str(budget))
+
+        def data(summary: str) -> JSONValue:
+            return {
+                "summary": summary,
+                "sentence_budget": budget,
+                "sentence_count": extractive.sentence_count,
+                "extractive": extractive.to_dict(),
+            }
+
+        async for item in self.stream_answer(request, llm, chat, data=data):
+            yield item

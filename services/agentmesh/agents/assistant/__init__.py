@@ -1,0 +1,1 @@
+"""Assistant agent: a general assistant backed by the configured language model."""

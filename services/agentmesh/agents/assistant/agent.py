@@ -1,0 +1,43 @@
+"""The assistant service: a general assistant that streams the configured model's answer.
+
+It has no offline mode: without a model every call is refused with
+FAILED_PRECONDITION, saying which settings to set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from agentmesh.agents._model import ModelAgent
+from agentmesh.agents.assistant import logic
+from agentmesh.llm import LLMClient
+from agentmesh.runtime import AgentCard, Request, Skill, StreamItem
+
+
+class AssistantAgent(ModelAgent):
+    card = AgentCard(
+        name="assistant",
+        version="1.0.0",
+        description="A general assistant backed by the configured language model "
+        "(needs AGENTMESH_LLM_* settings); streams its answer.",
+        skills=(
+            Skill(
+                id="chat",
+                name="Chat",
+                description="Answers the text. Earlier turns: a data part {history: [{role, "
+                "content}]}. Options: temperature (0-2), max_tokens. Metadata fills the role "
+                "prompt (persona, language).",
+                tags=("llm", "chat", "assistant"),
+                examples=("Explain what a circuit breaker does in two sentences.",),
+            ),
+        ),
+    )
+    role_prompt = logic.ROLE_PROMPT
+    prompt_defaults = logic.PROMPT_DEFAULTS
+
+    async def with_model(self, request: Request, llm: LLMClient) -> AsyncIterator[StreamItem]:
+        text = request.require_text(max_chars=logic.MAX_MESSAGE_CHARS)
+        earlier = logic.history(request.message.data)
+        chat = self.chat(request, text, earlier=earlier)
+        async for item in self.stream_answer(request, llm, chat):
+            yield item
