@@ -43,7 +43,7 @@ Handler = Callable[[argparse.Namespace, Console], int]
 # Modules with more subcommands: each has ``register(commands)``, which adds
 # its parsers with ``set_defaults(handler=...)``. Imported when the parser is
 # built, so they may import this module's helpers.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("agentmesh.cli.trace",)
 
 
 def gateway_flag(parser: argparse.ArgumentParser) -> None:
