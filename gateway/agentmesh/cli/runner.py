@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -26,6 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from agentmesh.agents import REFERENCE_AGENTS
+from agentmesh.telemetry.collector import ReceiverHandle, SpanStore, start_receiver
+
+TRACE_FILE = "traces.jsonl"
 
 GATEWAY_MODULE = "agentmesh.gateway"
 _PR_SET_PDEATHSIG = 1
@@ -115,6 +118,8 @@ class LocalMesh:
         log_path = self.log_dir / f"{spec.name}.log"
         log_file = log_path.open("ab")
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        # One mesh, many services: each names itself in its traces.
+        env.pop("OTEL_SERVICE_NAME", None)
         args = [
             sys.executable, "-m", spec.module,
             "--host", spec.host, "--port", str(spec.port),
@@ -198,6 +203,30 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def collects_traces_locally(env: Mapping[str, str]) -> bool:
+    """Whether ``agentmesh up`` should receive the spans itself.
+
+    Yes unless the user points the services at their own collector or turns
+    tracing off (``OTEL_SDK_DISABLED=true``, ``OTEL_TRACES_EXPORTER=none|console``).
+    """
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() in ("none", "console"):
+        return False
+    return not (
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def local_tracing_env(endpoint: str) -> dict[str, str]:
+    """What points a service at the runner's receiver (exporting every 200 ms, not 5 s)."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    }
+
+
 def print_table(console: Console, mesh: LocalMesh) -> None:
     table = Table(title="agentmesh is up", title_justify="left")
     for column in ("service", "address", "pid", "log"):
@@ -224,8 +253,16 @@ async def run_up(
     console: Console,
 ) -> int:
     """Run the mesh until SIGINT/SIGTERM or until a service dies; returns an exit status."""
+    specs = plan(
+        host=host, gateway_port=gateway_port, agent_port_base=agent_port_base, agents=agents
+    )
+    receiver: ReceiverHandle | None = None
+    if collects_traces_locally(os.environ):
+        receiver = await start_receiver(SpanStore(log_dir / TRACE_FILE))
+        extra = local_tracing_env(receiver.endpoint)
+        specs = [replace(spec, env={**spec.env, **extra}) for spec in specs]
     mesh = LocalMesh(
-        plan(host=host, gateway_port=gateway_port, agent_port_base=agent_port_base, agents=agents),
+        specs,
         log_dir=log_dir,
         grace_period=grace_period,
         startup_timeout=startup_timeout,
@@ -251,6 +288,11 @@ async def run_up(
             console.print(f"[red]error:[/red] {exc}")
             return 1
         print_table(console, mesh)
+        if receiver is not None:
+            console.print(
+                f"traces: {log_dir / TRACE_FILE} (OTLP on {receiver.address});"
+                " show them with: agentmesh trace"
+            )
         console.print(
             f"gateway: {mesh.specs[-1].address}   try: agentmesh call calculator '2*(3+4)**2'"
             "   stop: Ctrl-C"
@@ -274,5 +316,8 @@ async def run_up(
         killed = await mesh.stop()
         if killed:
             console.print(f"killed after the grace period: {', '.join(killed)}")
+        if receiver is not None:
+            # After the services: they flush their last spans as they exit.
+            await receiver.stop()
         console.print("all services stopped")
     return status

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -22,7 +23,8 @@ from rich.text import Text
 from agentmesh.telemetry.collector import SpanRecord, read_spans, traces
 
 TRACE_FILE = "traces.jsonl"
-BAR_WIDTH = 40
+BAR_WIDTH = 24
+SHORT_ID = 12
 _STATUS_STYLE = {"ERROR": "red", "OK": "green", "UNSET": "green"}
 
 
@@ -86,13 +88,22 @@ def _roots(spans: Sequence[SpanRecord]) -> list[SpanRecord]:
     return [s for s in spans if not s.parent_id or s.parent_id not in ids]
 
 
+def short_name(name: str) -> str:
+    """``agentmesh.v1.Gateway/Invoke`` as ``Gateway/Invoke``."""
+    return name.removeprefix("agentmesh.v1.")
+
+
 def _ms(ns: int) -> str:
     return f"{ns / 1e6:.1f}"
 
 
 def trace_list(grouped: dict[str, list[SpanRecord]], *, limit: int = 20) -> Table:
-    table = Table(title="recent traces (newest first)", title_justify="left")
-    for column in ("trace id", "started", "request", "services", "spans", "ms", "status"):
+    table = Table(
+        title="recent traces, newest first (`agentmesh trace ID` draws one)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("trace", "started", "request", "services", "spans", "ms", "status"):
         table.add_column(column, no_wrap=column != "services")
     for spans in _newest_first(grouped)[:limit]:
         root = _roots(spans)[0]
@@ -100,9 +111,9 @@ def trace_list(grouped: dict[str, list[SpanRecord]], *, limit: int = 20) -> Tabl
         end = max(s.end_ns for s in spans)
         failed = any(s.status == "ERROR" for s in spans)
         table.add_row(
-            spans[0].trace_id,
+            spans[0].trace_id[:SHORT_ID],
             time.strftime("%H:%M:%S", time.localtime(start / 1e9)),
-            root.name,
+            short_name(root.name),
             ", ".join(dict.fromkeys(s.service for s in spans)),
             str(len(spans)),
             _ms(end - start),
@@ -154,6 +165,16 @@ def _grpc_code_name(code: object) -> str:
     return _CODE_NAMES.get(code, str(code)) if isinstance(code, int) else str(code)
 
 
+def _detail(span: SpanRecord) -> str:
+    """The span's agentmesh attributes, short: ``calculator/evaluate attempt=2``."""
+    attrs = {k.removeprefix("agentmesh."): v for k, v in span.attributes.items()}
+    attrs = {k: v for k, v in attrs.items() if k != "" and f"agentmesh.{k}" in span.attributes}
+    agent, skill = attrs.pop("agent", None), attrs.pop("skill", None)
+    words = [f"{agent}/{skill}" if agent and skill else str(agent or skill or "")]
+    words += [f"{k}={v}" for k, v in attrs.items()]
+    return " ".join(w for w in words if w)
+
+
 def waterfall(spans: Sequence[SpanRecord]) -> Table:
     """One trace as a table: a row per span, indented under its parent, with a timeline bar."""
     start = min(s.start_ns for s in spans)
@@ -161,19 +182,16 @@ def waterfall(spans: Sequence[SpanRecord]) -> Table:
     table = Table(
         title=f"trace {spans[0].trace_id}  {_ms(total)} ms  {len(spans)} spans",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     table.add_column("service", no_wrap=True)
-    table.add_column("span", no_wrap=True)
+    table.add_column("span")
     table.add_column("ms", justify="right", no_wrap=True)
     table.add_column("timeline", no_wrap=True)
     table.add_column("status")
     for depth, span in _ordered(spans):
-        detail = ", ".join(
-            f"{key.removeprefix('agentmesh.')}={value}"
-            for key, value in span.attributes.items()
-            if key.startswith("agentmesh.")
-        )
-        name = Text("  " * depth + span.name, "bold" if depth == 0 else "")
+        detail = _detail(span)
+        name = Text("  " * depth + short_name(span.name), "bold" if depth == 0 else "")
         if span.kind not in ("INTERNAL", "UNSPECIFIED"):
             name.append(f" {span.kind.lower()}", "dim")
         if detail:
