@@ -4,6 +4,12 @@ Each agent has one or more replicas. A list of addresses gets one channel per
 replica, picked round-robin by the gateway; a ``dns:///`` address (a
 Kubernetes headless Service) gets one channel that gRPC balances round-robin
 over every address the name resolves to.
+
+Health-aware: the gateway watches each listed replica's ``grpc.health.v1``
+status and skips a replica that says NOT_SERVING (it is draining), as well as
+one ejected after repeated failures. A ``dns:///`` channel asks gRPC to do the
+same per resolved address (client-side health checking, ``healthCheckConfig``).
+Each entry also carries its :class:`AgentGuard` (breaker, bulkhead, budget).
 """
 
 from __future__ import annotations
@@ -11,25 +17,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh.gateway.config import AgentConfig, GatewayConfig, GatewaySettings
+from agentmesh.gateway.resilience import AgentGuard
+from agentmesh.gateway.resilience.outlier import ReplicaStats
+from agentmesh.gateway.resilience.policy import agent_policy
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
 log = logging.getLogger("agentmesh.gateway.registry")
 
-_ROUND_ROBIN = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+# Round-robin over every resolved address, each health-checked by gRPC
+# itself: an address whose health says NOT_SERVING leaves the rotation.
+_DNS_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
 
 
 class Reachability(enum.Enum):
     UNKNOWN = "unknown"
     SERVING = "serving"
     UNAVAILABLE = "unavailable"
+
+
+class Health(enum.Enum):
+    """A replica's last ``grpc.health.v1`` status as the gateway watched it."""
+
+    UNKNOWN = "unknown"  # not watched yet, or the watch is broken (agent down?)
+    SERVING = "serving"
+    NOT_SERVING = "not_serving"  # draining: skipped while others can answer
 
 
 def channel_options(settings: GatewaySettings) -> list[tuple[str, int | str]]:
@@ -51,6 +75,16 @@ class Replica:
     address: str
     channel: grpc.aio.Channel
     stub: agent_pb2_grpc.AgentAsyncStub
+    health: Health = Health.UNKNOWN
+    stats: ReplicaStats = field(default_factory=ReplicaStats)
+
+    @property
+    def balanced_by_grpc(self) -> bool:
+        """A ``dns:///`` name: gRPC balances and health-checks its addresses."""
+        return self.address.startswith("dns:")
+
+    def eligible(self, now: float) -> bool:
+        return self.health is not Health.NOT_SERVING and not self.stats.ejected(now)
 
 
 @dataclass(slots=True)
@@ -60,6 +94,7 @@ class AgentEntry:
     name: str
     config: AgentConfig
     replicas: list[Replica]
+    guard: AgentGuard
     card: pb.AgentCard | None = None
     reachability: Reachability = Reachability.UNKNOWN
     detail: str = ""
@@ -67,17 +102,53 @@ class AgentEntry:
     next_refresh: float = 0.0  # loop time of the next card fetch
     failures: int = 0  # card fetches failed in a row
     _next: int = field(default=0, repr=False)
+    _picks: int = field(default=0, repr=False)
 
-    def pick(self) -> Replica:
-        """The next replica, round-robin."""
-        replica = self.replicas[self._next % len(self.replicas)]
-        self._next += 1
-        return replica
+    def pick(self, exclude: Collection[Replica] = ()) -> Replica:
+        """The next replica round-robin, skipping draining, ejected and ``exclude``d ones.
+
+        When every replica is skipped, the next one not in ``exclude`` (or
+        simply the next one): better a doubtful replica than no call.
+        """
+        self._picks += 1
+        replicas = self.replicas
+        count = len(replicas)
+        start = self._next
+        if count == 1:
+            return replicas[0]
+        now = time.monotonic()
+        for offset in range(count):
+            replica = replicas[(start + offset) % count]
+            if replica not in exclude and replica.eligible(now):
+                self._next = start + offset + 1
+                return replica
+        for offset in range(count):
+            replica = replicas[(start + offset) % count]
+            if replica not in exclude:
+                self._next = start + offset + 1
+                return replica
+        self._next = start + 1
+        return replicas[start % count]
 
     @property
     def picks(self) -> int:
         """How many calls have been routed to this agent."""
-        return self._next
+        return self._picks
+
+    @property
+    def draining(self) -> bool:
+        """Every replica's health says NOT_SERVING."""
+        return all(r.health is Health.NOT_SERVING for r in self.replicas)
+
+    def may_eject(self) -> bool:
+        """Whether one more replica may leave the rotation (never the last one)."""
+        count = len(self.replicas)
+        if count < 2 or self.replicas[0].balanced_by_grpc:
+            return False
+        now = time.monotonic()
+        ejected = sum(1 for r in self.replicas if r.stats.ejected(now))
+        allowed = count * self.guard.policy.ejection.max_ejected_percent // 100
+        return ejected < min(allowed, count - 1)
 
     @property
     def addresses(self) -> list[str]:
@@ -96,25 +167,59 @@ class AgentEntry:
 
 
 class Registry:
-    def __init__(self, config: GatewayConfig, settings: GatewaySettings) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        settings: GatewaySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock`` (unix seconds) times the breakers: tests inject one to pass reset timeouts."""
         self._settings = settings
         options = channel_options(settings)
+        defaults = config.defaults
+        budget = (
+            defaults.retry_budget_ratio,
+            defaults.retry_budget_min_per_second,
+            defaults.retry_budget_window,
+        )
         self._entries: dict[str, AgentEntry] = {}
         for name, agent in config.agents.items():
             replicas = [_replica(address, options) for address in agent.addresses]
-            self._entries[name] = AgentEntry(name, agent, replicas, skills=frozenset(agent.skills))
+            guard = AgentGuard.build(
+                name,
+                agent_policy(defaults, agent),
+                retry_budget=budget,
+                redis_url=settings.redis_url,
+                clock=clock,
+            )
+            self._entries[name] = AgentEntry(
+                name, agent, replicas, guard, skills=frozenset(agent.skills)
+            )
         self._refresher: asyncio.Task[None] | None = None
+        self._watchers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Fetch every card once, then keep them fresh in the background."""
+        """Fetch every card once, then keep them fresh and watch health in the background."""
+        for entry in self._entries.values():
+            for replica in entry.replicas:
+                if not replica.balanced_by_grpc:
+                    self._watchers.append(
+                        asyncio.create_task(
+                            _watch_health(entry.name, replica), name=f"health:{replica.address}"
+                        )
+                    )
         await self.refresh_all()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="card-refresh")
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        tasks = [*self._watchers, *([self._refresher] if self._refresher else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+                await task
+        self._watchers.clear()
         for entry in self._entries.values():
             for replica in entry.replicas:
                 await replica.channel.close(grace=None)
@@ -184,8 +289,39 @@ class Registry:
                 log.exception("card refresh failed")
 
 
+async def _watch_health(agent: str, replica: Replica) -> None:
+    """Follow ``replica``'s health with a Watch stream, re-opened with backoff when it breaks."""
+    stub = health_pb2_grpc.HealthStub(replica.channel)
+    pause = 0.1
+    while True:
+        try:
+            async for reply in stub.Watch(health_pb2.HealthCheckRequest(service="")):
+                health = (
+                    Health.SERVING
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING
+                    else Health.NOT_SERVING
+                )
+                if health is not replica.health:
+                    log.info(
+                        "replica health %s",
+                        health.value,
+                        extra={"agent": agent, "address": replica.address},
+                    )
+                replica.health = health
+                pause = 0.1
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                replica.health = Health.UNKNOWN  # an agent without health: never skipped
+                return
+        # The stream ended: the agent stopped or restarts. Unknown is not a
+        # reason to skip it; failed calls and ejection handle a dead replica.
+        replica.health = Health.UNKNOWN
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
 def _replica(address: str, options: list[tuple[str, int | str]]) -> Replica:
     if address.startswith("dns:"):
-        options = [*options, ("grpc.service_config", _ROUND_ROBIN)]
+        options = [*options, ("grpc.service_config", _DNS_SERVICE_CONFIG)]
     channel = grpc.aio.insecure_channel(address, options=options)
     return Replica(address, channel, agent_pb2_grpc.AgentStub(channel))

@@ -1,73 +1,666 @@
-"""Calls from the gateway to agents, with the caller's deadline passed on.
+"""Calls from the gateway to agents, guarded on every hop.
 
-Every call gets the caller's remaining time minus a small margin (or the
-default timeout when the caller set none), capped by the agent's own timeout.
-gRPC failures become :class:`AgentError` values naming the agent.
+One logical call (:meth:`Upstream.invoke` or :meth:`Upstream.stream`) goes:
+
+1. deadline: the caller's remaining time minus ``deadline_margin`` (or
+   ``default_timeout`` when the caller set none); each attempt also capped by
+   the agent's own ``timeout``;
+2. the agent is skipped when every replica drains (health NOT_SERVING);
+3. circuit breaker: an open breaker refuses at once with UNAVAILABLE naming
+   it; in half-open one probe call goes, the others are refused;
+4. attempts: each takes a bulkhead slot (RESOURCE_EXHAUSTED when the agent is
+   at its cap), picks a replica round-robin (skipping draining and ejected
+   ones), and may be hedged on a second replica for idempotent calls;
+5. retries: UNAVAILABLE on another replica at once, or after exponential
+   backoff with full jitter; RESOURCE_EXHAUSTED only when the agent sent
+   ``retry-after``; never past the deadline, and only while the agent's retry
+   budget allows;
+6. fallback: when the agent is open, draining, failing or over its cap, the
+   configured fallback agent answers (its response's ``agent`` says so).
+
+The breaker counts the logical call's outcome: a call that failed on one
+replica and succeeded on another is a success for the agent, while the
+failing replica is counted (and maybe ejected) on its own. Cancellation and
+the caller's own errors (INVALID_ARGUMENT, NOT_FOUND, ...) count for nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentmesh.gateway.config import GatewaySettings
 from agentmesh.gateway.registry import AgentEntry, Registry, Replica
+from agentmesh.gateway.resilience import AgentGuard, BreakerOpen, BulkheadFull, Outcome
+from agentmesh.gateway.resilience.breaker import Ticket
+from agentmesh.gateway.resilience.interceptor import RETRY_AFTER
+from agentmesh.gateway.resilience.retry import backoff
 from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode, Unavailable
 from agentmesh.runtime.status import error_code
+from agentmesh.telemetry.metrics import (
+    UPSTREAM_DURATION,
+    UPSTREAM_IN_FLIGHT,
+    UPSTREAM_REJECTED,
+    UPSTREAM_REQUESTS,
+    UPSTREAM_RETRIES,
+)
 from agentmesh.v1 import messages_pb2 as pb
+
+log = logging.getLogger("agentmesh.gateway.upstream")
+_tracer = trace.get_tracer("agentmesh.gateway")
+
+_INVOKE = "agentmesh.v1.Agent/Invoke"
+_INVOKE_STREAM = "agentmesh.v1.Agent/InvokeStream"
+
+# The caller's own mistakes: the agent is fine, so they count for nothing.
+CALLER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+# Errors after which another agent may well answer.
+_FALLBACK_CODES = frozenset(
+    {ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.INTERNAL,
+     ErrorCode.DEADLINE_EXCEEDED}
+)  # fmt: skip
+
+T = TypeVar("T")
+
+
+def outcome_of(code: grpc.StatusCode, retry_after: float | None = None) -> Outcome:
+    """How a status counts for the agent's breaker and the replica's ejection."""
+    if code == grpc.StatusCode.OK:
+        return Outcome.SUCCESS
+    if code in CALLER_ERRORS:
+        return Outcome.NEUTRAL
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # An overloaded agent asks for a retry later; without that it is a
+        # request over the agent's limits, i.e. the caller's.
+        return Outcome.FAILURE if retry_after is not None else Outcome.NEUTRAL
+    return Outcome.FAILURE
+
+
+def retry_after_of(exc: grpc.aio.AioRpcError) -> float | None:
+    """The seconds of a ``retry-after`` trailer, when the server sent one."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER:
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                return None
+            return seconds if seconds >= 0 else None
+    return None
+
+
+class _AttemptFailed(Exception):
+    """One attempt's gRPC failure, with the replica it happened on."""
+
+    def __init__(self, error: grpc.aio.AioRpcError, replica: Replica) -> None:
+        super().__init__(error.code().name)
+        self.error = error
+        self.replica = replica
+        self.retry_after = retry_after_of(error)
+        self.outcome = outcome_of(error.code(), self.retry_after)
+
+
+class _CallFailed(Exception):
+    """The logical call failed: ``error`` goes to the caller, ``outcome`` to the breaker."""
+
+    def __init__(self, error: AgentError, outcome: Outcome) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.outcome = outcome
+
+
+@dataclass(slots=True)
+class _OpenStream:
+    """A streaming call whose first event has arrived (or that ended empty)."""
+
+    call: grpc.aio.UnaryStreamCall[pb.InvokeRequest, pb.InvokeEvent]
+    first: pb.InvokeEvent | None
+    replica: Replica
+    timeout: float
+
+
+Attempt = Callable[[Replica, float, int, bool], Awaitable[T]]
+"""Runs one attempt on a replica: (replica, timeout, attempt number, hedge)."""
 
 
 class Upstream:
-    def __init__(self, settings: GatewaySettings, registry: Registry) -> None:
+    def __init__(
+        self, settings: GatewaySettings, registry: Registry, *, rng: random.Random | None = None
+    ) -> None:
         self._registry = registry
         self._default_timeout = settings.default_timeout
         self._margin = settings.deadline_margin
+        self._rng = rng or random.Random()
+
+    # -- deadlines -------------------------------------------------------------
 
     def timeout_for(self, entry: AgentEntry, time_remaining: float | None) -> float:
         """Seconds the agent gets; DeadlineExceeded when nothing is left."""
-        budget = self._default_timeout if time_remaining is None else time_remaining - self._margin
+        budget = self._budget(entry.name, time_remaining)
         if entry.config.timeout is not None:
             budget = min(budget, entry.config.timeout)
+        return budget
+
+    def _budget(self, agent: str, time_remaining: float | None) -> float:
+        budget = self._default_timeout if time_remaining is None else time_remaining - self._margin
         if budget <= 0:
             raise DeadlineExceeded(
-                f"deadline too short to call agent {entry.name!r}: "
+                f"deadline too short to call agent {agent!r}: "
                 f"{max(time_remaining or 0.0, 0.0) * 1000:.0f} ms left"
             )
         return budget
 
+    def _attempt_timeout(self, entry: AgentEntry, deadline: float) -> float:
+        left = deadline - asyncio.get_running_loop().time()
+        if entry.config.timeout is not None:
+            left = min(left, entry.config.timeout)
+        return left
+
+    # -- unary ----------------------------------------------------------------
+
     async def invoke(
-        self, entry: AgentEntry, request: pb.InvokeRequest, *, time_remaining: float | None
+        self,
+        entry: AgentEntry,
+        request: pb.InvokeRequest,
+        *,
+        time_remaining: float | None,
+        idempotent: bool | None = None,
+        use_fallback: bool = True,
+        fallback: AgentEntry | None = None,
     ) -> pb.InvokeResponse:
-        timeout = self.timeout_for(entry, time_remaining)
-        replica = entry.pick()
+        """``entry``'s answer to ``request`` within ``time_remaining`` seconds.
+
+        ``idempotent`` (default: the agent's setting) allows hedging;
+        ``fallback`` (default: the agent's configured one) answers when
+        ``entry`` cannot, unless ``use_fallback`` is False. Raises
+        :class:`AgentError` with the status the caller should see.
+        """
+        deadline = asyncio.get_running_loop().time() + self._budget(entry.name, time_remaining)
+        hedge = entry.guard.policy.idempotent if idempotent is None else idempotent
         try:
-            response: pb.InvokeResponse = await replica.stub.Invoke(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(entry, replica, exc, timeout) from None
+            return await self._guarded(
+                entry, deadline, lambda: self._invoke_attempts(entry, request, deadline, hedge)
+            )
+        except AgentError as exc:
+            backup = self._fallback_for(entry, exc, use_fallback, fallback)
+            if backup is None:
+                raise
+            try:
+                return await self._guarded(
+                    backup,
+                    deadline,
+                    lambda: self._invoke_attempts(
+                        backup, _readdressed(request, backup), deadline, hedge
+                    ),
+                )
+            except AgentError as second:
+                raise _both_failed(entry, exc, backup, second) from None
+
+    async def _invoke_attempts(
+        self, entry: AgentEntry, request: pb.InvokeRequest, deadline: float, hedge: bool
+    ) -> pb.InvokeResponse:
+        async def attempt(
+            replica: Replica, timeout: float, number: int, hedged: bool
+        ) -> pb.InvokeResponse:
+            return await self._invoke_once(entry, replica, request, timeout, number, hedged)
+
+        delay = entry.guard.policy.hedge_delay if hedge else 0.0
+        return await self._with_retries(entry, deadline, attempt, hedge_delay=delay)
+
+    async def _invoke_once(
+        self,
+        entry: AgentEntry,
+        replica: Replica,
+        request: pb.InvokeRequest,
+        timeout: float,
+        number: int,
+        hedged: bool,
+    ) -> pb.InvokeResponse:
+        with self._span(_INVOKE, entry, replica, request, number, hedged) as (span, metadata):
+            started = self._started(entry, replica)
+            try:
+                response: pb.InvokeResponse = await replica.stub.Invoke(
+                    request, timeout=timeout, metadata=metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                self._finished(entry, replica, started, exc.code(), span)
+                raise _AttemptFailed(exc, replica) from None
+            except BaseException:
+                self._finished(entry, replica, started, grpc.StatusCode.CANCELLED, span)
+                raise
+            self._finished(entry, replica, started, grpc.StatusCode.OK, span)
         self._answered(entry)
         return response
 
+    # -- streaming ------------------------------------------------------------
+
     async def stream(
-        self, entry: AgentEntry, request: pb.InvokeRequest, *, time_remaining: float | None
+        self,
+        entry: AgentEntry,
+        request: pb.InvokeRequest,
+        *,
+        time_remaining: float | None,
+        use_fallback: bool = True,
+        fallback: AgentEntry | None = None,
     ) -> AsyncIterator[pb.InvokeEvent]:
-        timeout = self.timeout_for(entry, time_remaining)
-        replica = entry.pick()
-        call = replica.stub.InvokeStream(request, timeout=timeout)
+        """``entry``'s events for ``request``.
+
+        Retries and the fallback apply until the first event arrives; after
+        that a failure ends the stream with the agent's status.
+        """
+        deadline = asyncio.get_running_loop().time() + self._budget(entry.name, time_remaining)
+        target = entry
         try:
-            async for event in call:
-                yield event
-            self._answered(entry)
+            opened, ticket = await self._open_stream(entry, request, deadline)
+        except AgentError as exc:
+            backup = self._fallback_for(entry, exc, use_fallback, fallback)
+            if backup is None:
+                raise
+            target = backup
+            try:
+                opened, ticket = await self._open_stream(
+                    backup, _readdressed(request, backup), deadline
+                )
+            except AgentError as second:
+                raise _both_failed(entry, exc, backup, second) from None
+        guard = target.guard
+        outcome = Outcome.NEUTRAL
+        started = time.perf_counter()
+        try:
+            if opened.first is not None:
+                yield opened.first
+                # read(), not iteration: the first event was read that way
+                # and gRPC refuses to mix the two styles on one call.
+                while (event := await opened.call.read()) is not grpc.aio.EOF:
+                    yield event  # type: ignore[misc]
+            outcome = Outcome.SUCCESS
+            self._answered(target)
         except grpc.aio.AioRpcError as exc:
-            raise translate(entry, replica, exc, timeout) from None
+            outcome = outcome_of(exc.code(), retry_after_of(exc))
+            self._count(target, opened.replica, outcome)
+            raise translate(target, opened.replica, exc, opened.timeout) from None
         finally:
             # The caller went away or failed: stop the agent's work too.
-            call.cancel()
+            opened.call.cancel()
+            UPSTREAM_DURATION.labels(agent=target.name).observe(time.perf_counter() - started)
+            self._left(target, opened.replica)
+            guard.bulkhead.leave()
+            await guard.breaker.release(ticket, outcome)
+
+    async def _open_stream(
+        self, entry: AgentEntry, request: pb.InvokeRequest, deadline: float
+    ) -> tuple[_OpenStream, Ticket]:
+        """Start the stream (with retries) up to its first event; the bulkhead slot stays taken."""
+        self._check_draining(entry)
+        ticket = await self._admit(entry)
+
+        async def attempt(
+            replica: Replica, timeout: float, number: int, hedged: bool
+        ) -> _OpenStream:
+            return await self._open_once(entry, replica, request, timeout, number)
+
+        try:
+            opened = await self._with_retries(entry, deadline, attempt, hold_slot=True)
+        except _CallFailed as failed:
+            await entry.guard.breaker.release(ticket, failed.outcome)
+            raise failed.error from None
+        except BaseException:
+            await entry.guard.breaker.release(ticket, Outcome.NEUTRAL)
+            raise
+        return opened, ticket
+
+    async def _open_once(
+        self,
+        entry: AgentEntry,
+        replica: Replica,
+        request: pb.InvokeRequest,
+        timeout: float,
+        number: int,
+    ) -> _OpenStream:
+        with self._span(_INVOKE_STREAM, entry, replica, request, number, False) as (span, md):
+            self._entered(entry, replica)
+            call = replica.stub.InvokeStream(request, timeout=timeout, metadata=md)
+            try:
+                first = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                call.cancel()
+                self._left(entry, replica)
+                self._count(entry, replica, outcome_of(exc.code(), retry_after_of(exc)))
+                _end_span(span, exc.code())
+                raise _AttemptFailed(exc, replica) from None
+            except BaseException:
+                call.cancel()
+                self._left(entry, replica)
+                raise
+            UPSTREAM_REQUESTS.labels(agent=entry.name, code="OK").inc()
+            _end_span(span, grpc.StatusCode.OK)
+        if first is grpc.aio.EOF:
+            return _OpenStream(call, None, replica, timeout)
+        replica.stats.succeeded()
+        assert isinstance(first, pb.InvokeEvent)
+        return _OpenStream(call, first, replica, timeout)
+
+    # -- the guarded call and its attempts ---------------------------------------
+
+    async def _guarded(
+        self, entry: AgentEntry, deadline: float, run: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Run ``run`` (the attempts) inside ``entry``'s breaker."""
+        self._check_draining(entry)
+        ticket = await self._admit(entry)
+        outcome = Outcome.NEUTRAL
+        try:
+            result = await run()
+            outcome = Outcome.SUCCESS
+            return result
+        except _CallFailed as failed:
+            outcome = failed.outcome
+            raise failed.error from None
+        finally:
+            await entry.guard.breaker.release(ticket, outcome)
+
+    async def _admit(self, entry: AgentEntry) -> Ticket:
+        try:
+            return await entry.guard.breaker.acquire()
+        except BreakerOpen:
+            UPSTREAM_REJECTED.labels(agent=entry.name, reason="breaker_open").inc()
+            raise
+
+    def _check_draining(self, entry: AgentEntry) -> None:
+        if entry.draining:
+            UPSTREAM_REJECTED.labels(agent=entry.name, reason="draining").inc()
+            raise Unavailable(
+                f"agent {entry.name!r} is draining: every replica's health is NOT_SERVING"
+            )
+
+    async def _with_retries(
+        self,
+        entry: AgentEntry,
+        deadline: float,
+        attempt: Attempt[T],
+        *,
+        hedge_delay: float = 0.0,
+        hold_slot: bool = False,
+    ) -> T:
+        """Attempts until one succeeds, a failure is final, or time or budget run out.
+
+        Raises :class:`_CallFailed`. With ``hold_slot`` the successful
+        attempt's bulkhead slot stays taken (the caller leaves it).
+        """
+        guard = entry.guard
+        policy = guard.policy.retry
+        guard.budget.record_call()
+        loop = asyncio.get_running_loop()
+        tried: list[Replica] = []
+        number = 0
+        while True:
+            number += 1
+            timeout = self._attempt_timeout(entry, deadline)
+            if timeout <= 0:
+                raise _CallFailed(
+                    DeadlineExceeded(f"no time left to call agent {entry.name!r}"),
+                    Outcome.NEUTRAL,
+                )
+            if not guard.bulkhead.try_enter():
+                UPSTREAM_REJECTED.labels(agent=entry.name, reason="bulkhead_full").inc()
+                raise _CallFailed(BulkheadFull(entry.name, guard.bulkhead.limit), Outcome.NEUTRAL)
+            held = False
+            try:
+                if hedge_delay > 0:
+                    result = await self._hedged(entry, guard, attempt, tried, timeout, number,
+                                                hedge_delay)  # fmt: skip
+                else:
+                    result = await attempt(entry.pick(exclude=tried), timeout, number, False)
+                held = hold_slot
+                return result
+            except _AttemptFailed as failed:
+                code, retry_after = failed.error.code(), failed.retry_after
+                final = _CallFailed(
+                    translate(entry, failed.replica, failed.error, timeout), failed.outcome
+                )
+                retryable = code == grpc.StatusCode.UNAVAILABLE or (
+                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is not None
+                )
+                if not retryable or number >= policy.max_attempts:
+                    raise final from None
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    tried.append(failed.replica)
+            finally:
+                if not held:
+                    guard.bulkhead.leave()
+            # Another replica answers at once; the same one gets time to recover.
+            failover = len(entry.replicas) > len(tried) and code == grpc.StatusCode.UNAVAILABLE
+            pause = 0.0 if failover else backoff(policy, number, rng=self._rng)
+            if retry_after is not None:
+                pause = max(pause, retry_after)
+            if loop.time() + pause >= deadline:
+                raise final
+            if not guard.budget.try_spend():
+                UPSTREAM_REJECTED.labels(agent=entry.name, reason="retry_budget").inc()
+                raise final
+            UPSTREAM_RETRIES.labels(agent=entry.name, reason=code.name).inc()
+            if pause:
+                await asyncio.sleep(pause)
+
+    async def _hedged(
+        self,
+        entry: AgentEntry,
+        guard: AgentGuard,
+        attempt: Attempt[T],
+        tried: list[Replica],
+        timeout: float,
+        number: int,
+        delay: float,
+    ) -> T:
+        """The attempt on one replica, and after ``delay`` a second one on another; first wins."""
+        first = entry.pick(exclude=tried)
+        primary = asyncio.ensure_future(attempt(first, timeout, number, False))
+        try:
+            done, _ = await asyncio.wait({primary}, timeout=delay)
+            if done:
+                return primary.result()
+            second = entry.pick(exclude=[*tried, first])
+            if (second is first and not first.balanced_by_grpc) or not guard.bulkhead.try_enter():
+                return await primary
+            if not guard.budget.try_spend():
+                guard.bulkhead.leave()
+                return await primary
+            UPSTREAM_RETRIES.labels(agent=entry.name, reason="HEDGE").inc()
+            left = max(0.001, timeout - delay)
+            hedge = asyncio.ensure_future(attempt(second, left, number, True))
+            try:
+                pending = {primary, hedge}
+                failure: BaseException | None = None
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        error = task.exception()
+                        if error is None:
+                            return task.result()
+                        if task is primary or failure is None:
+                            failure = error
+                assert failure is not None
+                raise failure
+            finally:
+                if not hedge.done():
+                    hedge.cancel()  # the loser: its agent sees the cancellation
+                guard.bulkhead.leave()
+        finally:
+            if not primary.done():
+                primary.cancel()
+
+    # -- bookkeeping ----------------------------------------------------------
+
+    def _fallback_for(
+        self,
+        entry: AgentEntry,
+        error: AgentError,
+        use_fallback: bool,
+        fallback: AgentEntry | None,
+    ) -> AgentEntry | None:
+        if not use_fallback or error.code not in _FALLBACK_CODES:
+            return None
+        if fallback is None and entry.guard.policy.fallback:
+            fallback = self._registry.get(entry.guard.policy.fallback)
+        if fallback is None or fallback is entry:
+            return None
+        log.info(
+            "falling back",
+            extra={"agent": entry.name, "fallback": fallback.name, "code": error.code.value},
+        )
+        return fallback
+
+    def _started(self, entry: AgentEntry, replica: Replica) -> float:
+        self._entered(entry, replica)
+        return time.perf_counter()
+
+    def _entered(self, entry: AgentEntry, replica: Replica) -> None:
+        replica.stats.in_flight += 1
+        UPSTREAM_IN_FLIGHT.labels(agent=entry.name).inc()
+
+    def _left(self, entry: AgentEntry, replica: Replica) -> None:
+        replica.stats.in_flight -= 1
+        UPSTREAM_IN_FLIGHT.labels(agent=entry.name).dec()
+
+    def _finished(
+        self,
+        entry: AgentEntry,
+        replica: Replica,
+        started: float,
+        code: grpc.StatusCode,
+        span: trace.Span,
+    ) -> None:
+        self._left(entry, replica)
+        UPSTREAM_DURATION.labels(agent=entry.name).observe(time.perf_counter() - started)
+        UPSTREAM_REQUESTS.labels(agent=entry.name, code=code.name).inc()
+        _end_span(span, code)
+        if code == grpc.StatusCode.OK:
+            replica.stats.succeeded()
+        elif code != grpc.StatusCode.CANCELLED:
+            self._count(entry, replica, outcome_of(code))
+
+    def _count(self, entry: AgentEntry, replica: Replica, outcome: Outcome) -> None:
+        """A failed attempt on ``replica``: maybe eject it."""
+        if outcome is not Outcome.FAILURE:
+            return
+        policy = entry.guard.policy.ejection
+        if replica.stats.failed(time.monotonic(), policy, may_eject=entry.may_eject()):
+            log.warning(
+                "replica ejected",
+                extra={
+                    "agent": entry.name,
+                    "address": replica.address,
+                    "seconds": round(replica.stats.ejected_until - time.monotonic(), 3),
+                },
+            )
 
     def _answered(self, entry: AgentEntry) -> None:
         if entry.card is None:
             self._registry.refresh_soon(entry)
         entry.mark_serving()
+
+    def _span(
+        self,
+        method: str,
+        entry: AgentEntry,
+        replica: Replica,
+        request: pb.InvokeRequest,
+        number: int,
+        hedged: bool,
+    ) -> _AttemptSpan:
+        return _AttemptSpan(method, entry, replica, request, number, hedged)
+
+
+class _AttemptSpan:
+    """A CLIENT span around one attempt, and the call metadata carrying its context."""
+
+    __slots__ = ("_args", "_scope", "span")
+
+    def __init__(
+        self,
+        method: str,
+        entry: AgentEntry,
+        replica: Replica,
+        request: pb.InvokeRequest,
+        number: int,
+        hedged: bool,
+    ) -> None:
+        self._args = (method, entry, replica, request, number, hedged)
+
+    def __enter__(self) -> tuple[trace.Span, tuple[tuple[str, str], ...] | None]:
+        method, entry, replica, request, number, hedged = self._args
+        self._scope = _tracer.start_as_current_span(
+            method, kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
+        )
+        span = self._scope.__enter__()
+        metadata: tuple[tuple[str, str], ...] | None = None
+        if span.is_recording():
+            service, _, name = method.rpartition("/")
+            span.set_attributes(
+                {
+                    "rpc.system": "grpc",
+                    "rpc.service": service,
+                    "rpc.method": name,
+                    "agentmesh.agent": entry.name,
+                    "agentmesh.skill": request.skill,
+                    "agentmesh.attempt": number,
+                    "agentmesh.replica": replica.address,
+                    "agentmesh.breaker_state": entry.guard.breaker.state,
+                    "agentmesh.hedge": hedged,
+                }
+            )
+        if span.get_span_context().is_valid:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            metadata = tuple(carrier.items())
+        return span, metadata
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._scope.__exit__(*exc_info)  # type: ignore[arg-type]
+
+
+def _end_span(span: trace.Span, code: grpc.StatusCode) -> None:
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code != grpc.StatusCode.OK:
+            span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+def _readdressed(request: pb.InvokeRequest, entry: AgentEntry) -> pb.InvokeRequest:
+    forwarded = pb.InvokeRequest()
+    forwarded.CopyFrom(request)
+    forwarded.agent = entry.name
+    return forwarded
+
+
+def _both_failed(
+    primary: AgentEntry, first: AgentError, backup: AgentEntry, second: AgentError
+) -> AgentError:
+    return AgentError(
+        f"{first.message}; fallback agent {backup.name!r} failed too: {second.message}",
+        code=second.code,
+    )
 
 
 def translate(
@@ -91,4 +684,4 @@ def translate(
     return AgentError(f"agent {entry.name!r}: {details}", code=mapped)
 
 
-__all__ = ["Upstream", "translate"]
+__all__ = ["CALLER_ERRORS", "Upstream", "outcome_of", "translate"]

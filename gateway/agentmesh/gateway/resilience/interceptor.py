@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -16,7 +16,7 @@ RETRY_AFTER = "retry-after"
 _MAX_CLIENT_CHARS = 128
 
 Metadata = Sequence[tuple[str, str | bytes]] | None
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only to the type checker
 
 
 def client_identity(metadata: Metadata, peer: Callable[[], str]) -> str:
