@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Checks of the Kubernetes manifests, as CI runs them. For each overlay under
+# deploy/k8s/overlays/:
+#   1. render it with `kubectl kustomize`;
+#   2. validate every object against the Kubernetes $K8S_VERSION schemas with
+#      `kubernetes-validate --strict` (unknown fields fail; so does any warning,
+#      e.g. an API version the schemas do not know);
+#   3. run `checkov --framework kubernetes` with the overlay's checkov.yaml
+#      (each skipped check carries its reason there): zero failures.
+# Then the consistency tests between code and manifests (tests/deploy).
+#
+# kubernetes-validate and checkov live in their own virtualenv ($DEPLOY_TOOLS,
+# default .venv-deploy, made from deploy/requirements-tools.txt when missing):
+# checkov pins many packages that must not reach the project's .venv.
+#
+#   deploy/check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+K8S_VERSION=${K8S_VERSION:-1.32.0}
+DEPLOY_TOOLS=${DEPLOY_TOOLS:-.venv-deploy}
+PYTHON=${PYTHON:-.venv/bin/python}
+
+command -v kubectl >/dev/null || { echo "deploy/check.sh: kubectl is needed" >&2; exit 2; }
+if [[ ! -x $DEPLOY_TOOLS/bin/checkov || ! -x $DEPLOY_TOOLS/bin/kubernetes-validate ]]; then
+    echo "== installing the manifest checkers into $DEPLOY_TOOLS"
+    python3 -m venv "$DEPLOY_TOOLS"
+    "$DEPLOY_TOOLS/bin/pip" install --quiet --disable-pip-version-check -r deploy/requirements-tools.txt
+fi
+
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+failed=0
+
+for overlay in deploy/k8s/overlays/*/; do
+    name=$(basename "$overlay")
+    manifest="$rendered/$name.yaml"
+    echo "== $name: kubectl kustomize"
+    kubectl kustomize "$overlay" >"$manifest"
+    echo "   $(grep -c '^kind:' "$manifest") objects"
+
+    echo "== $name: kubernetes-validate $K8S_VERSION --strict"
+    # --quiet prints only warnings and failures: any output is a failure.
+    if ! report=$("$DEPLOY_TOOLS/bin/kubernetes-validate" -k "$K8S_VERSION" --strict --quiet "$manifest" 2>&1) \
+        || [[ -n $report ]]; then
+        echo "$report"
+        failed=1
+    fi
+
+    echo "== $name: checkov"
+    if ! BC_SKIP_MAPPING=TRUE "$DEPLOY_TOOLS/bin/checkov" --framework kubernetes \
+        --config-file "$overlay/checkov.yaml" --file "$manifest" \
+        --compact --quiet --skip-download; then
+        failed=1
+    fi
+done
+
+echo "== consistency of code and manifests (tests/deploy)"
+"$PYTHON" -m pytest -q -p no:cacheprovider tests/deploy || failed=1
+
+if ((failed)); then
+    echo "deploy/check.sh: FAILED" >&2
+    exit 1
+fi
+echo "deploy/check.sh: all checks passed"
