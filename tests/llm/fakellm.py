@@ -1,4 +1,6 @@
-"""Fixtures for the LLM layer: a real HTTP server speaking both wire formats.
+"""A real HTTP server speaking both LLM wire formats, and the fixtures that use it.
+
+The fixtures are imported by the conftest files of the LLM and the agent tests.
 
 ``FakeLLMServer`` listens on 127.0.0.1 (port 0) in a thread and answers each
 request with the next scripted reply, rendered in the wire format of the
@@ -558,7 +560,7 @@ MakeClient = Callable[..., LLMClient]
 
 
 @pytest.fixture(autouse=True)
-def _clean_llm_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_llm_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests must not see the developer's AGENTMESH_LLM_* settings."""
     for name in list(os.environ):
         if name.upper().startswith("AGENTMESH_LLM_"):

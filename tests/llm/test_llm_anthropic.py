@@ -13,7 +13,7 @@ import pytest
 from agentmesh.llm import ChatChunk, ChatRequest, Message, StreamError
 
 if TYPE_CHECKING:
-    from llm.conftest import FakeLLMServer, MakeClient
+    from llm.fakellm import FakeLLMServer, MakeClient
 
 MODEL = "claude-3-5-haiku-20241022"
 

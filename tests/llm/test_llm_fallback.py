@@ -28,7 +28,7 @@ from agentmesh.llm import (
 from agentmesh.runtime.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from llm.conftest import FakeLLMServer, MakeClient
+    from llm.fakellm import FakeLLMServer, MakeClient
 
 REQUEST = ChatRequest.from_prompt("ping")
 ServerFactory = Callable[[], "FakeLLMServer"]

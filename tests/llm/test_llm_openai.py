@@ -11,7 +11,7 @@ import pytest
 from agentmesh.llm import ChatChunk, ChatRequest, InvalidResponse, Message, Usage
 
 if TYPE_CHECKING:
-    from llm.conftest import FakeLLMServer, MakeClient
+    from llm.fakellm import FakeLLMServer, MakeClient
 
 
 def _request(**options: object) -> ChatRequest:

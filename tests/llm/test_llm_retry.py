@@ -29,7 +29,7 @@ from agentmesh.llm import (
 from agentmesh.runtime.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from llm.conftest import FakeLLMServer, MakeClient, SleepRecorder
+    from llm.fakellm import FakeLLMServer, MakeClient, SleepRecorder
 
 REQUEST = ChatRequest.from_prompt("ping")
 

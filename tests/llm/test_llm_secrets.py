@@ -22,7 +22,7 @@ from agentmesh.llm import (
 )
 
 if TYPE_CHECKING:
-    from llm.conftest import FakeLLMServer, MakeClient
+    from llm.fakellm import FakeLLMServer, MakeClient
 
 KEY = "sk-live-TOPSECRET-4242424242424242"
 REQUEST = ChatRequest.from_prompt("ping")

@@ -19,7 +19,7 @@ from agentmesh.llm import (
 from agentmesh.runtime.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from llm.conftest import FakeLLMServer, MakeClient
+    from llm.fakellm import FakeLLMServer, MakeClient
 
 
 class Person(BaseModel):
