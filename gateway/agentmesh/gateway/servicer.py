@@ -14,6 +14,7 @@ import grpc
 
 from agentmesh.gateway.cache import cache_key
 from agentmesh.gateway.registry import AgentEntry, Reachability
+from agentmesh.gateway.resilience.visibility import fill_resilience
 from agentmesh.gateway.routing import Selection
 from agentmesh.runtime.status import abort
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
@@ -40,6 +41,7 @@ def agent_info(entry: AgentEntry) -> gateway_pb2.AgentInfo:
     )
     if entry.card is not None:
         info.card.CopyFrom(entry.card)
+    fill_resilience(info, entry)
     return info
 
 
