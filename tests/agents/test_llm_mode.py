@@ -6,12 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
+import subprocess
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import pytest
-from meshtest import running_mesh
+from grpc_health.v1 import health_pb2
+from meshtest import free_port, health_status, running_mesh, service_env, wait_until
 from prometheus_client import REGISTRY
 
 from agentmesh.agents.assistant.agent import AssistantAgent
@@ -21,6 +26,8 @@ from agentmesh.agents.summarizer.agent import SummarizerAgent
 from agentmesh.client import AsyncClient, CallError, Final, Partial, Started
 from agentmesh.llm import LLMClient, LLMSettings
 from agentmesh.runtime import Agent, DataPart, InvalidInput, Message, Request, TextPart
+from agentmesh.v1 import agent_pb2_grpc
+from agentmesh.v1 import messages_pb2 as pb
 
 if TYPE_CHECKING:
     from llm.fakellm import FakeLLMServer, MakeClient, SleepRecorder
@@ -334,3 +341,53 @@ async def test_role_prompt_from_settings_is_templated_from_request_metadata(
 
 def _text(text: str, *, metadata: dict[str, Any] | None = None) -> Message:
     return Message(parts=(TextPart(text),), metadata=metadata or {})
+
+
+@pytest.mark.slow
+async def test_assistant_process_reads_its_key_from_a_file_and_never_logs_it(
+    fake_llm: FakeLLMServer, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    key_file = tmp_path / "llm-key"
+    key_file.write_text(fake_llm.api_key + "\n")
+    provider = {
+        "kind": "openai",
+        "model": "gpt-4o-mini",
+        "base_url": f"{fake_llm.url}/v1",
+        "api_key_file": str(key_file),
+        "backoff_initial": 0,
+    }
+    port = free_port()
+    process = spawn(
+        "-m", "agentmesh.agents.assistant", "--port", str(port), "--log-level", "DEBUG",
+        env=service_env(AGENTMESH_LLM_PROVIDERS=json.dumps([provider])),
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    await wait_until(lambda: _serving(address))
+    # Both provider errors quote the key back; neither may reach a log or the caller.
+    fake_llm.reply_status(500, f"overloaded for key {fake_llm.api_key}")
+    fake_llm.reply_text("Hello.")
+    fake_llm.reply_status(401, f"Incorrect API key provided: {fake_llm.api_key}")
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = agent_pb2_grpc.AgentStub(channel)
+        request = pb.InvokeRequest(message=pb.Message(parts=[pb.Part(text="Hi")]))
+        reply = await stub.Invoke(request, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as rejected:
+            await stub.Invoke(request, timeout=10)
+
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=20)[0].decode()
+    assert reply.artifacts[0].parts[0].text == "Hello."
+    assert fake_llm.requests[0].headers["authorization"] == f"Bearer {fake_llm.api_key}"
+    assert rejected.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "rejected the API key" in (rejected.value.details() or "")
+    assert fake_llm.api_key not in (rejected.value.details() or "")
+    assert "LLM mode" in output
+    assert "[REDACTED]" in output  # the 500's detail was logged with the retry, scrubbed
+    assert fake_llm.api_key not in output
+
+
+async def _serving(address: str) -> bool:
+    try:
+        return await health_status(address) == int(health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
