@@ -98,6 +98,11 @@ class FanOut:
         self._upstream = upstream
         self._limits = limits or FanOutLimits()
 
+    def validate(self, request: gateway_pb2.FanOutRequest) -> None:
+        """Raise the error ``run`` would raise before calling any agent."""
+        self._plan(request)
+        self._aggregator(request)
+
     async def run(
         self, request: gateway_pb2.FanOutRequest, *, time_remaining: float | None
     ) -> gateway_pb2.FanOutResponse:

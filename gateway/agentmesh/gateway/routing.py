@@ -103,6 +103,7 @@ class Router:
     """
 
     def __init__(self, registry: Registry, upstream: Upstream, config: GatewayConfig) -> None:
+        self.registry = registry
         self._registry = registry
         self._upstream = upstream
         self._config = config
@@ -157,6 +158,16 @@ class Router:
                 f"router agent {entry.name!r} chose an unusable target: {exc.message}"
             ) from None
         return Selection(chosen, skill, "router", _agent_cache(chosen, skill))
+
+
+def addressed(request: pb.InvokeRequest, selection: Selection) -> pb.InvokeRequest:
+    """``request`` naming the selected agent and skill (a copy only when they differ)."""
+    if request.agent == selection.entry.name and request.skill == selection.skill:
+        return request
+    forwarded = pb.InvokeRequest()
+    forwarded.CopyFrom(request)
+    forwarded.agent, forwarded.skill = selection.entry.name, selection.skill
+    return forwarded
 
 
 def _compile(rule: RouteConfig) -> _Rule:

@@ -15,7 +15,7 @@ import grpc
 from agentmesh.gateway.cache import cache_key
 from agentmesh.gateway.registry import AgentEntry, Reachability
 from agentmesh.gateway.resilience.visibility import fill_resilience
-from agentmesh.gateway.routing import Selection
+from agentmesh.gateway.routing import addressed
 from agentmesh.runtime.status import abort
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -47,16 +47,6 @@ def agent_info(entry: AgentEntry) -> gateway_pb2.AgentInfo:
 
 CACHE_HEADER = "x-agentmesh-cache"
 """Trailing metadata on cacheable calls: "hit" or "miss"."""
-
-
-def addressed(request: pb.InvokeRequest, selection: Selection) -> pb.InvokeRequest:
-    """``request`` naming the selected agent and skill (a copy only when they differ)."""
-    if request.agent == selection.entry.name and request.skill == selection.skill:
-        return request
-    forwarded = pb.InvokeRequest()
-    forwarded.CopyFrom(request)
-    forwarded.agent, forwarded.skill = selection.entry.name, selection.skill
-    return forwarded
 
 
 def _bypasses_cache(context: Context) -> bool:
@@ -152,23 +142,52 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def SubmitJob(
         self, request: gateway_pb2.SubmitJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+        try:
+            return await self._gateway.jobs.submit(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.SubmitJob")
 
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: Context) -> gateway_pb2.Job:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+        try:
+            return await self._gateway.jobs.get(request.job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.GetJob")
 
     async def WatchJob(
         self, request: gateway_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
-        yield gateway_pb2.JobEvent()  # type: ignore[unreachable]
+        try:
+            async for event in self._gateway.jobs.watch(request.job_id, request.from_offset):
+                yield event
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.WatchJob")
 
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+        try:
+            # Wait for the job to stop, leaving time to answer within the caller's deadline.
+            remaining = context.time_remaining()
+            wait = 10.0 if remaining is None else max(0.0, min(10.0, remaining - 0.1))
+            return await self._gateway.jobs.cancel(request.job_id, wait=wait)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.CancelJob")
 
     async def ListJobs(
         self, request: gateway_pb2.ListJobsRequest, context: Context
     ) -> gateway_pb2.ListJobsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "jobs are not available yet")
+        try:
+            jobs = await self._gateway.jobs.list(request.limit, request.state)
+            return gateway_pb2.ListJobsResponse(jobs=jobs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.ListJobs")
