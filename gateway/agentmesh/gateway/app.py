@@ -11,6 +11,8 @@ from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
 from agentmesh.gateway.registry import Registry
+from agentmesh.gateway.resilience.interceptor import RateLimitInterceptor
+from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.gateway.routing import Router
 from agentmesh.gateway.servicer import GatewayServicer
 from agentmesh.gateway.upstream import Upstream
@@ -47,7 +49,11 @@ class Gateway:
             GATEWAY_SERVICE,
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
         )
-        self.server = GrpcServer(settings, [binding], on_stopped=self._close)
+        self.rate_limiter = RateLimiter(config.rate_limit)
+        limits = [RateLimitInterceptor(self.rate_limiter)] if self.rate_limiter.enabled else []
+        self.server = GrpcServer(
+            settings, [binding], interceptors=limits, on_stopped=self._close
+        )
 
     async def _close(self) -> None:
         """Release what the parts hold, once the server has stopped serving."""
