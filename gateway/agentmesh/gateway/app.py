@@ -16,6 +16,7 @@ from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.gateway.routing import Router
 from agentmesh.gateway.servicer import GatewayServicer
 from agentmesh.gateway.upstream import Upstream
+from agentmesh.gateway.workflows import WorkflowService, load_catalog
 from agentmesh.runtime.logs import configure_logging
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import load_settings
@@ -30,6 +31,8 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings, config: GatewayConfig) -> None:
         self.settings = settings
+        # Declared workflows first: a bad one stops the gateway before it opens anything.
+        workflows = load_catalog(config, settings)
         self.registry = Registry(config, settings)
         self.upstream = Upstream(settings, self.registry)
         self.redis: aioredis.Redis | None = (
@@ -44,6 +47,9 @@ class Gateway:
             )
         )
         self.fanout = FanOut(self.registry, self.upstream, FanOutLimits(settings.max_fanout_legs))
+        self.workflows = WorkflowService(
+            workflows, self.registry, self.upstream, max_parts=settings.max_parts
+        )
         servicer = GatewayServicer(self)
         binding = ServiceBinding(
             GATEWAY_SERVICE,
@@ -83,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(settings.config)
     except ConfigError as exc:
         raise SystemExit(f"agentmesh-gateway: {exc}") from None
-    asyncio.run(_serve(settings, config))
+    try:
+        asyncio.run(_serve(settings, config))
+    except ConfigError as exc:  # e.g. a declared workflow that does not validate
+        raise SystemExit(f"agentmesh-gateway: {exc}") from None
 
 
 async def _serve(settings: GatewaySettings, config: GatewayConfig) -> None:

@@ -67,6 +67,18 @@ class GatewaySettings(ServerSettings):
         64 * 1024 * 1024, ge=1024, description="bytes kept by the in-memory cache (without Redis)"
     )
     max_fanout_legs: int = Field(64, ge=1, le=1024, description="most legs one fan-out may have")
+    workflow_dir: Path | None = Field(
+        None, description="directory of workflow YAML files (every *.yaml is one workflow)"
+    )
+    workflow_max_steps: int = Field(
+        64, ge=1, le=10_000, description="most steps one workflow may have, nested ones counted"
+    )
+    workflow_max_depth: int = Field(
+        4, ge=1, le=32, description="how deep workflows may nest (1: no nested workflows)"
+    )
+    workflow_max_parallel: int = Field(
+        16, ge=1, le=1024, description="most steps one parallel group may run at once"
+    )
     redis_url: str | None = Field(
         None,
         description="Redis for jobs, the response cache and shared breaker state "
@@ -185,6 +197,8 @@ class GatewayConfig(BaseModel):
     router: TargetConfig | None = Field(
         None, description="an agent that picks the target when no route matches"
     )
+    # Workflow definitions by name, checked by agentmesh.gateway.workflows at startup.
+    workflows: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("agents")
     @classmethod

@@ -41,7 +41,8 @@ def test_opens_after_consecutive_failures_and_a_success_resets_the_count() -> No
     fail(b, 2)
     b.record(b.admit(), Outcome.SUCCESS)
     fail(b, 2)
-    assert b.state == CLOSED and b.snapshot().failures == 2
+    assert b.state == CLOSED
+    assert b.snapshot().failures == 2
     fail(b, 1)
     assert b.state == OPEN
     with pytest.raises(BreakerOpen) as info:
@@ -58,7 +59,8 @@ def test_neutral_outcomes_count_for_nothing() -> None:
     fail(b, 2)
     for _ in range(10):
         b.record(b.admit(), Outcome.NEUTRAL)
-    assert b.state == CLOSED and b.snapshot().failures == 2
+    assert b.state == CLOSED
+    assert b.snapshot().failures == 2
 
 
 async def test_exactly_one_probe_among_concurrent_callers_then_closed() -> None:

@@ -39,9 +39,11 @@ def test_retries_are_a_share_of_recent_calls() -> None:
     assert budget.try_spend()
     assert not budget.try_spend()
     clock.now += 9.0  # the first calls leave the window, the later ones stay
-    assert budget.calls == 2 and budget.retries == 1
+    assert budget.calls == 2
+    assert budget.retries == 1
     clock.now += 10.0
-    assert budget.calls == 0 and not budget.try_spend()
+    assert budget.calls == 0
+    assert not budget.try_spend()
 
 
 def test_a_floor_of_retries_per_second_without_traffic() -> None:
