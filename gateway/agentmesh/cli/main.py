@@ -4,6 +4,8 @@ agentmesh up                         run the gateway and the reference agents lo
 agentmesh agents                     list the gateway's agents
 agentmesh call TARGET INPUT          call an agent (TARGET: NAME, NAME/SKILL or skill:SKILL;
                                      INPUT: text, @FILE or - for stdin)
+agentmesh run WORKFLOW --input ...   run a workflow (a YAML file or a declared name) with
+                                     live progress
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ Handler = Callable[[argparse.Namespace, Console], int]
 # Modules with more subcommands: each has ``register(commands)``, which adds
 # its parsers with ``set_defaults(handler=...)``. Imported when the parser is
 # built, so they may import this module's helpers.
-_COMMAND_MODULES: tuple[str, ...] = ("agentmesh.cli.trace",)
+_COMMAND_MODULES: tuple[str, ...] = ("agentmesh.cli.trace", "agentmesh.cli.run")
 
 
 def gateway_flag(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,14 @@ from agentmesh.client._model import (
     Final,
     Reply,
     Started,
+    StepError,
+    StepFinished,
+    StepPartial,
+    StepStarted,
     StreamError,
+    WorkflowEvent,
+    WorkflowFinished,
+    WorkflowStarted,
     parse_target,
 )
 from agentmesh.client._sync import Client
@@ -28,6 +35,13 @@ __all__ = [
     "Partial",
     "Reply",
     "Started",
+    "StepError",
+    "StepFinished",
+    "StepPartial",
+    "StepStarted",
     "StreamError",
+    "WorkflowEvent",
+    "WorkflowFinished",
+    "WorkflowStarted",
     "parse_target",
 ]

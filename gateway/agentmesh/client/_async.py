@@ -14,10 +14,13 @@ from agentmesh.client._model import (
     CallError,
     Event,
     Reply,
+    WorkflowEvent,
     agents_from_proto,
     build_request,
+    build_workflow_request,
     event_from_proto,
     reply_from_proto,
+    workflow_event_from_proto,
 )
 from agentmesh.runtime.types import JSONValue, Part
 from agentmesh.telemetry.client import client_span
@@ -26,6 +29,7 @@ from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 _LIST_AGENTS = "agentmesh.v1.Gateway/ListAgents"
 _INVOKE = "agentmesh.v1.Gateway/Invoke"
 _INVOKE_STREAM = "agentmesh.v1.Gateway/InvokeStream"
+_RUN_WORKFLOW = "agentmesh.v1.Gateway/RunWorkflow"
 
 
 class AsyncClient:
@@ -148,6 +152,36 @@ class AsyncClient:
             try:
                 async for event in call:
                     yield event_from_proto(event)
+            except grpc.aio.AioRpcError as exc:
+                raise CallError.from_rpc(exc) from None
+            finally:
+                call.cancel()
+
+    async def run_workflow(
+        self,
+        workflow: str | Mapping[str, Any],
+        text: str | None = None,
+        *,
+        data: JSONValue | None = None,
+        parts: Sequence[Part] = (),
+        state: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[WorkflowEvent]:
+        """Run a workflow, yielding its progress; the last event is WorkflowFinished.
+
+        ``workflow`` is a declared workflow's name or a definition (the YAML
+        structure as a mapping); ``text``/``data``/``parts`` are its input and
+        ``state`` the shared state its conditions read. A failed run raises
+        CallError after the events that explain it.
+        """
+        request = build_workflow_request(workflow, text, data=data, parts=parts, state=state)
+        with client_span(_RUN_WORKFLOW, self._metadata) as call_metadata:
+            call = self._stub.RunWorkflow(
+                request, timeout=timeout or self._timeout, metadata=call_metadata
+            )
+            try:
+                async for event in call:
+                    yield workflow_event_from_proto(event)
             except grpc.aio.AioRpcError as exc:
                 raise CallError.from_rpc(exc) from None
             finally:

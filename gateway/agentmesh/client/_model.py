@@ -176,3 +176,157 @@ def agents_from_proto(response: gateway_pb2.ListAgentsResponse) -> list[AgentInf
         )
         for a in response.agents
     ]
+
+
+# -- workflows ---------------------------------------------------------------------
+
+_OUTCOME_NAMES = {
+    gateway_pb2.STEP_OUTCOME_SUCCEEDED: "succeeded",
+    gateway_pb2.STEP_OUTCOME_FAILED: "failed",
+    gateway_pb2.STEP_OUTCOME_SKIPPED: "skipped",
+    gateway_pb2.STEP_OUTCOME_FELL_BACK: "fell_back",
+    gateway_pb2.STEP_OUTCOME_COMPENSATED: "compensated",
+    gateway_pb2.STEP_OUTCOME_CANCELLED: "cancelled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStarted:
+    run_id: str
+    workflow: str
+    steps: tuple[str, ...]  # every step id, in declaration order
+    raw: gateway_pb2.WorkflowEvent = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    step: str  # "outer/inner" inside a nested workflow
+    agent: str
+    skill: str
+    attempt: int
+    raw: gateway_pb2.WorkflowEvent = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepPartial:
+    step: str
+    partial: Partial
+    raw: gateway_pb2.WorkflowEvent = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished:
+    step: str
+    agent: str
+    outcome: str  # succeeded, failed, skipped, fell_back, compensated or cancelled
+    code: grpc.StatusCode
+    message: str
+    latency_ms: float
+    attempts: int
+    reply: Reply | None
+    raw: gateway_pb2.WorkflowEvent = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepError:
+    """A step failure the run recovered from (retried, fell back, skipped...)."""
+
+    step: str
+    code: grpc.StatusCode
+    message: str
+    raw: gateway_pb2.WorkflowEvent = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFinished:
+    """The workflow's result: its output, usage summed over steps, every finished step."""
+
+    run_id: str
+    workflow: str
+    reply: Reply | None
+    usage: Usage
+    steps: tuple[StepFinished, ...]
+    latency_ms: float
+    raw: gateway_pb2.WorkflowEvent = field(repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        return self.reply.text if self.reply else ""
+
+    @property
+    def data(self) -> JSONValue:
+        return self.reply.data if self.reply else None
+
+
+WorkflowEvent: TypeAlias = (
+    WorkflowStarted | StepStarted | StepPartial | StepFinished | StepError | WorkflowFinished
+)
+
+
+def build_workflow_request(
+    workflow: str | Mapping[str, Any],
+    text: str | None,
+    *,
+    data: JSONValue | None,
+    parts: Sequence[Part],
+    state: Mapping[str, Any] | None,
+) -> gateway_pb2.RunWorkflowRequest:
+    """A declared workflow's name, or a definition (the YAML structure), with its input."""
+    request = gateway_pb2.RunWorkflowRequest()
+    if isinstance(workflow, str):
+        request.workflow = workflow
+    else:
+        wire.dict_to_struct(workflow, request.definition)
+    message = build_request(
+        None, text, agent=None, skill=None, data=data, parts=parts, options=None, metadata=None
+    ).message
+    request.input.CopyFrom(message)
+    if state:
+        wire.dict_to_struct(state, request.state)
+    return request
+
+
+def _step_finished(
+    message: gateway_pb2.StepFinished, raw: gateway_pb2.WorkflowEvent
+) -> StepFinished:
+    return StepFinished(
+        step=message.step,
+        agent=message.agent,
+        outcome=_OUTCOME_NAMES.get(message.outcome, "unknown"),
+        code=_status(message.code),
+        message=message.message,
+        latency_ms=message.latency_ms,
+        attempts=message.attempts,
+        reply=reply_from_proto(message.result) if message.HasField("result") else None,
+        raw=raw,
+    )
+
+
+def workflow_event_from_proto(event: gateway_pb2.WorkflowEvent) -> WorkflowEvent:
+    kind = event.WhichOneof("event")
+    if kind == "started":
+        s = event.started
+        return WorkflowStarted(s.run_id, s.workflow, tuple(s.steps), event)
+    if kind == "step_started":
+        t = event.step_started
+        return StepStarted(t.step, t.agent, t.skill, t.attempt, event)
+    if kind == "step_partial":
+        p = event.step_partial
+        return StepPartial(p.step, wire.partial_from_proto(p.partial), event)
+    if kind == "step_finished":
+        return _step_finished(event.step_finished, event)
+    if kind == "error":
+        e = event.error
+        return StepError(e.source, _status(e.code), e.message, event)
+    if kind == "final":
+        f = event.final
+        return WorkflowFinished(
+            run_id=f.run_id,
+            workflow=f.workflow,
+            reply=reply_from_proto(f.result) if f.HasField("result") else None,
+            usage=wire.usage_from_proto(f.usage),
+            steps=tuple(_step_finished(s, event) for s in f.steps),
+            latency_ms=f.latency_ms,
+            raw=event,
+        )
+    raise CallError(grpc.StatusCode.INTERNAL, f"unknown workflow event {kind!r}")

@@ -136,8 +136,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def RunWorkflow(
         self, request: gateway_pb2.RunWorkflowRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.WorkflowEvent]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RunWorkflow is not available yet")
-        yield gateway_pb2.WorkflowEvent()  # type: ignore[unreachable]
+        try:
+            async for event in self._gateway.workflows.run_workflow(
+                request, time_remaining=context.time_remaining()
+            ):
+                yield event
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where="Gateway.RunWorkflow")
 
     async def SubmitJob(
         self, request: gateway_pb2.SubmitJobRequest, context: Context

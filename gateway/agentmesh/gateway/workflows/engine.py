@@ -1,0 +1,552 @@
+"""Running a compiled workflow: plain asyncio, no gRPC.
+
+The engine calls agents through an :class:`AgentCaller` and reports progress
+by calling ``emit`` with the events of ``events.py``. Top-level steps run in
+order; a parallel group's steps run as tasks of one TaskGroup, so a failure
+(or the caller's cancellation) cancels the siblings still running, and the
+cancellation reaches their agent calls.
+
+A step's life: its ``when`` is false -> SKIPPED. Otherwise up to
+``1 + retry`` attempts; then the fallback agent (FELL_BACK when it answers);
+then the compensation step (COMPENSATED when it ran); then ``then: skip``
+(SKIPPED, the run goes on) or ``then: fail`` (FAILED, the run fails with the
+step's error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry import trace
+
+from agentmesh.gateway.workflows.events import (
+    Event,
+    Outcome,
+    RunFinished,
+    RunStarted,
+    StepError,
+    StepFinished,
+    StepOutput,
+    StepPartial,
+    StepStarted,
+)
+from agentmesh.gateway.workflows.expr import ExpressionError, to_text
+from agentmesh.gateway.workflows.validate import (
+    AgentCall,
+    CompiledStep,
+    CompiledWorkflow,
+    Compose,
+    InputTemplate,
+)
+from agentmesh.runtime.errors import AgentError, DeadlineExceeded, InvalidInput
+from agentmesh.runtime.types import (
+    DataPart,
+    JSONValue,
+    Message,
+    Part,
+    Partial,
+    Result,
+    TextPart,
+    Usage,
+)
+from agentmesh.telemetry.metrics import WORKFLOW_RUNS, WORKFLOW_STEPS
+
+_tracer = trace.get_tracer("agentmesh.gateway.workflows")
+
+
+class AgentCaller(Protocol):
+    """How the engine calls an agent (the gateway implements it over routing and upstream)."""
+
+    def call(
+        self,
+        agent: str,
+        skill: str,
+        message: Message,
+        options: Mapping[str, JSONValue],
+        *,
+        time_remaining: float | None,
+    ) -> AsyncIterator[Partial | StepOutput]:
+        """Yield the call's partial outputs, then one StepOutput; AgentError on failure."""
+        ...
+
+
+class StepFailed(AgentError):
+    """A step failed for good; the run (or the enclosing step) fails with its code."""
+
+    def __init__(self, step: str, cause: AgentError) -> None:
+        super().__init__(f"step {step!r} failed: {cause.message}", code=cause.code)
+        self.step = step
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class _Shared:
+    """What every level of one run (nested workflows included) shares."""
+
+    emit: Callable[[Event], None]
+    caller: AgentCaller
+    label: str  # the workflow's name for metrics and spans
+    state: Mapping[str, JSONValue]
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(slots=True)
+class _Level:
+    """One workflow being run: the top-level one or a nested one."""
+
+    workflow: CompiledWorkflow
+    shared: _Shared
+    prefix: str  # "" at the top, "outer/" inside a nested workflow step
+    input: Message
+    deadline: float | None  # loop time
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, StepOutput] = field(default_factory=dict)
+
+    def scope(self, error: AgentError | None = None) -> dict[str, Any]:
+        scope: dict[str, Any] = {
+            "input": {"text": self.input.text, "data": self.input.data},
+            "steps": self.records,
+            "state": self.shared.state,
+        }
+        if error is not None:
+            scope["error"] = {"code": error.code.value, "message": error.message}
+        return scope
+
+    def remaining(self, step_timeout: float | None) -> float | None:
+        left = None if self.deadline is None else self.deadline - _now()
+        if step_timeout is not None:
+            left = step_timeout if left is None else min(left, step_timeout)
+        return left
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _record(
+    outcome: Outcome, output: StepOutput | None, error: AgentError | None
+) -> dict[str, Any]:
+    """How later steps see a finished step (``steps.ID...`` in expressions)."""
+    return {
+        "outcome": outcome.value,
+        "agent": output.agent if output else "",
+        "output": {"text": output.result.text, "data": output.result.data} if output else None,
+        "error": {"code": error.code.value, "message": error.message} if error else None,
+    }
+
+
+def _evaluate_error(where: str, exc: ExpressionError) -> AgentError:
+    return InvalidInput(where, str(exc))
+
+
+def build_message(template: InputTemplate, scope: Mapping[str, Any], where: str) -> Message:
+    """The message a step sends, from its input template."""
+    parts: list[Part] = []
+    try:
+        if template.single is not None:
+            value = template.single.render(scope)
+            if value is None or value == "":
+                raise InvalidInput(where, f"{template.single.source!r} resolved to nothing")
+            parts.append(TextPart(value) if isinstance(value, str) else DataPart(value))
+        if template.text is not None:
+            parts.append(TextPart(str(template.text.render(scope))))
+        if template.data is not None:
+            parts.append(DataPart(template.data.render(scope)))
+    except ExpressionError as exc:
+        raise _evaluate_error(where, exc) from None
+    return Message(parts=tuple(parts))
+
+
+def _compose(compose: Compose, scope: Mapping[str, Any], where: str) -> StepOutput:
+    try:
+        text = compose.text.render(scope) if compose.text is not None else None
+        data = compose.data.render(scope) if compose.data is not None else None
+    except ExpressionError as exc:
+        raise _evaluate_error(where, exc) from None
+    return StepOutput(Result.of(text=None if text is None else to_text(text), data=data))
+
+
+class Engine:
+    """Runs compiled workflows, calling agents through ``caller``."""
+
+    def __init__(self, caller: AgentCaller) -> None:
+        self._caller = caller
+
+    async def run(
+        self,
+        workflow: CompiledWorkflow,
+        message: Message,
+        *,
+        state: Mapping[str, JSONValue],
+        emit: Callable[[Event], None],
+        time_remaining: float | None,
+        label: str | None = None,
+        run_id: str | None = None,
+    ) -> RunFinished:
+        """Run ``workflow`` to the end; StepFailed (after its events) when a step fails."""
+        run_id = run_id or uuid.uuid4().hex
+        label = label or workflow.name
+        limits = [t for t in (time_remaining, workflow.timeout) if t is not None]
+        deadline = _now() + min(limits) if limits else None
+        finished: list[StepFinished] = []
+
+        def record(event: Event) -> None:
+            if isinstance(event, StepFinished):
+                finished.append(event)
+                WORKFLOW_STEPS.labels(workflow=label, outcome=event.outcome.value).inc()
+            emit(event)
+
+        shared = _Shared(record, self._caller, label, state)
+        level = _Level(workflow, shared, "", message, deadline)
+        started = time.perf_counter()
+        state_label = "failed"
+        with _tracer.start_as_current_span(
+            f"workflow {workflow.name}",
+            kind=trace.SpanKind.INTERNAL,
+            attributes={"workflow": workflow.name, "run_id": run_id},
+        ) as span:
+            try:
+                record(RunStarted(run_id, workflow.name, tuple(workflow.step_ids)))
+                output = await self._run_level(level)
+                state_label = "completed"
+                return RunFinished(
+                    run_id,
+                    workflow.name,
+                    output,
+                    shared.usage,
+                    tuple(finished),
+                    (time.perf_counter() - started) * 1000,
+                )
+            except asyncio.CancelledError:
+                state_label = "cancelled"
+                raise
+            finally:
+                span.set_attribute("outcome", state_label)
+                WORKFLOW_RUNS.labels(workflow=label, state=state_label).inc()
+
+    async def _run_level(self, level: _Level) -> StepOutput | None:
+        last: StepOutput | None = None
+        for step in level.workflow.steps:
+            await self._run_step(level, step)
+            last = level.outputs.get(step.id, last)
+        if level.workflow.output is not None:
+            return level.outputs.get(level.workflow.output)
+        return last
+
+    # -- one step --------------------------------------------------------
+
+    def _finish(
+        self,
+        level: _Level,
+        step: CompiledStep,
+        outcome: Outcome,
+        *,
+        output: StepOutput | None = None,
+        error: AgentError | None = None,
+        agent: str = "",
+        started: float | None = None,
+        attempts: int = 0,
+    ) -> None:
+        level.records[step.id] = _record(outcome, output, error)
+        if output is not None:
+            level.outputs[step.id] = output
+        level.shared.emit(
+            StepFinished(
+                level.prefix + step.id,
+                outcome,
+                agent=(output.agent if output else "") or agent,
+                code=error.code if error else None,
+                message=error.message if error else "",
+                latency_ms=0.0 if started is None else (time.perf_counter() - started) * 1000,
+                attempts=attempts,
+                output=output,
+            )
+        )
+
+    def _skip_tree(self, level: _Level, step: CompiledStep, reason: str) -> None:
+        for inner in step.walk():
+            level.records[inner.id] = _record(Outcome.SKIPPED, None, None)
+            level.shared.emit(
+                StepFinished(level.prefix + inner.id, Outcome.SKIPPED, message=reason)
+            )
+
+    async def _run_step(self, level: _Level, step: CompiledStep) -> None:
+        name = level.prefix + step.id
+        if step.when is not None:
+            try:
+                go = bool(step.when.evaluate(level.scope()))
+            except ExpressionError as exc:
+                error = _evaluate_error(f"steps.{step.id}.when", exc)
+                self._finish(level, step, Outcome.FAILED, error=error)
+                raise StepFailed(name, error) from None
+            if not go:
+                self._skip_tree(level, step, f"condition is false: {step.when.source}")
+                return
+        with _tracer.start_as_current_span(
+            f"workflow step {step.id}",
+            kind=trace.SpanKind.INTERNAL,
+            attributes={"workflow": level.shared.label, "step": name, "agent": step.agent},
+        ) as span:
+            outcome = await self._attempts(level, step, span)
+            span.set_attribute("outcome", outcome.value)
+
+    async def _attempts(self, level: _Level, step: CompiledStep, span: trace.Span) -> Outcome:
+        name = level.prefix + step.id
+        policy = step.policy
+        started = time.perf_counter()
+        attempts = 0
+        error: AgentError | None = None
+        try:
+            for attempt in range(1, policy.retry + 2):
+                attempts = attempt
+                span.set_attribute("attempt", attempt)
+                level.shared.emit(StepStarted(name, step.agent, step.skill, attempt))
+                try:
+                    output = await self._attempt(level, step)
+                except AgentError as exc:
+                    error = exc
+                    if attempt <= policy.retry:
+                        level.shared.emit(
+                            StepError(name, exc.code, f"attempt {attempt}: {exc.message}")
+                        )
+                        if policy.retry_delay:
+                            await asyncio.sleep(policy.retry_delay)
+                    continue
+                self._finish(
+                    level,
+                    step,
+                    Outcome.SUCCEEDED,
+                    output=output,
+                    started=started,
+                    attempts=attempts,
+                )
+                return Outcome.SUCCEEDED
+            assert error is not None
+            if step.fallback is not None:
+                agent, skill = step.fallback
+                level.shared.emit(StepError(name, error.code, error.message))
+                attempts += 1
+                span.set_attribute("attempt", attempts)
+                level.shared.emit(StepStarted(name, agent, skill, attempts))
+                assert step.call is not None
+                fallback = AgentCall(agent, skill, step.call.input, step.call.options)
+                try:
+                    output = await self._with_timeout(
+                        self._call(level, name, fallback, level.remaining(step.timeout)),
+                        step.timeout,
+                        name,
+                    )
+                except AgentError as exc:
+                    error = exc
+                else:
+                    self._finish(
+                        level,
+                        step,
+                        Outcome.FELL_BACK,
+                        output=output,
+                        started=started,
+                        attempts=attempts,
+                    )
+                    return Outcome.FELL_BACK
+        except asyncio.CancelledError:
+            self._finish(
+                level, step, Outcome.CANCELLED, agent=step.agent, started=started, attempts=attempts
+            )
+            raise
+        return await self._give_up(level, step, error, started, attempts)
+
+    async def _give_up(
+        self, level: _Level, step: CompiledStep, error: AgentError, started: float, attempts: int
+    ) -> Outcome:
+        name = level.prefix + step.id
+        policy = step.policy
+        if step.compensation is not None:
+            level.shared.emit(StepError(name, error.code, error.message))
+            compensated = await self._compensate(level, step, error)
+            if compensated is not None:
+                self._finish(
+                    level,
+                    step,
+                    Outcome.COMPENSATED,
+                    output=compensated,
+                    error=error,
+                    agent=step.agent,
+                    started=started,
+                    attempts=attempts,
+                )
+                if policy.then == "fail":
+                    raise StepFailed(name, error)
+                return Outcome.COMPENSATED
+        if policy.then == "skip":
+            level.shared.emit(StepError(name, error.code, error.message))
+            self._finish(
+                level,
+                step,
+                Outcome.SKIPPED,
+                error=error,
+                agent=step.agent,
+                started=started,
+                attempts=attempts,
+            )
+            return Outcome.SKIPPED
+        self._finish(
+            level,
+            step,
+            Outcome.FAILED,
+            error=error,
+            agent=step.agent,
+            started=started,
+            attempts=attempts,
+        )
+        raise StepFailed(name, error)
+
+    async def _compensate(
+        self, level: _Level, step: CompiledStep, error: AgentError
+    ) -> StepOutput | None:
+        """Run ``step``'s compensation; its output, or None when it failed too."""
+        compensation = step.compensation
+        assert compensation is not None
+        name = f"{level.prefix}{step.id}.compensate"
+        agent = compensation.call.agent if compensation.call else ""
+        skill = compensation.call.skill if compensation.call else ""
+        level.shared.emit(StepStarted(name, agent, skill, 1))
+        started = time.perf_counter()
+        try:
+            if compensation.compose is not None:
+                output = _compose(
+                    compensation.compose, level.scope(error), f"steps.{step.id}.on_error.compensate"
+                )
+            else:
+                assert compensation.call is not None
+                output = await self._with_timeout(
+                    self._call(
+                        level,
+                        name,
+                        compensation.call,
+                        level.remaining(compensation.timeout),
+                        scope=level.scope(error),
+                    ),
+                    compensation.timeout,
+                    name,
+                )
+        except AgentError as exc:
+            level.shared.emit(
+                StepFinished(
+                    name,
+                    Outcome.FAILED,
+                    agent=agent,
+                    code=exc.code,
+                    message=exc.message,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    attempts=1,
+                )
+            )
+            return None
+        level.shared.emit(
+            StepFinished(
+                name,
+                Outcome.SUCCEEDED,
+                agent=output.agent,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                attempts=1,
+                output=output,
+            )
+        )
+        return output
+
+    async def _with_timeout(self, work: Any, timeout: float | None, name: str) -> StepOutput:
+        if timeout is None:
+            result: StepOutput = await work
+            return result
+        try:
+            async with asyncio.timeout(timeout):
+                result = await work
+                return result
+        except TimeoutError:
+            raise DeadlineExceeded(f"step {name!r} did not finish within {timeout:g}s") from None
+
+    async def _attempt(self, level: _Level, step: CompiledStep) -> StepOutput:
+        name = level.prefix + step.id
+        remaining = level.remaining(step.timeout)
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded(f"no time left for step {name!r}")
+        if step.kind == "agent":
+            assert step.call is not None
+            work: Any = self._call(level, name, step.call, remaining)
+        elif step.kind == "compose":
+            assert step.compose is not None
+            return _compose(step.compose, level.scope(), f"steps.{step.id}.compose")
+        elif step.kind == "parallel":
+            work = self._parallel(level, step)
+        else:
+            work = self._nested(level, step, remaining)
+        return await self._with_timeout(work, step.timeout, name)
+
+    async def _call(
+        self,
+        level: _Level,
+        name: str,
+        call: AgentCall,
+        remaining: float | None,
+        *,
+        scope: Mapping[str, Any] | None = None,
+    ) -> StepOutput:
+        scope = scope if scope is not None else level.scope()
+        where = f"steps.{name.rsplit('/', 1)[-1]}"
+        message = (
+            build_message(call.input, scope, f"{where}.input")
+            if call.input is not None
+            else level.input
+        )
+        try:
+            options = call.options.render(scope)
+        except ExpressionError as exc:
+            raise _evaluate_error(f"{where}.options", exc) from None
+        output: StepOutput | None = None
+        async for item in level.shared.caller.call(
+            call.agent, call.skill, message, options, time_remaining=remaining
+        ):
+            if isinstance(item, StepOutput):
+                output = item
+            else:
+                level.shared.emit(StepPartial(name, item))
+        if output is None:
+            raise AgentError(f"agent {call.agent or call.skill!r} ended without a result")
+        level.shared.usage = level.shared.usage + output.result.usage
+        return output
+
+    async def _parallel(self, level: _Level, step: CompiledStep) -> StepOutput:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for child in step.children:
+                    group.create_task(self._run_step(level, child), name=f"step {child.id}")
+        except BaseExceptionGroup as grouped:
+            failures = [e for e in grouped.exceptions if isinstance(e, AgentError)]
+            if failures:
+                raise failures[0] from None
+            raise
+        texts = [level.outputs[c.id].result.text for c in step.children if c.id in level.outputs]
+        data = {c.id: level.records.get(c.id, {}).get("output") for c in step.children}
+        return StepOutput(Result.of(text="\n\n".join(t for t in texts if t) or None, data=data))
+
+    async def _nested(
+        self, level: _Level, step: CompiledStep, remaining: float | None
+    ) -> StepOutput:
+        assert step.workflow is not None
+        message = (
+            build_message(step.input, level.scope(), f"steps.{step.id}.input")
+            if step.input is not None
+            else level.input
+        )
+        deadline = None if remaining is None else _now() + remaining
+        inner = _Level(step.workflow, level.shared, f"{level.prefix}{step.id}/", message, deadline)
+        if inner.workflow.timeout is not None:
+            limit = _now() + inner.workflow.timeout
+            inner.deadline = limit if deadline is None else min(deadline, limit)
+        output = await self._run_level(inner)
+        return output or StepOutput(Result())

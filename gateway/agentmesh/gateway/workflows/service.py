@@ -1,0 +1,185 @@
+"""Workflows in the gateway: the object behind RunWorkflow (and jobs that run workflows).
+
+:class:`WorkflowService` resolves a request to a compiled workflow (declared,
+or an inline definition checked on the spot), checks its agents against the
+registry, runs it on the engine and turns the engine's events into wire
+events. Agents are called through :class:`RegistryAgents`, i.e. the same
+routing and upstream (deadlines, resilience) as a plain Invoke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Collection, Mapping
+from typing import Any
+
+from agentmesh.gateway.config import GatewayConfig, GatewaySettings
+from agentmesh.gateway.registry import Registry
+from agentmesh.gateway.routing import route
+from agentmesh.gateway.upstream import Upstream
+from agentmesh.gateway.workflows.catalog import WorkflowCatalog
+from agentmesh.gateway.workflows.engine import Engine, StepFailed
+from agentmesh.gateway.workflows.events import Event, StepOutput
+from agentmesh.gateway.workflows.spec import parse_workflow
+from agentmesh.gateway.workflows.validate import (
+    CompiledWorkflow,
+    Limits,
+    check_agents,
+    compile_workflow,
+)
+from agentmesh.gateway.workflows.wire import event_to_proto
+from agentmesh.runtime import wire
+from agentmesh.runtime.errors import AgentError, InvalidInput
+from agentmesh.runtime.types import JSONValue, Message, Partial
+from agentmesh.v1 import gateway_pb2
+from agentmesh.v1 import messages_pb2 as pb
+
+INLINE_LABEL = (
+    "(inline)"  # metrics label of inline definitions: names sent by clients are unbounded
+)
+
+
+class RegistryAgents:
+    """The engine's view of the agents: the registry for checks, route + upstream for calls."""
+
+    def __init__(self, registry: Registry, upstream: Upstream) -> None:
+        self._registry = registry
+        self._upstream = upstream
+
+    def agent_names(self) -> Collection[str]:
+        return {e.name for e in self._registry.entries}
+
+    def skills_of(self, agent: str) -> frozenset[str] | None:
+        entry = self._registry.get(agent)
+        return entry.skills if entry is not None and entry.card is not None else None
+
+    def skill_offered(self, skill: str) -> bool | None:
+        if self._registry.with_skill(skill):
+            return True
+        # An agent whose card has not arrived yet might offer it.
+        return False if all(e.card is not None for e in self._registry.entries) else None
+
+    async def call(
+        self,
+        agent: str,
+        skill: str,
+        message: Message,
+        options: Mapping[str, JSONValue],
+        *,
+        time_remaining: float | None,
+    ) -> AsyncIterator[Partial | StepOutput]:
+        entry = route(self._registry, agent, skill)
+        request = pb.InvokeRequest(agent=entry.name, skill=skill)
+        wire.message_to_proto(message, request.message)
+        wire.dict_to_struct(options, request.options)
+        if entry.card is not None and entry.card.capabilities.streaming:
+            async for event in self._upstream.stream(entry, request, time_remaining=time_remaining):
+                kind = event.WhichOneof("event")
+                if kind == "partial":
+                    yield wire.partial_from_proto(event.partial)
+                elif kind == "final":
+                    yield _output(event.final, entry.name, skill)
+            return
+        response = await self._upstream.invoke(entry, request, time_remaining=time_remaining)
+        yield _output(response, entry.name, skill)
+
+
+def _output(response: pb.InvokeResponse, agent: str, skill: str) -> StepOutput:
+    return StepOutput(
+        wire.result_from_proto(response), response.agent or agent, response.skill or skill
+    )
+
+
+def load_catalog(config: GatewayConfig, settings: GatewaySettings) -> WorkflowCatalog:
+    """The declared workflows, checked; WorkflowConfigError (a ConfigError) when one is bad."""
+    return WorkflowCatalog.load(
+        config.workflows, settings.workflow_dir, list(config.agents), limits_from(settings)
+    )
+
+
+def limits_from(settings: GatewaySettings) -> Limits:
+    return Limits(
+        max_steps=settings.workflow_max_steps,
+        max_depth=settings.workflow_max_depth,
+        max_parallel=settings.workflow_max_parallel,
+    )
+
+
+class WorkflowService:
+    """Declared workflows plus the engine; ``run_workflow`` is RunWorkflow without gRPC."""
+
+    def __init__(
+        self,
+        catalog: WorkflowCatalog,
+        registry: Registry,
+        upstream: Upstream,
+        *,
+        max_parts: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self._agents = RegistryAgents(registry, upstream)
+        self._engine = Engine(self._agents)
+        self._max_parts = max_parts
+
+    def resolve(self, request: gateway_pb2.RunWorkflowRequest) -> tuple[CompiledWorkflow, str]:
+        """The workflow a request asks for, checked; and its metrics label."""
+        has_definition = request.HasField("definition") and bool(request.definition.fields)
+        if request.workflow and has_definition:
+            raise InvalidInput("workflow", "set workflow (a declared name) or definition, not both")
+        if request.workflow:
+            workflow = self.catalog.get(request.workflow)
+            label = workflow.name
+        elif has_definition:
+            raw: dict[str, Any] = wire.struct_to_dict(request.definition)
+            spec = parse_workflow(raw)
+            workflow = compile_workflow(
+                spec, resolve=self.catalog.resolve_nested, limits=self.catalog.limits
+            )
+            label = INLINE_LABEL
+        else:
+            raise InvalidInput(
+                "workflow", "name a declared workflow, or send its definition in definition"
+            )
+        check_agents(workflow, self._agents)
+        return workflow, label
+
+    async def run_workflow(
+        self, request: gateway_pb2.RunWorkflowRequest, *, time_remaining: float | None
+    ) -> AsyncIterator[gateway_pb2.WorkflowEvent]:
+        """Run a workflow, yielding its events; the last one is ``final``.
+
+        Raises AgentError before any event when the request or definition is
+        invalid, and after the events that explain it when a step fails.
+        Closing or cancelling the iteration cancels the run and its agent calls.
+        """
+        workflow, label = self.resolve(request)
+        message = wire.message_from_proto(request.input, max_parts=self._max_parts)
+        state = wire.struct_to_dict(request.state)
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        run = asyncio.create_task(
+            self._engine.run(
+                workflow,
+                message,
+                state=state,
+                emit=queue.put_nowait,
+                time_remaining=time_remaining,
+                label=label,
+            ),
+            name=f"workflow {workflow.name}",
+        )
+        run.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event_to_proto(event)
+            try:
+                finished = run.result()
+            except StepFailed as exc:
+                raise AgentError(
+                    f"workflow {workflow.name!r} failed: {exc.message}", code=exc.code
+                ) from None
+            yield event_to_proto(finished)
+        finally:
+            if not run.done():
+                run.cancel()
+                # Wait, so the agents' calls are cancelled before the caller moves on.
+                await asyncio.gather(run, return_exceptions=True)
