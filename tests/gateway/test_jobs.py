@@ -54,8 +54,10 @@ class Holder(Agent):
         return Result.of(text=f"done: {request.text}")
 
 
-def invoke_job(agent: str, skill: str, text: str, **fields: float) -> gateway_pb2.SubmitJobRequest:
-    request = gateway_pb2.SubmitJobRequest(**fields)
+def invoke_job(
+    agent: str, skill: str, text: str, *, timeout_seconds: float = 0.0
+) -> gateway_pb2.SubmitJobRequest:
+    request = gateway_pb2.SubmitJobRequest(timeout_seconds=timeout_seconds)
     request.invoke.agent, request.invoke.skill = agent, skill
     request.invoke.message.parts.add(text=text)
     return request
