@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from pydantic import SecretStr
 
 from agentmesh.llm import (
@@ -20,6 +24,7 @@ from agentmesh.llm import (
     build_provider,
     to_agent_error,
 )
+from agentmesh.llm import _http as llm_http
 
 if TYPE_CHECKING:
     from llm.fakellm import FakeLLMServer, MakeClient
@@ -176,3 +181,41 @@ async def test_client_from_settings_with_a_key_repr(monkeypatch: pytest.MonkeyPa
         assert client.configured
         assert KEY not in repr(client)
         assert KEY not in repr(client.providers)
+
+
+async def test_spans_describe_each_provider_call_without_the_key(
+    fake_llm: FakeLLMServer, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(llm_http, "_tracer", tracer_provider.get_tracer("test"))
+    fake_llm.reply_status(500, f"trouble for key {KEY}")
+    fake_llm.reply_status(401, f"Incorrect API key provided: {KEY}")
+    fake_llm.reply_text(chunks=["po", "ng"])
+    failing = fake_llm.config("openai", api_key=KEY, max_retries=1, backoff_initial=0)
+    answering = fake_llm.config("anthropic", api_key=KEY)
+    client = make_client(failing, answering)
+
+    text = "".join([chunk.text async for chunk in client.stream(REQUEST)])
+
+    assert text == "pong"
+    first, second = exporter.get_finished_spans()
+    assert first.name == f"chat {failing.model}"
+    assert first.attributes is not None
+    assert first.attributes["agentmesh.llm.provider"] == failing.name
+    assert first.attributes["error.type"] == "AuthError"
+    assert first.attributes["http.response.status_code"] == 401
+    assert first.attributes["agentmesh.llm.tries"] == 2
+    assert first.status.status_code == StatusCode.ERROR
+    assert second.attributes is not None
+    assert second.attributes["gen_ai.system"] == "anthropic"
+    assert second.attributes["gen_ai.usage.input_tokens"] == 11
+    assert second.attributes["gen_ai.usage.output_tokens"] == 7
+    for span in (first, second):
+        exported = [
+            span.name,
+            str(span.status.description),
+            *map(str, (span.attributes or {}).values()),
+        ]
+        assert not [value for value in exported if KEY in value]

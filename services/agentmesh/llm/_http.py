@@ -23,6 +23,8 @@ from collections.abc import AsyncGenerator, Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from agentmesh.llm._errors import (
     AuthError,
@@ -54,6 +56,7 @@ from agentmesh.llm._types import (
 from agentmesh.telemetry.metrics import LLM_COST, LLM_REQUESTS, LLM_TOKENS
 
 logger = logging.getLogger("agentmesh.llm")
+_tracer = trace.get_tracer("agentmesh.llm")
 
 T = TypeVar("T")
 
@@ -92,6 +95,28 @@ _OUTCOMES: tuple[tuple[type[ProviderError], str], ...] = (
 def outcome_label(error: ProviderError) -> str:
     """The ``outcome`` label of the LLM_REQUESTS metric for a failed request."""
     return next((label for cls, label in _OUTCOMES if isinstance(error, cls)), "error")
+
+
+def _span_answered(
+    span: Span, model: str, usage: Usage | None, attempts: tuple[Attempt, ...]
+) -> None:
+    span.set_attribute("gen_ai.response.model", model)
+    if attempts:
+        span.set_attribute("agentmesh.llm.tries", attempts[-1].tries)
+    if usage is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        if usage.cost_usd is not None:
+            span.set_attribute("agentmesh.llm.cost_usd", usage.cost_usd)
+
+
+def _span_failed(span: Span, error: ProviderError) -> None:
+    # The message is safe to export: provider text in it was scrubbed of the key.
+    span.set_attribute("error.type", type(error).__name__)
+    span.set_attribute("agentmesh.llm.tries", error.tries)
+    if error.status is not None:
+        span.set_attribute("http.response.status_code", error.status)
+    span.set_status(Status(StatusCode.ERROR, error.message))
 
 
 def finish_reason(reason: object, vocabulary: Mapping[str, str]) -> str | None:
@@ -184,6 +209,39 @@ class HTTPProvider(abc.ABC):
     # -- public calls -----------------------------------------------------------------------
 
     async def complete(self, req: ChatRequest, *, timeout: float | None = None) -> ChatResponse:
+        span = self._start_span(stream=False)
+        try:
+            response = await self._complete_retrying(req, timeout)
+        except ProviderError as exc:
+            _span_failed(span, exc)
+            raise
+        finally:
+            span.end()
+        _span_answered(span, response.model, response.usage, response.attempts)
+        return response
+
+    async def stream(
+        self,
+        req: ChatRequest,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncGenerator[ChatChunk, None]:
+        # The span is ended by hand, not made current: a generator may be resumed
+        # and closed from other contexts than the one it started in.
+        span = self._start_span(stream=True)
+        try:
+            async with contextlib.aclosing(self._stream_retrying(req, timeout)) as chunks:
+                async for chunk in chunks:
+                    if chunk.final:
+                        _span_answered(span, chunk.model, chunk.usage, chunk.attempts)
+                    yield chunk
+        except ProviderError as exc:
+            _span_failed(span, exc)
+            raise
+        finally:
+            span.end()
+
+    async def _complete_retrying(self, req: ChatRequest, timeout: float | None) -> ChatResponse:
         deadline = Deadline.start(timeout=timeout)
         tries = 0
         while True:
@@ -199,11 +257,8 @@ class HTTPProvider(abc.ABC):
             attempt = Attempt(self.name, self.model, "ok", tries=tries)
             return dataclasses.replace(response, attempts=(attempt,))
 
-    async def stream(
-        self,
-        req: ChatRequest,
-        *,
-        timeout: float | None = None,
+    async def _stream_retrying(
+        self, req: ChatRequest, timeout: float | None
     ) -> AsyncGenerator[ChatChunk, None]:
         deadline = Deadline.start(timeout=timeout)
         tries = 0
@@ -233,6 +288,23 @@ class HTTPProvider(abc.ABC):
                             self._record_failure(exc)
                             raise
             await self._before_retry(failure, tries, deadline)
+
+    def _start_span(self, *, stream: bool) -> Span:
+        """A client span of one provider call (retries included); never carries the key."""
+        url = httpx.URL(self.config.base_url)
+        return _tracer.start_span(
+            f"chat {self.model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": self.kind,
+                "gen_ai.request.model": self.model,
+                "server.address": url.host,
+                "server.port": url.port or (443 if url.scheme == "https" else 80),
+                "agentmesh.llm.provider": self.name,
+                "agentmesh.llm.stream": stream,
+            },
+        )
 
     # -- one request ------------------------------------------------------------------------
 
