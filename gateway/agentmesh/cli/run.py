@@ -159,13 +159,14 @@ class Progress:
                 latency = f"{(time.monotonic() - row.started) * 1000:,.0f} ms"
             else:
                 latency = ""
+            # Text cells: agent output must never be read as rich markup.
             table.add_row(
-                step,
+                Text(step),
                 status,
-                row.agent or "",
+                Text(row.agent),
                 str(row.attempts) if row.attempts else "",
                 latency,
-                row.detail[:DETAIL_CHARS],
+                Text(row.detail[:DETAIL_CHARS]),
             )
         return table
 
