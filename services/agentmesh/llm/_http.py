@@ -53,6 +53,7 @@ from agentmesh.llm._types import (
     Usage,
     prompt_text,
 )
+from agentmesh.telemetry.http import traced_transport
 from agentmesh.telemetry.metrics import LLM_COST, LLM_REQUESTS, LLM_TOKENS
 
 logger = logging.getLogger("agentmesh.llm")
@@ -150,6 +151,7 @@ class HTTPProvider(abc.ABC):
         self._rng = rng or random.Random()
         key = config.api_key.get_secret_value() if config.api_key is not None else ""
         self._secrets = (key,) if key else ()
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 connect=config.connect_timeout,
@@ -157,8 +159,8 @@ class HTTPProvider(abc.ABC):
                 write=config.connect_timeout,
                 pool=config.connect_timeout,
             ),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            transport=transport,
+            limits=limits,
+            transport=traced_transport(transport, limits=limits),  # spans when tracing is on
             follow_redirects=False,
         )
 
