@@ -45,7 +45,12 @@ Handler = Callable[[argparse.Namespace, Console], int]
 # Modules with more subcommands: each has ``register(commands)``, which adds
 # its parsers with ``set_defaults(handler=...)``. Imported when the parser is
 # built, so they may import this module's helpers.
-_COMMAND_MODULES: tuple[str, ...] = ("agentmesh.cli.trace", "agentmesh.cli.run")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "agentmesh.cli.trace",
+    "agentmesh.cli.run",
+    "agentmesh.cli.fanout",
+    "agentmesh.cli.jobs",
+)
 
 
 def gateway_flag(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ from agentmesh.client._model import (
     WorkflowStarted,
     parse_target,
 )
+from agentmesh.client._orchestration import FanOutResult, Job, JobEvent, Leg
 from agentmesh.client._sync import Client
 from agentmesh.runtime.types import Partial
 
@@ -31,7 +32,11 @@ __all__ = [
     "CallError",
     "Client",
     "Event",
+    "FanOutResult",
     "Final",
+    "Job",
+    "JobEvent",
+    "Leg",
     "Partial",
     "Reply",
     "Started",

@@ -22,6 +22,20 @@ from agentmesh.client._model import (
     reply_from_proto,
     workflow_event_from_proto,
 )
+from agentmesh.client._orchestration import (
+    Aggregation,
+    FanOutResult,
+    Job,
+    JobEvent,
+    Policy,
+    build_fan_out,
+    build_invoke_job,
+    build_workflow_job,
+    fan_out_from_proto,
+    job_event_from_proto,
+    job_from_proto,
+    job_state_filter,
+)
 from agentmesh.runtime.types import JSONValue, Part
 from agentmesh.telemetry.client import client_span
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
@@ -30,6 +44,8 @@ _LIST_AGENTS = "agentmesh.v1.Gateway/ListAgents"
 _INVOKE = "agentmesh.v1.Gateway/Invoke"
 _INVOKE_STREAM = "agentmesh.v1.Gateway/InvokeStream"
 _RUN_WORKFLOW = "agentmesh.v1.Gateway/RunWorkflow"
+_FAN_OUT = "agentmesh.v1.Gateway/FanOut"
+_WATCH_JOB = "agentmesh.v1.Gateway/WatchJob"
 
 
 class AsyncClient:
@@ -186,3 +202,97 @@ class AsyncClient:
                 raise CallError.from_rpc(exc) from None
             finally:
                 call.cancel()
+
+    async def fan_out(
+        self,
+        targets: Sequence[str] = (),
+        text: str | None = None,
+        *,
+        skill: str | None = None,
+        data: JSONValue | None = None,
+        options: Mapping[str, Any] | None = None,
+        policy: Policy = "all",
+        quorum: int = 0,
+        aggregation: Aggregation = "collect",
+        field: str = "",
+        aggregator: str | None = None,
+        max_width: int = 0,
+        leg_timeout: float | None = None,
+        timeout: float | None = None,
+    ) -> FanOutResult:
+        """Send one request to every target (``NAME`` or ``NAME/SKILL``), or to every
+        agent offering ``skill`` when no targets are given, and aggregate the answers."""
+        request = build_fan_out(
+            targets, text, skill=skill, data=data, options=options, policy=policy,
+            quorum=quorum, aggregation=aggregation, field=field, aggregator=aggregator,
+            max_width=max_width, leg_timeout=leg_timeout,
+        )  # fmt: skip
+        with client_span(_FAN_OUT, self._metadata) as call_metadata:
+            try:
+                response = await self._stub.FanOut(
+                    request, timeout=timeout or self._timeout, metadata=call_metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise CallError.from_rpc(exc) from None
+        return fan_out_from_proto(response)
+
+    async def submit(
+        self,
+        target: str | None = None,
+        text: str | None = None,
+        *,
+        workflow: str | Mapping[str, Any] | None = None,
+        data: JSONValue | None = None,
+        options: Mapping[str, Any] | None = None,
+        state: Mapping[str, Any] | None = None,
+        job_timeout: float | None = None,
+    ) -> Job:
+        """Start a call to ``target`` (or a ``workflow`` run) as a background job."""
+        if workflow is not None:
+            request = build_workflow_job(
+                workflow, text, data=data, state=state, timeout=job_timeout
+            )
+        else:
+            request = build_invoke_job(
+                target, text, data=data, options=options, timeout=job_timeout
+            )
+        return job_from_proto(await self._job_call("SubmitJob", request))
+
+    async def job(self, job_id: str) -> Job:
+        request = gateway_pb2.GetJobRequest(job_id=job_id)
+        return job_from_proto(await self._job_call("GetJob", request))
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel the job (and its agent calls); returns it once it has stopped."""
+        request = gateway_pb2.CancelJobRequest(job_id=job_id)
+        return job_from_proto(await self._job_call("CancelJob", request))
+
+    async def jobs(self, *, limit: int = 100, state: str | None = None) -> list[Job]:
+        request = gateway_pb2.ListJobsRequest(limit=limit, state=job_state_filter(state))
+        response = await self._job_call("ListJobs", request)
+        return [job_from_proto(job) for job in response.jobs]
+
+    async def watch_job(
+        self, job_id: str, *, from_offset: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """The job's events from ``from_offset`` on, live until the job has ended
+        (no deadline unless ``timeout`` is given: jobs may run long)."""
+        request = gateway_pb2.WatchJobRequest(job_id=job_id, from_offset=from_offset)
+        with client_span(_WATCH_JOB, self._metadata) as call_metadata:
+            call = self._stub.WatchJob(request, timeout=timeout, metadata=call_metadata)
+            try:
+                async for event in call:
+                    yield job_event_from_proto(event)
+            except grpc.aio.AioRpcError as exc:
+                raise CallError.from_rpc(exc) from None
+            finally:
+                call.cancel()
+
+    async def _job_call(self, method: str, request: Any) -> Any:
+        with client_span(f"agentmesh.v1.Gateway/{method}", self._metadata) as call_metadata:
+            try:
+                return await getattr(self._stub, method)(
+                    request, timeout=self._timeout, metadata=call_metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise CallError.from_rpc(exc) from None
