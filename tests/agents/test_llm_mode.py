@@ -391,3 +391,26 @@ async def _serving(address: str) -> bool:
         return await health_status(address) == int(health_pb2.HealthCheckResponse.SERVING)
     except grpc.aio.AioRpcError:
         return False
+
+
+async def test_an_overlong_metadata_value_is_refused_naming_its_key(
+    fake_llm: FakeLLMServer, make_client: MakeClient
+) -> None:
+    agent = AssistantAgent(make_client(fake_llm.config()))
+    message = _text("Hi", metadata={"persona": "x" * 2_001, "nested": {"ignored": True}})
+    with pytest.raises(InvalidInput) as caught:
+        await agent.invoke(Request(skill="chat", message=message))
+    assert caught.value.field == "message.metadata.persona"
+    assert not fake_llm.requests
+
+
+async def test_bad_llm_settings_stop_the_agent_at_startup_without_echoing_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENTMESH_LLM_API_KEY", "sk-should-not-show-4242")
+    with pytest.raises(SystemExit) as caught:
+        await AssistantAgent().startup()
+    message = str(caught.value)
+    assert message.startswith("assistant: invalid AGENTMESH_LLM_* settings:")
+    assert "provider (AGENTMESH_LLM_PROVIDER" in message
+    assert "sk-should-not-show-4242" not in message
