@@ -23,7 +23,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from agentmesh.runtime.limits import LimitsInterceptor
 from agentmesh.runtime.settings import ServerSettings
+from agentmesh.runtime.tls import TLSConfigError, server_credentials
 from agentmesh.telemetry.interceptor import TelemetryInterceptor
 
 log = logging.getLogger("agentmesh.server")
@@ -72,12 +74,16 @@ class GrpcServer:
         self.settings = settings
         self._services = list(services)
         # Telemetry first: its span is current while later interceptors run.
-        self._interceptors = [TelemetryInterceptor(), *interceptors]
+        # Limits last: callers are authenticated and admitted before their
+        # request's shape is looked at.
+        self._interceptors = [TelemetryInterceptor(), *interceptors, LimitsInterceptor(settings)]
         self._on_stopped = on_stopped
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._stopping: asyncio.Task[None] | None = None
+        self._health_server: grpc.aio.Server | None = None
         self.port = 0
+        self.health_port: int | None = None  # the plaintext health-only port, when serving one
 
     async def start(self) -> int:
         """Listen and mark every service SERVING; returns the bound port."""
@@ -96,11 +102,18 @@ class GrpcServer:
             )
             _enable_reflection_v1(server, names)
         try:
-            port = server.add_insecure_port(self.settings.address)
-        except RuntimeError as exc:
-            raise ServerStartError(f"cannot listen on {self.settings.address}: {exc}") from None
-        if port == 0:
-            raise ServerStartError(f"cannot listen on {self.settings.address}")
+            credentials = server_credentials(self.settings)
+        except TLSConfigError as exc:
+            raise ServerStartError(str(exc)) from None
+        port = _listen(server, self.settings.address, credentials)
+        if credentials is not None and self.settings.health_port is not None:
+            # Kubelet's gRPC probes cannot speak TLS: health alone, in plaintext.
+            self._health_server = grpc.aio.server(options=server_options(self.settings))
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            self.health_port = _listen(
+                self._health_server, f"{self.settings.host}:{self.settings.health_port}", None
+            )
+            await self._health_server.start()
         await server.start()
         self._server, self.port = server, port
         for name in ("", *names):
@@ -122,6 +135,8 @@ class GrpcServer:
         if self.settings.drain_delay:
             await asyncio.sleep(self.settings.drain_delay)
         await self._server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         if self._on_stopped is not None:
             await self._on_stopped()
         log.info("stopped")
@@ -158,6 +173,22 @@ class GrpcServer:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+
+
+def _listen(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
+) -> int:
+    """Bind ``address`` (TLS when ``credentials`` are given); the bound port."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise ServerStartError(f"cannot listen on {address}: {exc}") from None
+    if port == 0:
+        raise ServerStartError(f"cannot listen on {address}")
+    return port
 
 
 def _enable_reflection_v1(server: grpc.aio.Server, names: Sequence[str]) -> None:

@@ -11,9 +11,10 @@ import argparse
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -53,12 +54,43 @@ class ServerSettings(BaseSettings):
         description="HTTP port of the Prometheus /metrics endpoint, on the same host "
         "(None: no endpoint; 9464 in Kubernetes)",
     )
+    max_text_chars: int = Field(
+        1_000_000, ge=1, le=256 * MiB, description="longest text one part may carry (characters)"
+    )
+    max_call_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="longest one call may run, a stream included, whatever its deadline",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM server certificate (chain); set with tls_key_file to serve TLS"
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; set: clients must present a certificate it signed (mTLS)"
+    )
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="with TLS on, also serve grpc.health.v1 (only) in plaintext on this port, "
+        "for probes that cannot speak TLS",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

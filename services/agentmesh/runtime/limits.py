@@ -1,0 +1,168 @@
+"""Limits every agentmesh service enforces on its own calls, before work starts.
+
+:class:`LimitsInterceptor` wraps every ``agentmesh.v1`` method:
+
+- the request's shape: each ``Message`` in it (at any depth: an Invoke's
+  message, a fan-out's, a workflow's input, a job's) may carry at most
+  ``max_parts`` parts, and each text part at most ``max_text_chars``
+  characters; over a limit is INVALID_ARGUMENT naming the field and the limit;
+- the call's duration: a unary call or a whole stream may run at most
+  ``max_call_seconds``, whatever deadline the client set; past it the call ends
+  with RESOURCE_EXHAUSTED naming the limit.
+
+``max_message_bytes`` is enforced by gRPC itself before any of this runs
+(RESOURCE_EXHAUSTED from the transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.message import Message as ProtoMessage
+
+from agentmesh.runtime.settings import ServerSettings
+from agentmesh.v1 import messages_pb2 as pb
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only to the type checker
+Context = grpc.aio.ServicerContext[Any, Any]
+
+LIMITED_PREFIX = "/agentmesh.v1."
+# Watching a job is not work: the job's own timeout bounds it, and a watcher
+# cut at max_call_seconds would only reconnect from its offset.
+UNTIMED_METHODS = frozenset({"/agentmesh.v1.Gateway/WatchJob"})
+
+
+class ShapeError(ValueError):
+    """A request breaks a shape limit; the message names the field and the limit."""
+
+
+def _messages(message: ProtoMessage, path: str) -> Iterator[tuple[str, pb.Message]]:
+    """Every ``agentmesh.v1.Message`` inside ``message``, with its field path."""
+    if isinstance(message, pb.Message):
+        yield path, message
+        return
+    for field, value in message.ListFields():
+        if field.message_type is None or field.message_type.full_name.startswith("google."):
+            continue  # scalars, and Struct/Value trees that hold no parts
+        name = f"{path}.{field.name}" if path else field.name
+        if field.is_repeated:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            for index, item in enumerate(value):
+                yield from _messages(item, f"{name}[{index}]")
+        else:
+            yield from _messages(value, name)
+
+
+def check_shape(request: object, *, max_parts: int, max_text_chars: int) -> None:
+    """Raise :class:`ShapeError` when ``request`` breaks ``max_parts`` or ``max_text_chars``."""
+    if not isinstance(request, ProtoMessage):
+        return
+    for path, message in _messages(request, ""):
+        if len(message.parts) > max_parts:
+            raise ShapeError(
+                f"{path}.parts: {len(message.parts)} parts given; "
+                f"the limit is {max_parts} (max_parts)"
+            )
+        for index, part in enumerate(message.parts):
+            if part.WhichOneof("content") == "text" and len(part.text) > max_text_chars:
+                raise ShapeError(
+                    f"{path}.parts[{index}].text: {len(part.text)} characters given; "
+                    f"the limit is {max_text_chars} (max_text_chars)"
+                )
+
+
+class LimitsInterceptor(grpc.aio.ServerInterceptor):
+    """Enforces the shape and duration limits of ``settings`` on ``agentmesh.v1`` methods."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self._max_parts = settings.max_parts
+        self._max_text_chars = settings.max_text_chars
+        self._max_seconds = settings.max_call_seconds
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(LIMITED_PREFIX):
+            return handler
+        seconds = None if method in UNTIMED_METHODS else self._max_seconds
+        return self._wrap(handler, seconds)
+
+    async def _check(self, request: object, context: Context) -> None:
+        try:
+            check_shape(request, max_parts=self._max_parts, max_text_chars=self._max_text_chars)
+        except ShapeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    def _wrap(self, handler: Handler, seconds: float | None) -> Handler:
+        serializers: dict[str, Any] = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            unary: Any = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Context) -> Any:
+                await self._check(request, context)
+                if seconds is None:
+                    return await unary(request, context)
+                try:
+                    async with asyncio.timeout(seconds):
+                        return await unary(request, context)
+                except TimeoutError:
+                    await _over_time(context, seconds)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
+        if handler.unary_stream is not None:
+            streaming: Any = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                await self._check(request, context)
+                produced = streaming(request, context)
+                if not inspect.isasyncgen(produced):  # a handler that writes through the context
+                    await produced
+                    return
+                async for item in _bounded(produced, seconds, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
+        return handler  # client- and bidi-streaming: no agentmesh service has any
+
+
+async def _over_time(context: Context, seconds: float) -> None:
+    await context.abort(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"call ran longer than the limit of {seconds:g}s (max_call_seconds)",
+    )
+
+
+async def _bounded(
+    items: AsyncIterator[Any], seconds: float | None, context: Context
+) -> AsyncIterator[Any]:
+    """``items`` until they end or ``seconds`` have passed since the first was asked for."""
+    if seconds is None:
+        async for item in items:
+            yield item
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    iterator = aiter(items)
+    while True:
+        # The timeout covers producing the next item only, never the yield:
+        # while suspended there the task belongs to gRPC's writer.
+        try:
+            async with asyncio.timeout_at(deadline):
+                item = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            await _over_time(context, seconds)
+        yield item
