@@ -167,10 +167,15 @@ def parse_expression(source: str) -> Expression:
         # Parenthesized, so an expression may span lines (YAML block scalars).
         tree = ast.parse(f"(\n{text}\n)", mode="eval")
     except SyntaxError as exc:
-        line = max((exc.lineno or 2) - 1, 1)
-        raise ExpressionError(
-            f"invalid syntax at line {line}, column {exc.offset or 0}: {exc.msg}"
-        ) from None
+        line = (exc.lineno or 2) - 1  # the opening parenthesis has a line of its own
+        if not 1 <= line <= text.count("\n") + 1:
+            raise ExpressionError("invalid syntax: the expression ends too early") from None
+        where = (
+            f"line {line}, column {exc.offset or 1}"
+            if "\n" in text
+            else f"column {exc.offset or 1}"
+        )
+        raise ExpressionError(f"invalid syntax at {where}: {exc.msg}") from None
     except (RecursionError, MemoryError, ValueError):
         raise ExpressionError("expression is nested too deeply or malformed") from None
     for node in ast.walk(tree):
