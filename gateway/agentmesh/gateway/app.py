@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
+from agentmesh.gateway.jobs import JobManager, JobSettings
+from agentmesh.gateway.jobstore import JobStore, MemoryJobStore, RedisJobStore
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.resilience.interceptor import RateLimitInterceptor
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
@@ -50,6 +52,21 @@ class Gateway:
         self.workflows = WorkflowService(
             workflows, self.registry, self.upstream, max_parts=settings.max_parts
         )
+        store: JobStore = RedisJobStore(self.redis) if self.redis else MemoryJobStore()
+        self.jobs = JobManager(
+            store,
+            router=self.router,
+            upstream=self.upstream,
+            fanout=self.fanout,
+            workflows=lambda: self.workflows,
+            settings=JobSettings(
+                workers=settings.job_workers,
+                timeout=settings.job_timeout,
+                ttl=settings.job_ttl,
+                max_active=settings.max_jobs,
+            ),
+            shared=self.redis is not None,
+        )
         servicer = GatewayServicer(self)
         binding = ServiceBinding(
             GATEWAY_SERVICE,
@@ -63,6 +80,7 @@ class Gateway:
 
     async def _close(self) -> None:
         """Release what the parts hold, once the server has stopped serving."""
+        await self.jobs.close()
         await self.registry.close()
         await self.cache.close()
         if self.redis is not None:
@@ -71,6 +89,7 @@ class Gateway:
     async def start(self) -> int:
         """Fetch agent cards, then listen; returns the bound port."""
         await self.registry.start()
+        await self.jobs.start()
         return await self.server.start()
 
     async def stop(self, grace: float | None = None) -> None:
@@ -78,6 +97,7 @@ class Gateway:
 
     async def serve(self) -> None:
         await self.registry.start()
+        await self.jobs.start()
         await run_server(self.server)
 
 

@@ -66,6 +66,14 @@ class GatewaySettings(ServerSettings):
     cache_max_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="bytes kept by the in-memory cache (without Redis)"
     )
+    job_workers: int = Field(16, ge=1, le=1024, description="jobs this gateway runs at once")
+    job_timeout: float = Field(
+        3600.0, gt=0, description="longest a job may run when it sets no timeout (seconds)"
+    )
+    job_ttl: float = Field(3600.0, gt=0, description="seconds a finished job is kept")
+    max_jobs: int = Field(
+        1000, ge=1, description="jobs queued or running at once; more are refused"
+    )
     max_fanout_legs: int = Field(64, ge=1, le=1024, description="most legs one fan-out may have")
     workflow_dir: Path | None = Field(
         None, description="directory of workflow YAML files (every *.yaml is one workflow)"
