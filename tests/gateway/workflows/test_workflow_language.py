@@ -216,3 +216,11 @@ def test_a_bad_workflow_file_is_named_with_step_and_field(tmp_path: Any) -> None
     with pytest.raises(WorkflowConfigError) as caught:
         WorkflowCatalog.load({}, tmp_path, ["probe"], Limits())
     assert str(caught.value).startswith(f"workflow file {bad}: steps.s1.agent: unknown agent")
+
+
+def test_templates_cannot_blow_up_memory() -> None:
+    scope = {"state": {"big": "x" * 3_000_000}}
+    with pytest.raises(ExpressionError, match="longer than"):
+        parse_expression("state.big + state.big + state.big").evaluate(scope)
+    with pytest.raises(ExpressionError, match="renders to more than"):
+        parse_template("${state.big}${state.big}${state.big}").render(scope)

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_EXPRESSION_CHARS = 1000
+# Largest string or list an expression or template may build: agent outputs are
+# bounded by the message size, but a template can repeat one many times.
+MAX_VALUE_LENGTH = 8 * 1024 * 1024
 ROOTS = frozenset({"input", "steps", "state", "error"})
 _CONSTANT_NAMES: dict[str, Any] = {"true": True, "false": False, "null": None}
 _FUNCTIONS = ("len", "str")
@@ -215,6 +218,12 @@ def _compare(op: ast.cmpop, left: Any, right: Any) -> bool:
     return bool(left >= right)
 
 
+def _bounded(value: Any) -> Any:
+    if len(value) > MAX_VALUE_LENGTH:
+        raise ExpressionError(f"result is longer than {MAX_VALUE_LENGTH} characters or items")
+    return value
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -233,9 +242,9 @@ def _arithmetic(op: ast.operator, left: Any, right: Any) -> Any:
     symbol = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Mod: "%"}[type(op)]
     if isinstance(op, ast.Add):
         if isinstance(left, str) and isinstance(right, str):
-            return left + right
+            return _bounded(left + right)
         if isinstance(left, list) and isinstance(right, list):
-            return left + right
+            return _bounded(left + right)
     if not (_is_number(left) and _is_number(right)):
         raise ExpressionError(f"cannot compute {_type_name(left)} {symbol} {_type_name(right)}")
     if isinstance(op, ast.Div | ast.Mod) and right == 0:
@@ -329,9 +338,15 @@ class Template:
     def render(self, scope: Mapping[str, Any]) -> Any:
         if len(self.segments) == 1 and isinstance(self.segments[0], Expression):
             return self.segments[0].evaluate(scope)
-        return "".join(
-            s if isinstance(s, str) else to_text(s.evaluate(scope)) for s in self.segments
-        )
+        pieces: list[str] = []
+        length = 0
+        for segment in self.segments:
+            piece = segment if isinstance(segment, str) else to_text(segment.evaluate(scope))
+            length += len(piece)
+            if length > MAX_VALUE_LENGTH:
+                raise ExpressionError(f"renders to more than {MAX_VALUE_LENGTH} characters")
+            pieces.append(piece)
+        return "".join(pieces)
 
 
 def _closing_brace(text: str, start: int) -> int:

@@ -181,5 +181,6 @@ class WorkflowService:
         finally:
             if not run.done():
                 run.cancel()
-                # Wait, so the agents' calls are cancelled before the caller moves on.
-                await asyncio.gather(run, return_exceptions=True)
+            # Wait, so the agents' calls are cancelled before the caller moves on
+            # (and the run's outcome is always retrieved).
+            await asyncio.gather(run, return_exceptions=True)
