@@ -198,9 +198,11 @@ async def test_spans_describe_each_provider_call_without_the_key(
     client = make_client(failing, answering)
 
     text = "".join([chunk.text async for chunk in client.stream(REQUEST)])
+    fake_llm.reply_text("done")
+    whole = await client.complete(REQUEST)
 
-    assert text == "pong"
-    first, second = exporter.get_finished_spans()
+    assert (text, whole.text) == ("pong", "done")
+    first, second, third = exporter.get_finished_spans()
     assert first.name == f"chat {failing.model}"
     assert first.attributes is not None
     assert first.attributes["agentmesh.llm.provider"] == failing.name
@@ -212,7 +214,11 @@ async def test_spans_describe_each_provider_call_without_the_key(
     assert second.attributes["gen_ai.system"] == "anthropic"
     assert second.attributes["gen_ai.usage.input_tokens"] == 11
     assert second.attributes["gen_ai.usage.output_tokens"] == 7
-    for span in (first, second):
+    assert third.attributes is not None
+    assert third.attributes["agentmesh.llm.stream"] is False
+    assert third.attributes["gen_ai.response.model"] == failing.model
+    assert third.attributes["gen_ai.usage.output_tokens"] == 7
+    for span in (first, second, third):
         exported = [
             span.name,
             str(span.status.description),

@@ -98,6 +98,13 @@ def outcome_label(error: ProviderError) -> str:
     return next((label for cls, label in _OUTCOMES if isinstance(error, cls)), "error")
 
 
+def _current(span: Span) -> contextlib.AbstractContextManager[Span]:
+    """``span`` as the current span, leaving its status and end to the caller."""
+    return trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
+
+
 def _span_answered(
     span: Span, model: str, usage: Usage | None, attempts: tuple[Attempt, ...]
 ) -> None:
@@ -213,14 +220,15 @@ class HTTPProvider(abc.ABC):
     async def complete(self, req: ChatRequest, *, timeout: float | None = None) -> ChatResponse:
         span = self._start_span(stream=False)
         try:
-            response = await self._complete_retrying(req, timeout)
+            with _current(span):  # the HTTP requests' spans are its children
+                response = await self._complete_retrying(req, timeout)
+            _span_answered(span, response.model, response.usage, response.attempts)
+            return response
         except ProviderError as exc:
             _span_failed(span, exc)
             raise
         finally:
             span.end()
-        _span_answered(span, response.model, response.usage, response.attempts)
-        return response
 
     async def stream(
         self,
@@ -228,12 +236,16 @@ class HTTPProvider(abc.ABC):
         *,
         timeout: float | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
-        # The span is ended by hand, not made current: a generator may be resumed
-        # and closed from other contexts than the one it started in.
+        # The span is current only while the next chunk is awaited, never across a
+        # yield: the caller may resume or close this generator from another context.
         span = self._start_span(stream=True)
         try:
             async with contextlib.aclosing(self._stream_retrying(req, timeout)) as chunks:
-                async for chunk in chunks:
+                while True:
+                    with _current(span):
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
+                        return
                     if chunk.final:
                         _span_answered(span, chunk.model, chunk.usage, chunk.attempts)
                     yield chunk
