@@ -1,0 +1,250 @@
+"""Wire mapping between the A2A v1 types and agentmesh's: messages, tasks, events, the card.
+
+agentmesh's ``Part``, ``Message`` and ``Artifact`` were laid out field for
+field like A2A's (same numbers, same types), so a message crosses between the
+two by re-parsing its bytes: nothing is lost, and A2A fields agentmesh does not
+know (``extensions``, ``reference_task_ids``) travel on as unknown fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar, cast
+
+import grpc
+from a2a.types import a2a_pb2 as a2a
+from google.protobuf.message import Message as ProtoMessage
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agentmesh.gateway.registry import AgentEntry
+from agentmesh.runtime.errors import InvalidInput
+from agentmesh.runtime.wire import struct_to_dict
+from agentmesh.v1 import gateway_pb2
+from agentmesh.v1 import messages_pb2 as pb
+
+PROTOCOL_VERSION = "1.0"
+GRPC_BINDING = "GRPC"
+WORKFLOW_PREFIX = "workflow:"
+SKILL_PREFIX = "skill:"
+DEFAULT_MODES = ("text/plain", "application/json")
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+T = TypeVar("T", bound=ProtoMessage)
+
+
+def _reparsed(source: ProtoMessage, target: T) -> T:
+    target.ParseFromString(source.SerializeToString())
+    return target
+
+
+def message_to_mesh(message: a2a.Message) -> pb.Message:
+    return _reparsed(message, pb.Message())
+
+
+def artifact_to_a2a(artifact: pb.Artifact) -> a2a.Artifact:
+    return _reparsed(artifact, a2a.Artifact())
+
+
+def parts_to_a2a(parts: Iterable[pb.Part]) -> list[a2a.Part]:
+    return [_reparsed(part, a2a.Part()) for part in parts]
+
+
+# -- choosing the work a message asks for -------------------------------------------
+
+
+def _metadata_text(metadata: Mapping[str, Any], key: str) -> str:
+    value = metadata.get(key, "")
+    if not isinstance(value, str):
+        raise InvalidInput(f"metadata.{key}", "must be a string")
+    return value.strip()
+
+
+def _metadata_object(metadata: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = metadata.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"metadata.{key}", "must be an object")
+    return value
+
+
+def work_for(
+    request: a2a.SendMessageRequest, agent_names: Iterable[str]
+) -> gateway_pb2.SubmitJobRequest:
+    """The job a SendMessage asks for, from its metadata (the request's, then the message's).
+
+    ``skill`` takes an id from the mesh's A2A card: ``workflow:NAME``,
+    ``AGENT/SKILL``, ``skill:SKILL``, an agent's name, or a bare skill id;
+    ``agent`` names an agent; ``options`` (object) are the skill's options and
+    ``state`` (object) a workflow's initial state. Without ``skill`` or
+    ``agent`` the gateway's declared routes (or router agent, or default
+    route) choose, exactly as for an Invoke naming neither.
+    """
+    metadata: dict[str, Any] = {}
+    if request.message.HasField("metadata"):
+        metadata.update(struct_to_dict(request.message.metadata))
+    if request.HasField("metadata"):
+        metadata.update(struct_to_dict(request.metadata))
+    skill = _metadata_text(metadata, "skill")
+    agent = _metadata_text(metadata, "agent")
+    options = _metadata_object(metadata, "options")
+    message = message_to_mesh(request.message)
+    if skill.startswith(WORKFLOW_PREFIX):
+        workflow = gateway_pb2.RunWorkflowRequest(
+            workflow=skill.removeprefix(WORKFLOW_PREFIX), input=message
+        )
+        if not workflow.workflow:
+            raise InvalidInput("metadata.skill", "workflow: must be followed by a workflow name")
+        state = _metadata_object(metadata, "state")
+        if state is not None:
+            workflow.state.update(state)
+        return gateway_pb2.SubmitJobRequest(workflow=workflow)
+    if "/" in skill:
+        agent, _, skill = skill.partition("/")
+    elif skill.startswith(SKILL_PREFIX):
+        skill = skill.removeprefix(SKILL_PREFIX)
+    elif skill and not agent and skill in set(agent_names):
+        agent, skill = skill, ""
+    invoke = pb.InvokeRequest(agent=agent, skill=skill, message=message)
+    if options is not None:
+        invoke.options.update(options)
+    return gateway_pb2.SubmitJobRequest(invoke=invoke)
+
+
+# -- jobs as tasks ------------------------------------------------------------------
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _struct(values: Mapping[str, Any]) -> Struct:
+    struct = Struct()
+    struct.update(dict(values))
+    return struct
+
+
+def agent_message(message_id: str, text: str, **metadata: Any) -> a2a.Message:
+    """A message from the agent (the mesh) carrying ``text``."""
+    message = a2a.Message(message_id=message_id, role=a2a.ROLE_AGENT, parts=[a2a.Part(text=text)])
+    if metadata:
+        message.metadata.CopyFrom(_struct(metadata))
+    return message
+
+
+def a2a_state(state: int) -> a2a.TaskState:
+    """agentmesh.v1.TaskState was numbered like A2A's: the values carry over."""
+    return cast("a2a.TaskState", state)
+
+
+def status_of(job: gateway_pb2.Job, context_id: str) -> a2a.TaskStatus:
+    status = a2a.TaskStatus(state=a2a_state(job.state), timestamp=_timestamp(job.updated_at))
+    if job.message:
+        code = _CODE_NAMES.get(job.code, str(job.code))
+        message = agent_message(f"{job.job_id}-{job.event_count}", job.message, code=code)
+        message.context_id, message.task_id = context_id, job.job_id
+        status.message.CopyFrom(message)
+    return status
+
+
+def job_artifacts(job: gateway_pb2.Job) -> list[pb.Artifact]:
+    kind = job.WhichOneof("result")
+    if kind == "invoke":
+        return list(job.invoke.artifacts)
+    if kind == "workflow":
+        return list(job.workflow.result.artifacts)
+    if kind == "fan_out":
+        return list(job.fan_out.result.artifacts)
+    return []
+
+
+def task_from_job(
+    job: gateway_pb2.Job, context_id: str, *, include_artifacts: bool = True
+) -> a2a.Task:
+    """The A2A task a job is: same id and state, its result's artifacts, its kind in metadata."""
+    task = a2a.Task(
+        id=job.job_id,
+        context_id=context_id,
+        status=status_of(job, context_id),
+        metadata=_struct({"kind": job.kind, "description": job.description}),
+    )
+    if include_artifacts:
+        task.artifacts.extend(artifact_to_a2a(a) for a in job_artifacts(job))
+    return task
+
+
+# -- the mesh's card ------------------------------------------------------------------
+
+
+def _modes(values: Iterable[str]) -> list[str]:
+    return list(values) or list(DEFAULT_MODES)
+
+
+def agent_skills(entry: AgentEntry) -> list[a2a.AgentSkill]:
+    """The agent itself (id: its name), then each of its skills (id: ``AGENT/SKILL``)."""
+    card = entry.card
+    description = card.description if card is not None and card.description else entry.name
+    skills = [
+        a2a.AgentSkill(
+            id=entry.name,
+            name=entry.name,
+            description=f"{description} (agent {entry.name!r}, its default skill)",
+            tags=["agent"],
+        )
+    ]
+    offered = {s.id: s for s in card.skills} if card is not None else {}
+    for skill_id in sorted(entry.skills):
+        skill = offered.get(skill_id, pb.AgentSkill(id=skill_id))
+        skills.append(
+            a2a.AgentSkill(
+                id=f"{entry.name}/{skill_id}",
+                name=skill.name or skill_id,
+                description=skill.description or f"skill {skill_id!r} of agent {entry.name!r}",
+                tags=["skill", *skill.tags],
+                examples=list(skill.examples),
+                input_modes=list(skill.input_modes),
+                output_modes=list(skill.output_modes),
+            )
+        )
+    return skills
+
+
+def workflow_skill(name: str, description: str) -> a2a.AgentSkill:
+    return a2a.AgentSkill(
+        id=f"{WORKFLOW_PREFIX}{name}",
+        name=name,
+        description=description or f"workflow {name!r}",
+        tags=["workflow"],
+    )
+
+
+def mesh_card(
+    *,
+    name: str,
+    url: str,
+    version: str,
+    skills: Iterable[a2a.AgentSkill],
+) -> a2a.AgentCard:
+    return a2a.AgentCard(
+        name=name,
+        description=(
+            "agentmesh gateway: every agent, agent skill and workflow of the mesh as a skill. "
+            "Choose one with message metadata 'skill' (a skill id below); without it the "
+            "gateway's declared routes choose."
+        ),
+        version=version,
+        supported_interfaces=[
+            a2a.AgentInterface(
+                url=url, protocol_binding=GRPC_BINDING, protocol_version=PROTOCOL_VERSION
+            )
+        ],
+        capabilities=a2a.AgentCapabilities(
+            streaming=True, push_notifications=False, extended_agent_card=True
+        ),
+        default_input_modes=_modes(()),
+        default_output_modes=_modes(()),
+        skills=list(skills),
+    )

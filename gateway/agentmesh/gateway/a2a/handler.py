@@ -1,0 +1,345 @@
+"""The mesh as one A2A agent: A2A requests onto the gateway's jobs, routing and workflows.
+
+Every message becomes a gateway job (an invocation routed like Invoke, or a
+workflow run), so the A2A task id is the job id and GetTask, ListTasks,
+CancelTask and SubscribeToTask read the job store. The job runs through the
+same router, upstream calls (breakers, retries, deadlines) and workflow
+engine as the native API; its deadline is the A2A caller's.
+
+Task failures (an agent's error, an open breaker) end the task FAILED with
+the gRPC code and message in the status message, as A2A expects; a request
+that cannot start (bad metadata, unknown agent or workflow) is refused with
+the gRPC status the native API would give.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers.request_handler import RequestHandler
+from a2a.types import a2a_pb2 as a2a
+from a2a.utils.errors import (
+    InvalidParamsError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+
+from agentmesh.gateway.a2a.convert import (
+    agent_message,
+    agent_skills,
+    artifact_to_a2a,
+    mesh_card,
+    parts_to_a2a,
+    status_of,
+    task_from_job,
+    work_for,
+    workflow_skill,
+)
+from agentmesh.gateway.jobstore import TERMINAL_STATES
+from agentmesh.runtime.errors import (
+    AgentError,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+)
+from agentmesh.runtime.status import abort
+from agentmesh.v1 import gateway_pb2
+from agentmesh.v1 import messages_pb2 as pb
+
+if TYPE_CHECKING:
+    from agentmesh.gateway.app import Gateway
+
+Event = a2a.Task | a2a.Message | a2a.TaskStatusUpdateEvent | a2a.TaskArtifactUpdateEvent
+
+CARD_NAME = "agentmesh"
+CARD_VERSION = "1"
+MAX_REMEMBERED_CONTEXTS = 10_000
+CANCEL_WAIT = 10.0  # seconds CancelTask waits for the job to stop
+
+
+def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, Any]:
+    grpc_context: grpc.aio.ServicerContext[Any, Any] = context.state["grpc_context"]
+    return grpc_context
+
+
+class MeshRequestHandler(RequestHandler):
+    """a2a-sdk's request handler interface, served by the gateway's parts."""
+
+    def __init__(self, gateway: Gateway, *, url: Callable[[], str]) -> None:
+        # Parts are read through ``gateway`` at call time, like the native servicer.
+        self._gateway = gateway
+        self._url = url
+        # Jobs do not record an A2A context id: remember the ones clients sent
+        # (a task read on another replica shows its own id as its context).
+        self._contexts: OrderedDict[str, str] = OrderedDict()
+
+    # -- messages -------------------------------------------------------------
+
+    async def on_message_send(
+        self, params: a2a.SendMessageRequest, context: ServerCallContext
+    ) -> a2a.Task | a2a.Message:
+        grpc_context = _grpc_context(context)
+        try:
+            job, context_id = await self._submit(params, grpc_context)
+            if not params.configuration.return_immediately:
+                async for _ in self._gateway.jobs.watch(job.job_id, 0):
+                    pass  # until the job has ended
+                job = await self._gateway.jobs.get(job.job_id)
+            return task_from_job(job, context_id)
+        except AgentError as exc:
+            await _refuse(exc, grpc_context, "A2A.SendMessage")
+
+    async def on_message_send_stream(
+        self, params: a2a.SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        grpc_context = _grpc_context(context)
+        try:
+            job, context_id = await self._submit(params, grpc_context)
+        except AgentError as exc:
+            await _refuse(exc, grpc_context, "A2A.SendStreamingMessage")
+        yield task_from_job(job, context_id)
+        async for event in self._events(job.job_id, 1, context_id):
+            yield event
+
+    async def on_subscribe_to_task(
+        self, params: a2a.SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        job = await self._job(params.id, _grpc_context(context))
+        if job.state in TERMINAL_STATES:
+            raise UnsupportedOperationError(
+                f"task {job.job_id!r} has ended ({a2a.TaskState.Name(job.state)}); use GetTask"
+            )
+        context_id = self._context_of(job.job_id)
+        yield task_from_job(job, context_id)
+        async for event in self._events(job.job_id, job.event_count, context_id):
+            yield event
+
+    async def _submit(
+        self, params: a2a.SendMessageRequest, grpc_context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[gateway_pb2.Job, str]:
+        if params.message.task_id:
+            raise UnsupportedOperationError(
+                "message.task_id: a mesh task takes one message; send a new message without it"
+            )
+        if not params.message.parts:
+            raise InvalidParamsError("message.parts: required (at least one part)")
+        names = [entry.name for entry in self._gateway.registry.entries]
+        work = work_for(params, names)
+        remaining = grpc_context.time_remaining()
+        if remaining is not None:
+            if remaining <= 0:
+                raise DeadlineExceeded("the call's deadline has passed")
+            work.timeout_seconds = remaining
+        job = await self._gateway.jobs.submit(work)
+        context_id = params.message.context_id or job.job_id
+        if params.message.context_id:
+            self._contexts[job.job_id] = context_id
+            while len(self._contexts) > MAX_REMEMBERED_CONTEXTS:
+                self._contexts.popitem(last=False)
+        return job, context_id
+
+    def _context_of(self, job_id: str) -> str:
+        return self._contexts.get(job_id, job_id)
+
+    async def _events(self, job_id: str, offset: int, context_id: str) -> AsyncIterator[Event]:
+        """The job's events from ``offset`` as A2A status and artifact updates, until it ends."""
+        async for job_event in self._gateway.jobs.watch(job_id, offset):
+            for event in _a2a_events(job_event, job_id, context_id):
+                yield event
+
+    # -- tasks ------------------------------------------------------------------
+
+    async def on_get_task(
+        self, params: a2a.GetTaskRequest, context: ServerCallContext
+    ) -> a2a.Task | None:
+        job = await self._job(params.id, _grpc_context(context))
+        return task_from_job(job, self._context_of(job.job_id))
+
+    async def on_list_tasks(
+        self, params: a2a.ListTasksRequest, context: ServerCallContext
+    ) -> a2a.ListTasksResponse:
+        if params.page_token:
+            raise InvalidParamsError("page_token: paging is not supported; ask a larger page_size")
+        grpc_context = _grpc_context(context)
+        try:
+            jobs = await self._gateway.jobs.list(params.page_size, params.status)
+        except AgentError as exc:
+            await _refuse(exc, grpc_context, "A2A.ListTasks")
+        tasks = [
+            task_from_job(
+                job, self._context_of(job.job_id), include_artifacts=params.include_artifacts
+            )
+            for job in jobs
+        ]
+        if params.context_id:
+            tasks = [t for t in tasks if t.context_id == params.context_id]
+        return a2a.ListTasksResponse(tasks=tasks, page_size=len(tasks), total_size=len(tasks))
+
+    async def on_cancel_task(
+        self, params: a2a.CancelTaskRequest, context: ServerCallContext
+    ) -> a2a.Task | None:
+        grpc_context = _grpc_context(context)
+        job = await self._job(params.id, grpc_context)
+        if job.state in TERMINAL_STATES:
+            raise TaskNotCancelableError(
+                f"task {job.job_id!r} has already ended ({a2a.TaskState.Name(job.state)})"
+            )
+        remaining = grpc_context.time_remaining()
+        wait = CANCEL_WAIT if remaining is None else max(0.0, min(CANCEL_WAIT, remaining - 0.1))
+        try:
+            job = await self._gateway.jobs.cancel(job.job_id, wait=wait)
+        except AgentError as exc:
+            await _refuse(exc, grpc_context, "A2A.CancelTask")
+        return task_from_job(job, self._context_of(job.job_id))
+
+    async def _job(
+        self, task_id: str, grpc_context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.Job:
+        if not task_id:
+            raise InvalidParamsError("id: required")
+        try:
+            return await self._gateway.jobs.get(task_id)
+        except NotFound:
+            raise TaskNotFoundError(f"task {task_id!r} does not exist (or has expired)") from None
+        except InvalidInput:
+            raise InvalidParamsError(
+                f"id: {task_id[:80]!r} is not a task id (letters and digits, at most 64)"
+            ) from None
+        except AgentError as exc:
+            await _refuse(exc, grpc_context, "A2A.GetTask")
+
+    # -- the card -----------------------------------------------------------------
+
+    async def on_get_extended_agent_card(
+        self, params: a2a.GetExtendedAgentCardRequest, context: ServerCallContext
+    ) -> a2a.AgentCard:
+        skills = [s for entry in self._gateway.registry.entries for s in agent_skills(entry)]
+        catalog = self._gateway.workflows.catalog
+        skills += [workflow_skill(n, catalog.get(n).description) for n in catalog.names()]
+        return mesh_card(name=CARD_NAME, url=self._url(), version=CARD_VERSION, skills=skills)
+
+    # -- push notifications: not offered (the card says so) -------------------------
+
+    async def on_create_task_push_notification_config(
+        self, params: a2a.TaskPushNotificationConfig, context: ServerCallContext
+    ) -> a2a.TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError
+
+    async def on_get_task_push_notification_config(
+        self, params: a2a.GetTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> a2a.TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError
+
+    async def on_list_task_push_notification_configs(
+        self, params: a2a.ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> a2a.ListTaskPushNotificationConfigsResponse:
+        raise PushNotificationNotSupportedError
+
+    async def on_delete_task_push_notification_config(
+        self, params: a2a.DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> None:
+        raise PushNotificationNotSupportedError
+
+
+async def _refuse(
+    exc: AgentError, grpc_context: grpc.aio.ServicerContext[Any, Any], where: str
+) -> NoReturn:
+    """An agentmesh error as the status the native API gives (bad input as A2A InvalidParams)."""
+    if isinstance(exc, InvalidInput):
+        raise InvalidParamsError(exc.message) from None
+    await abort(grpc_context, exc, where=where)
+
+
+def _a2a_events(event: gateway_pb2.JobEvent, task_id: str, context_id: str) -> list[Event]:
+    """One job event as A2A events: state changes, output chunks, progress notes."""
+    kind = event.WhichOneof("event")
+
+    def status(state: a2a.TaskState, text: str = "", **metadata: Any) -> a2a.TaskStatusUpdateEvent:
+        update = a2a.TaskStatusUpdateEvent(
+            task_id=task_id, context_id=context_id, status=a2a.TaskStatus(state=state)
+        )
+        if text:
+            message = agent_message(f"{task_id}-{event.offset}", text, **metadata)
+            message.task_id, message.context_id = task_id, context_id
+            update.status.message.CopyFrom(message)
+        return update
+
+    def artifact(
+        artifact: a2a.Artifact, *, append: bool, last: bool
+    ) -> a2a.TaskArtifactUpdateEvent:
+        return a2a.TaskArtifactUpdateEvent(
+            task_id=task_id,
+            context_id=context_id,
+            artifact=artifact,
+            append=append,
+            last_chunk=last,
+        )
+
+    if kind == "state":
+        job = event.state
+        if job.state == pb.TASK_STATE_SUBMITTED and event.offset == 0:
+            return []  # the stream's first Task already said so
+        return [
+            a2a.TaskStatusUpdateEvent(
+                task_id=task_id, context_id=context_id, status=status_of(job, context_id)
+            )
+        ]
+    working = a2a.TASK_STATE_WORKING
+    if kind == "invoke":
+        invoke = event.invoke
+        which = invoke.WhichOneof("event")
+        if which == "partial":
+            chunk = a2a.Artifact(
+                artifact_id=invoke.partial.artifact_id or "output",
+                parts=parts_to_a2a(invoke.partial.parts),
+            )
+            return [artifact(chunk, append=invoke.partial.append, last=False)]
+        if which == "final":
+            return [
+                artifact(artifact_to_a2a(a), append=False, last=True)
+                for a in invoke.final.artifacts
+            ]
+        if which == "error":
+            error = invoke.error
+            return [status(working, error.message, event="error", source=error.source)]
+        return []  # started: the WORKING state said so
+    if kind == "workflow":
+        flow = event.workflow
+        step_kind = flow.WhichOneof("event")
+        if step_kind == "step_started":
+            step = flow.step_started
+            return [
+                status(working, f"step {step.step!r} started on agent {step.agent!r}",
+                       event="step_started", step=step.step, agent=step.agent)
+            ]  # fmt: skip
+        if step_kind == "step_partial":
+            partial = flow.step_partial
+            chunk = a2a.Artifact(
+                artifact_id=f"{partial.step}/{partial.partial.artifact_id or 'output'}",
+                parts=parts_to_a2a(partial.partial.parts),
+            )
+            return [artifact(chunk, append=partial.partial.append, last=False)]
+        if step_kind == "step_finished":
+            done = flow.step_finished
+            outcome = gateway_pb2.StepOutcome.Name(done.outcome).removeprefix("STEP_OUTCOME_")
+            return [
+                status(working, f"step {done.step!r} {outcome.lower()}",
+                       event="step_finished", step=done.step, outcome=outcome)
+            ]  # fmt: skip
+        if step_kind == "final":
+            return [
+                artifact(artifact_to_a2a(a), append=False, last=True)
+                for a in flow.final.result.artifacts
+            ]
+        if step_kind == "error":
+            return [status(working, flow.error.message, event="error", source=flow.error.source)]
+    return []
+
+
+__all__ = ["MeshRequestHandler"]

@@ -1,0 +1,151 @@
+"""The gateway as an A2A agent, driven by the official a2a-sdk client over the gRPC binding."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from a2a.client import Client, ClientConfig, ClientFactory
+from a2a.client.errors import A2AClientError
+from a2a.types import a2a_pb2 as a2a
+from a2a.utils.constants import TransportProtocol
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from meshtest import ProbeAgent, running_agent, wait_until
+
+from agentmesh.gateway import Gateway, GatewayConfig, GatewaySettings
+from agentmesh.gateway.config import AgentConfig
+
+
+@dataclass
+class A2AMesh:
+    gateway: Gateway
+    address: str
+
+
+@contextlib.asynccontextmanager
+async def a2a_mesh(
+    *agents: ProbeAgent, workflows: Mapping[str, dict[str, Any]] | None = None
+) -> AsyncIterator[A2AMesh]:
+    """Agents and a gateway (with ``workflows`` declared) on loopback."""
+    async with contextlib.AsyncExitStack() as stack:
+        addresses: dict[str, AgentConfig] = {}
+        for agent in agents:
+            _, address = await stack.enter_async_context(running_agent(agent))
+            addresses[agent.card.name] = AgentConfig(addresses=[address])
+        config = GatewayConfig(agents=addresses, workflows=dict(workflows or {}))
+        gateway = Gateway(GatewaySettings(port=0), config)
+        port = await gateway.start()
+        stack.push_async_callback(gateway.stop, 0)
+        yield A2AMesh(gateway, f"127.0.0.1:{port}")
+
+
+@contextlib.asynccontextmanager
+async def a2a_client(address: str, *, streaming: bool = True) -> AsyncIterator[Client]:
+    """The a2a-sdk client for the gateway's gRPC binding, holding the mesh's extended card."""
+    config = ClientConfig(
+        streaming=streaming,
+        grpc_channel_factory=grpc.aio.insecure_channel,
+        supported_protocol_bindings=[TransportProtocol.GRPC],
+    )
+    seed = a2a.AgentCard(
+        name="agentmesh",
+        supported_interfaces=[
+            a2a.AgentInterface(url=address, protocol_binding="GRPC", protocol_version="1.0")
+        ],
+        capabilities=a2a.AgentCapabilities(streaming=True, extended_agent_card=True),
+    )
+    client = ClientFactory(config).create(seed)
+    try:
+        await client.get_extended_agent_card(a2a.GetExtendedAgentCardRequest())
+        yield client
+    finally:
+        await client.close()
+
+
+def message(text: str, **metadata: Any) -> a2a.SendMessageRequest:
+    request = a2a.SendMessageRequest(
+        message=a2a.Message(message_id="m-1", role=a2a.ROLE_USER, parts=[a2a.Part(text=text)])
+    )
+    request.message.metadata.update(metadata)
+    return request
+
+
+def state_of(event: a2a.StreamResponse) -> int | None:
+    if event.HasField("task"):
+        return event.task.status.state
+    if event.HasField("status_update"):
+        return event.status_update.status.state
+    return None
+
+
+def texts(artifact: a2a.Artifact) -> str:
+    return "".join(p.text for p in artifact.parts)
+
+
+async def test_streamed_message_gives_submitted_working_artifacts_and_completed() -> None:
+    async with a2a_mesh(ProbeAgent()) as mesh, a2a_client(mesh.address) as client:
+        card = await client.get_extended_agent_card(a2a.GetExtendedAgentCardRequest())
+        events = [e async for e in client.send_message(message("abc", skill="probe/spell"))]
+
+    assert {"probe", "probe/spell", "probe/echo"} <= {s.id for s in card.skills}
+    states = [s for s in map(state_of, events) if s is not None]
+    assert states == [a2a.TASK_STATE_SUBMITTED, a2a.TASK_STATE_WORKING, a2a.TASK_STATE_COMPLETED]
+    updates = [e.artifact_update for e in events if e.HasField("artifact_update")]
+    chunks = [texts(u.artifact) for u in updates if not u.last_chunk]
+    assert "".join(chunks) == "abc"
+    assert [texts(u.artifact) for u in updates if u.last_chunk] == ["abc"]
+    # Artifact updates come between WORKING and COMPLETED.
+    kinds = [e.WhichOneof("payload") for e in events]
+    assert kinds[0] == "task"
+    assert kinds[-1] == "status_update"
+
+
+async def test_sent_message_returns_the_completed_task_which_get_and_list_read_back() -> None:
+    async with (
+        a2a_mesh(ProbeAgent()) as mesh,
+        a2a_client(mesh.address, streaming=False) as client,
+    ):
+        [reply] = [e async for e in client.send_message(message("hello", skill="probe/echo"))]
+        task = reply.task
+        fetched = await client.get_task(a2a.GetTaskRequest(id=task.id))
+        listed = await client.list_tasks(a2a.ListTasksRequest(include_artifacts=True))
+
+    assert task.status.state == a2a.TASK_STATE_COMPLETED
+    assert [texts(a) for a in task.artifacts] == ["hello"]
+    assert fetched.status.state == a2a.TASK_STATE_COMPLETED
+    assert [texts(a) for a in fetched.artifacts] == ["hello"]
+    assert [t.id for t in listed.tasks] == [task.id]
+
+
+async def test_cancelling_a_running_workflow_task_stops_its_agent_call() -> None:
+    probe = ProbeAgent()
+    held = {"name": "held", "steps": [{"id": "wait", "agent": "probe", "skill": "hold"}]}
+    async with (
+        a2a_mesh(probe, workflows={"held": held}) as mesh,
+        a2a_client(mesh.address) as client,
+    ):
+        card = await client.get_extended_agent_card(a2a.GetExtendedAgentCardRequest())
+        stream = client.send_message(message("x", skill="workflow:held"))
+        first = await anext(stream)
+        await wait_until(probe.entered.is_set)
+        cancelled = await client.cancel_task(a2a.CancelTaskRequest(id=first.task.id))
+        rest = [e async for e in stream]
+        await wait_until(probe.cancelled.is_set)
+
+    assert "workflow:held" in {s.id for s in card.skills}
+    assert cancelled.status.state == a2a.TASK_STATE_CANCELED
+    assert state_of(rest[-1]) == a2a.TASK_STATE_CANCELED
+
+
+async def test_bad_requests_name_the_problem() -> None:
+    async with a2a_mesh(ProbeAgent()) as mesh, a2a_client(mesh.address) as client:
+        with pytest.raises(TaskNotFoundError, match="does not exist"):
+            await client.get_task(a2a.GetTaskRequest(id="abc123"))
+        with pytest.raises(InvalidParamsError, match=r"metadata\.options"):
+            [e async for e in client.send_message(message("x", skill="probe/echo", options=3))]
+        with pytest.raises(A2AClientError, match=r"NOT_FOUND.*nobody"):
+            [e async for e in client.send_message(message("x", agent="nobody"))]
