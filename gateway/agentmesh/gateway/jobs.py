@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from opentelemetry import context as otel_context
+
 from agentmesh.gateway.fanout import FanOut
 from agentmesh.gateway.jobstore import TERMINAL_STATES, JobStore
 from agentmesh.gateway.routing import Router, addressed, route
@@ -83,6 +85,8 @@ class JobManager:
         self._owner = uuid.uuid4().hex
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_asked: set[str] = set()
+        # The submitter's trace context, so a job run here joins the submitter's trace.
+        self._trace_contexts: dict[str, otel_context.Context] = {}
         self._background: list[asyncio.Task[None]] = []
         self._active = 0
         self._closing = False
@@ -132,6 +136,10 @@ class JobManager:
             updated_at=now,
             event_count=1,
         )
+        # Before it is queued: a worker may claim it at once.
+        self._trace_contexts[job.job_id] = otel_context.get_current()
+        if len(self._trace_contexts) > self._settings.max_active:  # run elsewhere or never
+            self._trace_contexts.pop(next(iter(self._trace_contexts)))
         await self._store.create(job, request)
         await self._emit_state(job, 0)
         return job
@@ -217,14 +225,22 @@ class JobManager:
             if claimed is None:
                 continue
             job_id, work = claimed
-            task = asyncio.create_task(self._run(job_id, work), name=f"job-{job_id}")
+            trace_context = self._trace_contexts.pop(job_id, None)
+            task = asyncio.create_task(self._run(job_id, work, trace_context), name=f"job-{job_id}")
             self._running[job_id] = task
             try:
                 await asyncio.shield(task)
             finally:
                 self._running.pop(job_id, None)
 
-    async def _run(self, job_id: str, work: gateway_pb2.SubmitJobRequest) -> None:
+    async def _run(
+        self,
+        job_id: str,
+        work: gateway_pb2.SubmitJobRequest,
+        trace_context: otel_context.Context | None = None,
+    ) -> None:
+        if trace_context is not None:
+            otel_context.attach(trace_context)  # this task's own context: no detach needed
         job = await self._store.get(job_id)
         if job is None or job.state in TERMINAL_STATES:
             await self._store.release(job_id, self._owner)
