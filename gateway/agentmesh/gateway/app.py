@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import grpc
 import redis.asyncio as aioredis
 
 from agentmesh.gateway.a2a import a2a_binding
-from agentmesh.gateway.auth import AuthConfigError, Authenticator, AuthInterceptor
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
@@ -25,7 +23,6 @@ from agentmesh.gateway.workflows import WorkflowService, load_catalog
 from agentmesh.runtime.logs import configure_logging
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import load_settings
-from agentmesh.runtime.tls import TLSConfigError
 from agentmesh.telemetry import start_telemetry
 from agentmesh.v1 import gateway_pb2_grpc
 
@@ -76,14 +73,8 @@ class Gateway:
             GATEWAY_SERVICE,
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
         )
-        self.authenticator = Authenticator.from_settings(settings)
-        self.rate_limiter = RateLimiter(self.authenticator.rate_policy(config.rate_limit))
-        # Authentication before the rate limit: callers are limited by their key.
-        limits: list[grpc.aio.ServerInterceptor] = []
-        if self.authenticator.configured:
-            limits.append(AuthInterceptor(self.authenticator, jobs=lambda: self.jobs))
-        if self.rate_limiter.enabled:
-            limits.append(RateLimitInterceptor(self.rate_limiter))
+        self.rate_limiter = RateLimiter(config.rate_limit)
+        limits = [RateLimitInterceptor(self.rate_limiter)] if self.rate_limiter.enabled else []
         self.server = GrpcServer(
             settings, [binding, a2a_binding(self)], interceptors=limits, on_stopped=self._close
         )
@@ -121,8 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"agentmesh-gateway: {exc}") from None
     try:
         asyncio.run(_serve(settings, config))
-    # e.g. a declared workflow that does not validate, an unreadable key or certificate file
-    except (ConfigError, AuthConfigError, TLSConfigError) as exc:
+    except ConfigError as exc:  # e.g. a declared workflow that does not validate
         raise SystemExit(f"agentmesh-gateway: {exc}") from None
 
 
