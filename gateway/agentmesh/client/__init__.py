@@ -22,6 +22,7 @@ from agentmesh.client._model import (
     parse_target,
 )
 from agentmesh.client._orchestration import FanOutResult, Job, JobEvent, Leg
+from agentmesh.client._security import Security
 from agentmesh.client._sync import Client
 from agentmesh.runtime.types import Partial
 
@@ -39,6 +40,7 @@ __all__ = [
     "Leg",
     "Partial",
     "Reply",
+    "Security",
     "Started",
     "StepError",
     "StepFinished",

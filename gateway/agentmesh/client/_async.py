@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +37,7 @@ from agentmesh.client._orchestration import (
     job_from_proto,
     job_state_filter,
 )
+from agentmesh.client._security import Security, with_credentials
 from agentmesh.runtime.types import JSONValue, Part
 from agentmesh.telemetry.client import client_span
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
@@ -66,12 +68,26 @@ class AsyncClient:
         timeout: float | None = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
         channel: grpc.aio.Channel | None = None,
+        security: Security | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+        tls_ca_file: Path | str | None = None,
     ) -> None:
-        self._channel = channel or grpc.aio.insecure_channel(target)
-        self._owns_channel = channel is None
+        security = with_credentials(security, api_key, token, tls_ca_file)
+        if channel is None:
+            credentials = security.channel_credentials()
+            channel = (
+                grpc.aio.insecure_channel(target)
+                if credentials is None
+                else grpc.aio.secure_channel(target, credentials)
+            )
+            self._owns_channel = True
+        else:
+            self._owns_channel = False
+        self._channel = channel
         self._stub: gateway_pb2_grpc.GatewayAsyncStub = gateway_pb2_grpc.GatewayStub(self._channel)
         self._timeout = timeout
-        self._metadata = tuple(metadata)
+        self._metadata = (*security.metadata(), *metadata)
 
     async def __aenter__(self) -> AsyncClient:
         return self

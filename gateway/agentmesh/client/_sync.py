@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +37,7 @@ from agentmesh.client._orchestration import (
     job_from_proto,
     job_state_filter,
 )
+from agentmesh.client._security import Security, with_credentials
 from agentmesh.runtime.types import JSONValue, Part
 from agentmesh.telemetry.client import client_span
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
@@ -61,11 +63,21 @@ class Client:
         *,
         timeout: float | None = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
+        security: Security | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+        tls_ca_file: Path | str | None = None,
     ) -> None:
-        self._channel = grpc.insecure_channel(target)
+        security = with_credentials(security, api_key, token, tls_ca_file)
+        credentials = security.channel_credentials()
+        self._channel = (
+            grpc.insecure_channel(target)
+            if credentials is None
+            else grpc.secure_channel(target, credentials)
+        )
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
         self._timeout = timeout
-        self._metadata = tuple(metadata)
+        self._metadata = (*security.metadata(), *metadata)
 
     def __enter__(self) -> Client:
         return self

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import grpc
 import redis.asyncio as aioredis
 
-from agentmesh.gateway.a2a import a2a_binding
+from agentmesh.gateway.auth import AuthConfigError, Authenticator, AuthInterceptor
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
@@ -23,6 +24,7 @@ from agentmesh.gateway.workflows import WorkflowService, load_catalog
 from agentmesh.runtime.logs import configure_logging
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import load_settings
+from agentmesh.runtime.tls import TLSConfigError
 from agentmesh.telemetry import start_telemetry
 from agentmesh.v1 import gateway_pb2_grpc
 
@@ -73,10 +75,16 @@ class Gateway:
             GATEWAY_SERVICE,
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
         )
-        self.rate_limiter = RateLimiter(config.rate_limit)
-        limits = [RateLimitInterceptor(self.rate_limiter)] if self.rate_limiter.enabled else []
+        self.authenticator = Authenticator.from_settings(settings)
+        self.rate_limiter = RateLimiter(self.authenticator.rate_policy(config.rate_limit))
+        # Authentication before the rate limit: callers are limited by their key.
+        limits: list[grpc.aio.ServerInterceptor] = []
+        if self.authenticator.configured:
+            limits.append(AuthInterceptor(self.authenticator, jobs=lambda: self.jobs))
+        if self.rate_limiter.enabled:
+            limits.append(RateLimitInterceptor(self.rate_limiter))
         self.server = GrpcServer(
-            settings, [binding, a2a_binding(self)], interceptors=limits, on_stopped=self._close
+            settings, [binding], interceptors=limits, on_stopped=self._close
         )
 
     async def _close(self) -> None:
@@ -112,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"agentmesh-gateway: {exc}") from None
     try:
         asyncio.run(_serve(settings, config))
-    except ConfigError as exc:  # e.g. a declared workflow that does not validate
+    # e.g. a declared workflow that does not validate, an unreadable key or certificate file
+    except (ConfigError, AuthConfigError, TLSConfigError) as exc:
         raise SystemExit(f"agentmesh-gateway: {exc}") from None
 
 

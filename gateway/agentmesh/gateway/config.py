@@ -30,19 +30,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agentmesh.gateway.auth import AuthSettings
 from agentmesh.gateway.resilience.policy import (
     RateLimitPolicy,
     ResilienceDefaults,
     ResilienceOverrides,
     check_policies,
 )
-from agentmesh.runtime.settings import ServerSettings
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _ENV_AGENT = re.compile(r"^AGENTMESH_AGENT_([A-Z0-9_]+)_(ADDRESSES|SKILLS|TIMEOUT)$")
 
 
-class GatewaySettings(ServerSettings):
+class GatewaySettings(AuthSettings):
     """Settings of the gateway process."""
 
     config: Path | None = Field(None, description="YAML file declaring the agents")
@@ -86,6 +86,15 @@ class GatewaySettings(ServerSettings):
     )
     workflow_max_parallel: int = Field(
         16, ge=1, le=1024, description="most steps one parallel group may run at once"
+    )
+    upstream_tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for agents; set: the gateway calls agents over TLS"
+    )
+    upstream_tls_cert_file: Path | None = Field(
+        None, description="PEM client certificate the gateway presents to agents (mTLS)"
+    )
+    upstream_tls_key_file: Path | None = Field(
+        None, description="PEM private key of upstream_tls_cert_file"
     )
     redis_url: str | None = Field(
         None,

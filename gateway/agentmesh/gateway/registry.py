@@ -30,6 +30,7 @@ from agentmesh.gateway.config import AgentConfig, GatewayConfig, GatewaySettings
 from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.outlier import ReplicaStats
 from agentmesh.gateway.resilience.policy import agent_policy
+from agentmesh.runtime.tls import channel_credentials
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -177,6 +178,12 @@ class Registry:
         """``clock`` (unix seconds) times the breakers: tests inject one to pass reset timeouts."""
         self._settings = settings
         options = channel_options(settings)
+        credentials = channel_credentials(
+            ca_file=settings.upstream_tls_ca_file,
+            cert_file=settings.upstream_tls_cert_file,
+            key_file=settings.upstream_tls_key_file,
+            prefix="upstream_tls",
+        )
         defaults = config.defaults
         budget = (
             defaults.retry_budget_ratio,
@@ -185,7 +192,7 @@ class Registry:
         )
         self._entries: dict[str, AgentEntry] = {}
         for name, agent in config.agents.items():
-            replicas = [_replica(address, options) for address in agent.addresses]
+            replicas = [_replica(address, options, credentials) for address in agent.addresses]
             guard = AgentGuard.build(
                 name,
                 agent_policy(defaults, agent),
@@ -320,8 +327,17 @@ async def _watch_health(agent: str, replica: Replica) -> None:
         pause = min(pause * 2, 2.0)
 
 
-def _replica(address: str, options: list[tuple[str, int | str]]) -> Replica:
+def _replica(
+    address: str,
+    options: list[tuple[str, int | str]],
+    credentials: grpc.ChannelCredentials | None = None,
+) -> Replica:
+    """A channel to ``address``: TLS (mTLS with a client certificate) when ``credentials``."""
     if address.startswith("dns:"):
         options = [*options, ("grpc.service_config", _DNS_SERVICE_CONFIG)]
-    channel = grpc.aio.insecure_channel(address, options=options)
+    channel = (
+        grpc.aio.insecure_channel(address, options=options)
+        if credentials is None
+        else grpc.aio.secure_channel(address, credentials, options=options)
+    )
     return Replica(address, channel, agent_pb2_grpc.AgentStub(channel))
