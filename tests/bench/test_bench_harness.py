@@ -1,0 +1,57 @@
+"""The benchmark harness runs end to end in its tiny mode and writes every section.
+
+It measures nothing here (a handful of requests); it proves ``python -m bench``
+still starts its processes, drives every path and writes its report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from meshtest import REPO_ROOT, service_env
+
+SECTIONS = (
+    "conditions",
+    "paths",
+    "ratios",
+    "fanout",
+    "fast_fail",
+    "memory",
+    "interceptor",
+    "targets",
+)
+PATHS = ("direct", "baseline", "gateway", "gateway-traced")
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_section(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert [s for s in SECTIONS if s not in report] == []
+    assert sorted(report["paths"]) == sorted(PATHS)
+    assert all(sorted(report["paths"][p]) == ["1", "64"] for p in PATHS)
+    assert sorted(report["fanout"]["widths"]) == ["1", "16", "4"]
+    assert report["fast_fail"]["codes"] == ["UNAVAILABLE"]
+    assert sorted(report["memory"]["idle"]) == sorted(
+        ["receiver", "agent", "proxy", "gateway", "gateway-traced"]
+    )
+    assert len(report["targets"]) == 6
+    table = (tmp_path / "latest.md").read_text()
+    headings = [line for line in table.splitlines() if line.startswith("## ")]
+    assert len(headings) == 7
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")
