@@ -1,0 +1,110 @@
+"""Helpers for the A2A tests: a mesh on loopback, the a2a-sdk client for it, OTLP set-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from a2a.client import Client, ClientConfig, ClientFactory
+from a2a.types import a2a_pb2 as a2a
+from a2a.utils.constants import TransportProtocol
+from meshtest import ProbeAgent, health_status, running_agent, service_env, wait_until
+
+from agentmesh.gateway import Gateway, GatewayConfig, GatewaySettings
+from agentmesh.gateway.config import AgentConfig
+
+
+@dataclass
+class A2AMesh:
+    gateway: Gateway
+    address: str
+
+
+@contextlib.asynccontextmanager
+async def a2a_mesh(
+    *agents: ProbeAgent, workflows: Mapping[str, dict[str, Any]] | None = None
+) -> AsyncIterator[A2AMesh]:
+    """Agents and a gateway (with ``workflows`` declared) on loopback."""
+    async with contextlib.AsyncExitStack() as stack:
+        addresses: dict[str, AgentConfig] = {}
+        for agent in agents:
+            _, address = await stack.enter_async_context(running_agent(agent))
+            addresses[agent.card.name] = AgentConfig(addresses=[address])
+        config = GatewayConfig(agents=addresses, workflows=dict(workflows or {}))
+        gateway = Gateway(GatewaySettings(port=0), config)
+        port = await gateway.start()
+        stack.push_async_callback(gateway.stop, 0)
+        yield A2AMesh(gateway, f"127.0.0.1:{port}")
+
+
+@contextlib.asynccontextmanager
+async def a2a_client(address: str, *, streaming: bool = True) -> AsyncIterator[Client]:
+    """The a2a-sdk client for the gateway's gRPC binding, holding the mesh's extended card."""
+    config = ClientConfig(
+        streaming=streaming,
+        grpc_channel_factory=grpc.aio.insecure_channel,
+        supported_protocol_bindings=[TransportProtocol.GRPC],
+    )
+    seed = a2a.AgentCard(
+        name="agentmesh",
+        supported_interfaces=[
+            a2a.AgentInterface(url=address, protocol_binding="GRPC", protocol_version="1.0")
+        ],
+        capabilities=a2a.AgentCapabilities(streaming=True, extended_agent_card=True),
+    )
+    client = ClientFactory(config).create(seed)
+    try:
+        await client.get_extended_agent_card(a2a.GetExtendedAgentCardRequest())
+        yield client
+    finally:
+        await client.close()
+
+
+def message(text: str, **metadata: Any) -> a2a.SendMessageRequest:
+    request = a2a.SendMessageRequest(
+        message=a2a.Message(message_id="m-1", role=a2a.ROLE_USER, parts=[a2a.Part(text=text)])
+    )
+    request.message.metadata.update(metadata)
+    return request
+
+
+def state_of(event: a2a.StreamResponse) -> int | None:
+    if event.HasField("task"):
+        return event.task.status.state
+    if event.HasField("status_update"):
+        return event.status_update.status.state
+    return None
+
+
+def texts(artifact: a2a.Artifact) -> str:
+    return "".join(p.text for p in artifact.parts)
+
+
+def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
+    """A service's environment: OTEL_* pointing at ``endpoint`` and nothing inherited."""
+    env = {k: v for k, v in service_env().items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="100", **extra)
+    return env
+
+
+async def serving(address: str) -> None:
+    async def check() -> bool:
+        try:
+            return await health_status(address) == 1
+        except grpc.aio.AioRpcError:
+            return False
+
+    await wait_until(check, attempts=400)
+
+
+async def stop_all(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process and wait for it to exit (it flushes its spans on the way)."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
