@@ -50,6 +50,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "agentmesh.cli.run",
     "agentmesh.cli.fanout",
     "agentmesh.cli.jobs",
+    "agentmesh.cli.breakers",
 )
 
 
