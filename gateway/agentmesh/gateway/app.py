@@ -8,7 +8,12 @@ from collections.abc import Sequence
 import grpc
 import redis.asyncio as aioredis
 
-from agentmesh.gateway.auth import AuthConfigError, Authenticator, AuthInterceptor
+from agentmesh.gateway.auth import (
+    AuthConfigError,
+    Authenticator,
+    AuthInterceptor,
+    authenticated_identity,
+)
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
@@ -82,7 +87,9 @@ class Gateway:
         if self.authenticator.configured:
             limits.append(AuthInterceptor(self.authenticator, jobs=lambda: self.jobs))
         if self.rate_limiter.enabled:
-            limits.append(RateLimitInterceptor(self.rate_limiter))
+            limits.append(
+                RateLimitInterceptor(self.rate_limiter, authenticated=authenticated_identity)
+            )
         self.server = GrpcServer(
             settings, [binding], interceptors=limits, on_stopped=self._close
         )

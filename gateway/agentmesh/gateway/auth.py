@@ -42,7 +42,6 @@ import jwt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from agentmesh.gateway.resilience.interceptor import CLIENT_METADATA
 from agentmesh.gateway.resilience.policy import ClientRate, RateLimitPolicy
 from agentmesh.runtime.settings import ServerSettings
 from agentmesh.v1 import gateway_pb2
@@ -185,6 +184,12 @@ _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 def current_principal() -> Principal | None:
     """The principal of the call being served (None outside an authenticated call)."""
     return _current.get()
+
+
+def authenticated_identity() -> str | None:
+    """The identity to rate limit the current call by: its principal's, unless anonymous."""
+    principal = _current.get()
+    return None if principal is None or principal is ANONYMOUS else principal.id
 
 
 def load_keys(path: Path) -> KeyFile:
@@ -338,7 +343,7 @@ class Authenticator:
 
     def rate_policy(self, policy: RateLimitPolicy) -> RateLimitPolicy:
         """``policy`` with each key's own rate limit added for its identity."""
-        per_key = {f"client:key:{k.id}": k.rate_limit for k in self.keys.values() if k.rate_limit}
+        per_key = {f"key:{k.id}": k.rate_limit for k in self.keys.values() if k.rate_limit}
         if not per_key:
             return policy
         return policy.model_copy(update={"clients": {**policy.clients, **per_key}})
@@ -461,9 +466,9 @@ class JobQuota:
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates every non-open method and authorizes gateway requests by scope.
 
-    The authenticated identity replaces any ``x-agentmesh-client`` value for
-    the interceptors after this one (the per-client rate limit), so a caller
-    is rate limited by its key, not by what it claims.
+    The authenticated identity is :func:`authenticated_identity` for the
+    interceptors after this one (the per-client rate limit), so a caller is
+    rate limited by its key, not by the ``x-agentmesh-client`` label it sends.
     """
 
     def __init__(
@@ -485,13 +490,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal: Principal | AuthError = self._authenticator.authenticate(metadata)
         except AuthError as exc:
             principal = exc
-        kept = [(k, v) for k, v in metadata or () if k != CLIENT_METADATA]
-        if isinstance(principal, Principal) and principal is not ANONYMOUS:
-            kept.append((CLIENT_METADATA, principal.id))
-        elif principal is ANONYMOUS:
-            kept = list(metadata or ())  # optional auth: the caller's own label stands
-        details = _CallDetails(method, tuple(kept))
-        handler = await continuation(details)
+        # Seen by the interceptors after this one in the same call (the rate
+        # limit keys on it), and by the servicer.
+        _current.set(principal if isinstance(principal, Principal) else None)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         return self._wrap(handler, principal, method == f"{GATEWAY_PREFIX}SubmitJob")
@@ -557,9 +559,3 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
         return handler
-
-
-@dataclass(frozen=True, slots=True)
-class _CallDetails(grpc.HandlerCallDetails):
-    method: str
-    invocation_metadata: tuple[tuple[str, str | bytes], ...]

@@ -46,10 +46,17 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(
-        self, limiter: RateLimiter, service_prefix: str = "/agentmesh.v1.Gateway/"
+        self,
+        limiter: RateLimiter,
+        service_prefix: str = "/agentmesh.v1.Gateway/",
+        *,
+        authenticated: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """``authenticated`` returns the caller's authenticated identity, when known: it
+        then replaces :func:`client_identity` (see agentmesh.gateway.auth)."""
         self._limiter = limiter
         self._prefix = service_prefix
+        self._authenticated = authenticated
 
     async def intercept_service(
         self,
@@ -60,6 +67,10 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(self._prefix):
             return handler
         metadata: Metadata = handler_call_details.invocation_metadata
+        principal = self._authenticated()
+        if principal is not None:
+            wait = self._limiter.check(principal)
+            return handler if not wait else _wrap(handler, lambda _context: (principal, wait))
         if any(key == CLIENT_METADATA for key, _ in metadata or ()):
             # Identity known without the call's context: decide now, and pass
             # admitted calls to the servicer untouched.
