@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 import redis.asyncio as aioredis
 
+from agentmesh.gateway.a2a import a2a_binding
 from agentmesh.gateway.auth import (
     AuthConfigError,
     Authenticator,
@@ -91,7 +92,7 @@ class Gateway:
                 RateLimitInterceptor(self.rate_limiter, authenticated=authenticated_identity)
             )
         self.server = GrpcServer(
-            settings, [binding], interceptors=limits, on_stopped=self._close
+            settings, [binding, a2a_binding(self)], interceptors=limits, on_stopped=self._close
         )
 
     async def _close(self) -> None:
