@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 
+from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.breaker import (
     CLOSED,
     OPEN,
@@ -15,7 +16,6 @@ from agentmesh.gateway.resilience.breaker import (
     Outcome,
     redis_storage,
 )
-from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.policy import (
     BreakerPolicy,
     ResilienceDefaults,
