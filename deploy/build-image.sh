@@ -12,7 +12,7 @@
 #   deploy/build-image.sh [IMAGE]        # default IMAGE: localhost/agentmesh:dev
 #
 # Environment: BASE_IMAGE (default localhost/agentmesh-python-base:bookworm; made
-# with debootstrap when missing), DEBIAN_MIRROR, AGENT_PORT, GATEWAY_PORT.
+# with debootstrap when missing), DEBIAN_MIRROR, AGENT_PORT, GATEWAY_PORT, METRICS_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,7 @@ BASE_IMAGE=${BASE_IMAGE:-localhost/agentmesh-python-base:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 AGENT_PORT=${AGENT_PORT:-50161}
 GATEWAY_PORT=${GATEWAY_PORT:-50151}
+METRICS_PORT=${METRICS_PORT:-59464}
 # runc and explicit ulimits: podman's defaults (crun, inherited limits) fail in
 # some nested container environments.
 RUN_FLAGS=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
@@ -67,6 +68,7 @@ agent=agentmesh-smoke-agent-$$
 containers+=("$agent")
 podman run -d --name "$agent" "${RUN_FLAGS[@]}" "${HARDENING[@]}" --network host \
     -e AGENTMESH_HOST=127.0.0.1 -e AGENTMESH_PORT="$AGENT_PORT" -e AGENTMESH_LOG_FORMAT=text \
+    -e AGENTMESH_METRICS_PORT="$METRICS_PORT" -e AGENTMESH_DRAIN_DELAY=1 \
     "$IMAGE" python -m agentmesh.agents.calculator >/dev/null
 
 .venv/bin/python - "127.0.0.1:$AGENT_PORT" <<'PY'
@@ -104,6 +106,21 @@ for _ in $(seq 50); do
 done
 printf 'agentmesh call calculator 2*(3+4)**2 -> '
 .venv/bin/agentmesh call --gateway "127.0.0.1:$GATEWAY_PORT" calculator '2*(3+4)**2'
+
+step "the agent's metrics on 127.0.0.1:$METRICS_PORT/metrics"
+.venv/bin/python - "http://127.0.0.1:$METRICS_PORT/metrics" <<'PY'
+"""Print the agentmesh_* request counters the agent exposes."""
+import sys
+import urllib.request
+
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as reply:
+        lines = reply.read().decode().splitlines()
+except OSError as exc:
+    sys.exit(f"no metrics at {sys.argv[1]}: {exc}")
+counters = [line for line in lines if line.startswith("agentmesh_rpc_requests_total")]
+print("\n".join(counters) or "no agentmesh_rpc_requests_total samples yet")
+PY
 
 step "SIGTERM drains and exits"
 for name in "$gateway" "$agent"; do

@@ -442,3 +442,28 @@ def test_prod_gateway_shares_state_through_redis(overlays: dict[str, Rendered]) 
     assert "AGENTMESH_REDIS_URL" not in env_values(
         the_container(overlays["dev"].get("Deployment", "gateway"))
     ), "dev runs one gateway with in-memory state"
+
+
+# -- the image -------------------------------------------------------------------------
+
+
+def test_image_agrees_with_the_manifests(overlays: dict[str, Rendered]) -> None:
+    dockerfile = (REPO_ROOT / "deploy" / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    dockerignore = (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    # The build stage runs the one codegen entry point, on every source root.
+    assert "protos/codegen.py --check" in dockerfile
+    for root in ("protos", "services", "gateway"):
+        assert f"COPY {root} ./{root}" in dockerfile
+        assert f"!{root}/" in dockerignore
+    (user,) = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.MULTILINE)
+    exposed = {int(p) for p in re.findall(r"^EXPOSE (.+)$", dockerfile, re.MULTILINE)[0].split()}
+    assert f'CMD ["python", "-m", "{GATEWAY_MODULE}"]' in dockerfile
+    for rendered in _each(overlays):
+        for deployment in rendered.servers():
+            context = the_container(deployment)["securityContext"]
+            assert (str(context["runAsUser"]), str(context["runAsGroup"])) == user
+            container = the_container(deployment)
+            assert {
+                container_port(container, "grpc"),
+                container_port(container, "metrics"),
+            } <= exposed
