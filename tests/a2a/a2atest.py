@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from a2a.client import Client, ClientConfig, ClientFactory
+from a2a.client import Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.constants import TransportProtocol
 from meshtest import ProbeAgent, health_status, running_agent, service_env, wait_until
@@ -28,23 +28,25 @@ class A2AMesh:
 
 @contextlib.asynccontextmanager
 async def a2a_mesh(
-    *agents: ProbeAgent, workflows: Mapping[str, dict[str, Any]] | None = None
+    *agents: ProbeAgent, workflows: Mapping[str, dict[str, Any]] | None = None, **settings: Any
 ) -> AsyncIterator[A2AMesh]:
-    """Agents and a gateway (with ``workflows`` declared) on loopback."""
+    """Agents and a gateway (with ``workflows`` declared, and ``settings``) on loopback."""
     async with contextlib.AsyncExitStack() as stack:
         addresses: dict[str, AgentConfig] = {}
         for agent in agents:
             _, address = await stack.enter_async_context(running_agent(agent))
             addresses[agent.card.name] = AgentConfig(addresses=[address])
         config = GatewayConfig(agents=addresses, workflows=dict(workflows or {}))
-        gateway = Gateway(GatewaySettings(port=0), config)
+        gateway = Gateway(GatewaySettings(**{"port": 0, **settings}), config)
         port = await gateway.start()
         stack.push_async_callback(gateway.stop, 0)
         yield A2AMesh(gateway, f"127.0.0.1:{port}")
 
 
 @contextlib.asynccontextmanager
-async def a2a_client(address: str, *, streaming: bool = True) -> AsyncIterator[Client]:
+async def a2a_client(
+    address: str, *, streaming: bool = True, context: ClientCallContext | None = None
+) -> AsyncIterator[Client]:
     """The a2a-sdk client for the gateway's gRPC binding, holding the mesh's extended card."""
     config = ClientConfig(
         streaming=streaming,
@@ -60,7 +62,7 @@ async def a2a_client(address: str, *, streaming: bool = True) -> AsyncIterator[C
     )
     client = ClientFactory(config).create(seed)
     try:
-        await client.get_extended_agent_card(a2a.GetExtendedAgentCardRequest())
+        await client.get_extended_agent_card(a2a.GetExtendedAgentCardRequest(), context=context)
         yield client
     finally:
         await client.close()

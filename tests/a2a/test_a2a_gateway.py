@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from a2a.client import ClientCallContext
 from a2a.client.errors import A2AClientError
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 from a2atest import a2a_client, a2a_mesh, message, state_of, texts
 from meshtest import ProbeAgent, wait_until
+
+from agentmesh.gateway.auth import hash_key
 
 
 async def test_streamed_message_gives_submitted_working_artifacts_and_completed() -> None:
@@ -73,3 +78,24 @@ async def test_bad_requests_name_the_problem() -> None:
             [e async for e in client.send_message(message("x", skill="probe/echo", options=3))]
         with pytest.raises(A2AClientError, match=r"NOT_FOUND.*nobody"):
             [e async for e in client.send_message(message("x", agent="nobody"))]
+
+
+async def test_authentication_and_scopes_apply_to_a2a_calls(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f"keys:\n  - id: echoer\n    hash: {hash_key('k-echo')}\n"
+        "    scopes: {agents: [probe], skills: [echo], workflows: []}\n"
+    )
+    key = ClientCallContext(service_parameters={"x-api-key": "k-echo"})
+    async with (
+        a2a_mesh(ProbeAgent(), auth_required=True, auth_keys_file=keys) as mesh,
+        a2a_client(mesh.address, streaming=False, context=key) as client,
+    ):
+        [reply] = [
+            e async for e in client.send_message(message("hi", skill="probe/echo"), context=key)
+        ]
+        with pytest.raises(A2AClientError, match=r"PERMISSION_DENIED.*spell"):
+            [e async for e in client.send_message(message("hi", skill="probe/spell"), context=key)]
+        with pytest.raises(A2AClientError, match="UNAUTHENTICATED"):
+            await client.get_task(a2a.GetTaskRequest(id=reply.task.id))
+    assert reply.task.status.state == a2a.TASK_STATE_COMPLETED

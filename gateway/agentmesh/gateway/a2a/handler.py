@@ -41,6 +41,7 @@ from agentmesh.gateway.a2a.convert import (
     work_for,
     workflow_skill,
 )
+from agentmesh.gateway.auth import AuthError, authorize, current_principal
 from agentmesh.gateway.jobstore import TERMINAL_STATES
 from agentmesh.runtime.errors import (
     AgentError,
@@ -131,6 +132,12 @@ class MeshRequestHandler(RequestHandler):
             raise InvalidParamsError("message.parts: required (at least one part)")
         names = [entry.name for entry in self._gateway.registry.entries]
         work = work_for(params, names)
+        principal = current_principal()  # set by the server's authentication, when configured
+        if principal is not None:
+            try:
+                authorize(principal, work)  # the scopes a native SubmitJob of it would need
+            except AuthError as exc:
+                await grpc_context.abort(exc.code, exc.message)
         remaining = grpc_context.time_remaining()
         if remaining is not None:
             if remaining <= 0:
