@@ -61,6 +61,7 @@ Event = a2a.Task | a2a.Message | a2a.TaskStatusUpdateEvent | a2a.TaskArtifactUpd
 CARD_NAME = "agentmesh"
 CARD_VERSION = "1"
 MAX_REMEMBERED_CONTEXTS = 10_000
+MAX_PAGE_SIZE = 1000  # the job store's listing limit
 CANCEL_WAIT = 10.0  # seconds CancelTask waits for the job to stop
 
 
@@ -173,6 +174,8 @@ class MeshRequestHandler(RequestHandler):
     ) -> a2a.ListTasksResponse:
         if params.page_token:
             raise InvalidParamsError("page_token: paging is not supported; ask a larger page_size")
+        if params.page_size > MAX_PAGE_SIZE:
+            raise InvalidParamsError(f"page_size: at most {MAX_PAGE_SIZE}")
         grpc_context = _grpc_context(context)
         try:
             jobs = await self._gateway.jobs.list(params.page_size, params.status)
