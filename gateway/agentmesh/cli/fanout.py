@@ -10,8 +10,8 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.cli.main import EXIT_FAILED, gateway_flag, parse_options, read_input
-from agentmesh.client import Client, FanOutResult, Reply
+from agentmesh.cli.main import EXIT_FAILED, connect, gateway_flag, parse_options, read_input
+from agentmesh.client import FanOutResult, Reply
 from agentmesh.client._orchestration import Aggregation, Policy
 
 PREVIEW_CHARS = 70
@@ -54,7 +54,7 @@ def cmd_fanout(args: argparse.Namespace, console: Console) -> int:
             data = json.loads(args.data)
         except json.JSONDecodeError as exc:
             raise SystemExit(f"agentmesh: --data is not JSON: {exc}") from None
-    with Client(args.gateway, timeout=args.timeout) as client:
+    with connect(args, timeout=args.timeout) as client:
         result = client.fan_out(
             targets,
             read_input(args.input),

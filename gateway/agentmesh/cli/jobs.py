@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.cli.main import EXIT_FAILED, gateway_flag, read_input
+from agentmesh.cli.main import EXIT_FAILED, connect, gateway_flag, read_input
 from agentmesh.client import (
     Client,
     FanOutResult,
@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace, console: Console) -> int:
-    with Client(args.gateway, timeout=30.0) as client:
+    with connect(args, timeout=30.0) as client:
         if args.action == "list":
             jobs = client.jobs(limit=args.limit, state=args.state)
             if args.json:

@@ -31,6 +31,7 @@ from agentmesh.client import (
     Client,
     Final,
     Partial,
+    Security,
     Started,
     StreamError,
 )
@@ -51,6 +52,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "agentmesh.cli.fanout",
     "agentmesh.cli.jobs",
     "agentmesh.cli.breakers",
+    "agentmesh.cli.keys",
 )
 
 
@@ -61,6 +63,20 @@ def gateway_flag(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("AGENTMESH_GATEWAY", DEFAULT_GATEWAY),
         help="gateway address host:port (env AGENTMESH_GATEWAY; default %(default)s)",
     )
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=None,
+        help="CA file to trust: talk TLS to the gateway (env AGENTMESH_TLS_CA_FILE; "
+        "AGENTMESH_TLS=1 for the system roots); credentials come from env "
+        "AGENTMESH_API_KEY or AGENTMESH_TOKEN",
+    )
+
+
+def connect(args: argparse.Namespace, *, timeout: float | None) -> Client:
+    """A client of ``--gateway`` with TLS and credentials from flags and the environment."""
+    security = Security.from_env()
+    return Client(args.gateway, timeout=timeout, security=security, tls_ca_file=args.tls_ca)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +162,7 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_agents(args: argparse.Namespace, console: Console) -> int:
-    with Client(args.gateway, timeout=10.0) as client:
+    with connect(args, timeout=10.0) as client:
         agents = client.list_agents(refresh=args.refresh)
     if args.json:
         print(
@@ -202,7 +218,7 @@ def cmd_call(args: argparse.Namespace, console: Console) -> int:
     if text is None and data is None:
         raise SystemExit("agentmesh: give INPUT (text, @FILE or -) or --data")
     options = parse_options(args.option)
-    with Client(args.gateway, timeout=args.timeout) as client:
+    with connect(args, timeout=args.timeout) as client:
         if not args.stream:
             reply = client.invoke(args.target, text, data=data, options=options)
             if args.json:

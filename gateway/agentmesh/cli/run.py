@@ -23,9 +23,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.main import gateway_flag, parse_options, read_input
+from agentmesh.cli.main import connect, gateway_flag, parse_options, read_input
 from agentmesh.client import (
-    Client,
     StepError,
     StepFinished,
     StepPartial,
@@ -181,7 +180,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         except json.JSONDecodeError as exc:
             raise SystemExit(f"agentmesh: --data is not JSON: {exc}") from None
     state = parse_options(args.state)
-    with Client(args.gateway, timeout=args.timeout) as client:
+    with connect(args, timeout=args.timeout) as client:
         events = client.run_workflow(workflow, text, data=data, state=state)
         if args.json:
             for event in events:
