@@ -27,12 +27,13 @@ the caller's own errors (INVALID_ARGUMENT, NOT_FOUND, ...) count for nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry import propagate, trace
@@ -57,6 +58,23 @@ from agentmesh.v1 import messages_pb2 as pb
 
 log = logging.getLogger("agentmesh.gateway.upstream")
 _tracer = trace.get_tracer("agentmesh.gateway")
+
+
+@functools.cache
+def _agent_metrics(agent: str) -> tuple[Any, Any]:
+    """``agent``'s in-flight gauge and duration histogram children (``labels()`` is not free)."""
+    return UPSTREAM_IN_FLIGHT.labels(agent=agent), UPSTREAM_DURATION.labels(agent=agent)
+
+
+@functools.cache
+def _requests_metric(agent: str, code: str) -> Any:
+    return UPSTREAM_REQUESTS.labels(agent=agent, code=code)
+
+
+def _tracing_off() -> bool:
+    """No SDK provider installed: every span would be a no-op without a context."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
 
 _INVOKE = "agentmesh.v1.Agent/Invoke"
 _INVOKE_STREAM = "agentmesh.v1.Agent/InvokeStream"
@@ -537,11 +555,11 @@ class Upstream:
 
     def _entered(self, entry: AgentEntry, replica: Replica) -> None:
         replica.stats.in_flight += 1
-        UPSTREAM_IN_FLIGHT.labels(agent=entry.name).inc()
+        _agent_metrics(entry.name)[0].inc()
 
     def _left(self, entry: AgentEntry, replica: Replica) -> None:
         replica.stats.in_flight -= 1
-        UPSTREAM_IN_FLIGHT.labels(agent=entry.name).dec()
+        _agent_metrics(entry.name)[0].dec()
 
     def _finished(
         self,
@@ -552,8 +570,8 @@ class Upstream:
         span: trace.Span,
     ) -> None:
         self._left(entry, replica)
-        UPSTREAM_DURATION.labels(agent=entry.name).observe(time.perf_counter() - started)
-        UPSTREAM_REQUESTS.labels(agent=entry.name, code=code.name).inc()
+        _agent_metrics(entry.name)[1].observe(time.perf_counter() - started)
+        _requests_metric(entry.name, code.name).inc()
         _end_span(span, code)
         if code == grpc.StatusCode.OK:
             replica.stats.succeeded()
@@ -609,6 +627,10 @@ class _AttemptSpan:
         self._args = (method, entry, replica, request, number, hedged)
 
     def __enter__(self) -> tuple[trace.Span, tuple[tuple[str, str], ...] | None]:
+        if _tracing_off() and not trace.get_current_span().get_span_context().is_valid:
+            # What the no-op tracer would give, without its context managers.
+            self._scope = None
+            return trace.INVALID_SPAN, None
         method, entry, replica, request, number, hedged = self._args
         self._scope = _tracer.start_as_current_span(
             method, kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
@@ -637,7 +659,8 @@ class _AttemptSpan:
         return span, metadata
 
     def __exit__(self, *exc_info: object) -> None:
-        self._scope.__exit__(*exc_info)  # type: ignore[arg-type]
+        if self._scope is not None:
+            self._scope.__exit__(*exc_info)  # type: ignore[arg-type]
 
 
 def _end_span(span: trace.Span, code: grpc.StatusCode) -> None:

@@ -83,6 +83,7 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
         self._max_parts = settings.max_parts
         self._max_text_chars = settings.max_text_chars
         self._max_seconds = settings.max_call_seconds
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -93,8 +94,15 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or not method.startswith(LIMITED_PREFIX):
             return handler
+        # Wrap a method's handler once: a new wrapper per call costs closures and
+        # defeats the same caching in the interceptors outside this one.
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         seconds = None if method in UNTIMED_METHODS else self._max_seconds
-        return self._wrap(handler, seconds)
+        wrapped = self._wrap(handler, seconds)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     async def _check(self, request: object, context: Context) -> None:
         try:
