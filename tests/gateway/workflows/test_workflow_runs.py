@@ -319,3 +319,38 @@ async def test_cancelling_the_run_cancels_the_agent_call(path: str) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await consumer
             await asyncio.wait_for(probe.cancelled.wait(), 10)
+
+
+class FailsAfter(Agent):
+    """Fails once ``event`` is set: a failure that comes while a sibling is mid-call."""
+
+    card = AgentCard(name="fails-after", description="fails late", skills=(Skill(id="fail"),))
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    async def invoke(self, request: Request) -> Result:
+        await self.event.wait()
+        raise AgentError("gave up", code=ErrorCode.FAILED_PRECONDITION)
+
+
+async def test_a_failing_parallel_step_cancels_its_siblings() -> None:
+    definition = steps(
+        {
+            "id": "group",
+            "parallel": [
+                {"id": "slow", "agent": "waiter", "skill": "hold"},
+                {"id": "bad", "agent": "fails-after"},
+            ],
+        }
+    )
+    waiter = ProbeAgent("waiter")
+    async with running_mesh(waiter, FailsAfter(waiter.entered)) as mesh:
+        async with AsyncClient(mesh.address) as client:
+            events, error = await run(client, definition)
+            await asyncio.wait_for(waiter.cancelled.wait(), 10)
+    assert error is not None
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "step 'group' failed: step 'bad' failed: agent 'fails-after': gave up" in error.message
+    outcomes = {e.step: e.outcome for e in events if isinstance(e, StepFinished)}
+    assert outcomes == {"bad": "failed", "slow": "cancelled", "group": "failed"}
