@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint typecheck codegen codegen-check clean
+.PHONY: install up test lint typecheck codegen codegen-check bench clean
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ codegen: $(STAMP)  ## regenerate protos/agentmesh/v1/*_pb2*.py(i) after editing 
 
 codegen-check: $(STAMP)
 	$(PY) protos/codegen.py --check
+
+bench: $(STAMP)  ## gateway vs a bare gRPC hop, fan-out, fast-fail, memory (docs/performance.md)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .agentmesh .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -8,6 +8,7 @@ with agentmesh's own runner (:class:`agentmesh.cli.runner.LocalMesh`):
 * ``gateway``: the gateway, tracing off;
 * ``gateway-traced``: the gateway, every request sampled, spans exported over
   OTLP to ``receiver`` (:mod:`bench.receiver`);
+* ``gateway-uvloop``: the gateway, tracing off, on uvloop's event loop;
 
 then drives bounded load from this process (a fixed number of requests per
 measurement) and reports:
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -56,7 +58,10 @@ from bench import tracing_cost
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
-PATHS = ("direct", "baseline", "gateway", "gateway-traced")
+# gateway-uvloop only with uvloop installed (the ``bench`` extra).
+PATHS = ("direct", "baseline", "gateway", "gateway-traced") + (
+    ("gateway-uvloop",) if importlib.util.find_spec("uvloop") is not None else ()
+)
 AGENT_INVOKE = "/agentmesh.v1.Agent/Invoke"
 GATEWAY_INVOKE = "/agentmesh.v1.Gateway/Invoke"
 GATEWAY_FANOUT = "/agentmesh.v1.Gateway/FanOut"
@@ -204,7 +209,7 @@ def gateway_config(agent: str, dead: str, widest: int) -> dict[str, Any]:
 
 
 def mesh_specs(ports: Sequence[int], config_path: Path) -> list[ServiceSpec]:
-    receiver, agent, proxy, gateway, traced = ports
+    receiver, agent, proxy, gateway, traced, uvloop = ports
     quiet = {"OTEL_SDK_DISABLED": "true", "PYTHONPATH": str(REPO_ROOT)}
     gateway_env = {**quiet, "AGENTMESH_CONFIG": str(config_path)}
     traced_env = {
@@ -227,7 +232,8 @@ def mesh_specs(ports: Sequence[int], config_path: Path) -> list[ServiceSpec]:
         ),
         ServiceSpec("gateway", GATEWAY_MODULE, HOST, gateway, gateway_env),
         ServiceSpec("gateway-traced", GATEWAY_MODULE, HOST, traced, traced_env),
-    ]
+        ServiceSpec("gateway-uvloop", "bench.uvloop_gateway", HOST, uvloop, gateway_env),
+    ][: len(PATHS) + 1]
 
 
 def free_ports(count: int) -> list[int]:
@@ -253,6 +259,7 @@ async def measure_paths(address: dict[str, str], options: Options) -> dict[str, 
         "baseline": (address["proxy"], AGENT_INVOKE),
         "gateway": (address["gateway"], GATEWAY_INVOKE),
         "gateway-traced": (address["gateway-traced"], GATEWAY_INVOKE),
+        "gateway-uvloop": (address.get("gateway-uvloop", ""), GATEWAY_INVOKE),
     }
     payload = invoke_request("bench", "echo")
     samples: dict[str, dict[int, list[Sample]]] = {
@@ -418,22 +425,19 @@ def conditions(options: Options) -> dict[str, Any]:
 
 
 async def run_mesh(options: Options, workdir: Path) -> dict[str, Any]:
-    ports = free_ports(6)
+    ports = free_ports(7)
     config_path = workdir / "gateway.yaml"
-    dead = f"{HOST}:{ports[5]}"  # nothing listens there
+    dead = f"{HOST}:{ports[6]}"  # nothing listens there
     config = gateway_config(f"{HOST}:{ports[1]}", dead, max(options.fanout_widths))
     config_path.write_text(yaml.safe_dump(config))
-    specs = mesh_specs(ports[:5], config_path)
+    specs = mesh_specs(ports[:6], config_path)
     logs = workdir / "logs"
-    # Agents first; then both gateways at once (each fetches the agents' cards as it starts).
-    meshes = [
-        LocalMesh(specs[:3], log_dir=logs, grace_period=2),
-        LocalMesh(specs[3:4], log_dir=logs, grace_period=2),
-        LocalMesh(specs[4:], log_dir=logs, grace_period=2),
-    ]
+    # Agents first; then the gateways at once (each fetches the agents' cards as it starts).
+    meshes = [LocalMesh(specs[:3], log_dir=logs, grace_period=2)]
+    meshes += [LocalMesh([spec], log_dir=logs, grace_period=2) for spec in specs[3:]]
     try:
         await meshes[0].start()
-        await asyncio.gather(meshes[1].start(), meshes[2].start())
+        await asyncio.gather(*(mesh.start() for mesh in meshes[1:]))
         await asyncio.sleep(options.settle)  # let start-up settle before reading idle memory
         idle = memory(meshes)
         address = {r.spec.name: r.spec.address for m in meshes for r in m.running}
@@ -476,6 +480,9 @@ def ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
             "gateway_p50_over_baseline": ratio(row["gateway"]["p50_ms"], row["baseline"]["p50_ms"]),
             "gateway_p99_over_baseline": ratio(row["gateway"]["p99_ms"], row["baseline"]["p99_ms"]),
             "traced_rps_over_gateway": ratio(row["gateway-traced"]["rps"], row["gateway"]["rps"]),
+            "uvloop_rps_over_gateway": ratio(
+                row.get("gateway-uvloop", {}).get("rps", 0.0), row["gateway"]["rps"]
+            ),
             "baseline_rps_over_direct": ratio(row["baseline"]["rps"], row["direct"]["rps"]),
         }
     return result
@@ -519,14 +526,15 @@ def markdown(report: dict[str, Any]) -> str:
         "## Ratios",
         "",
         "| concurrency | gateway/baseline req/s | gateway/baseline p50 | gateway/baseline p99 "
-        "| traced/untraced req/s | baseline/direct req/s |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| traced/untraced req/s | uvloop/asyncio gateway req/s | baseline/direct req/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for concurrency, r in report["ratios"].items():
         lines.append(
             f"| {concurrency} | {r['gateway_rps_over_baseline']} "
             f"| {r['gateway_p50_over_baseline']} "
             f"| {r['gateway_p99_over_baseline']} | {r['traced_rps_over_gateway']} "
+            f"| {r['uvloop_rps_over_gateway']} "
             f"| {r['baseline_rps_over_direct']} |"
         )
     f = report["fanout"]

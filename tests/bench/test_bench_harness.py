@@ -25,7 +25,9 @@ SECTIONS = (
     "interceptor",
     "targets",
 )
-PATHS = ("direct", "baseline", "gateway", "gateway-traced")
+PATHS = ("direct", "baseline", "gateway", "gateway-traced") + (
+    ("gateway-uvloop",) if importlib.util.find_spec("uvloop") is not None else ()
+)
 
 
 @pytest.mark.slow
@@ -46,9 +48,7 @@ def test_tiny_run_writes_every_section(tmp_path: Path) -> None:
     assert all(sorted(report["paths"][p]) == ["1", "64"] for p in PATHS)
     assert sorted(report["fanout"]["widths"]) == ["1", "16", "4"]
     assert report["fast_fail"]["codes"] == ["UNAVAILABLE"]
-    assert sorted(report["memory"]["idle"]) == sorted(
-        ["receiver", "agent", "proxy", "gateway", "gateway-traced"]
-    )
+    assert sorted(report["memory"]["idle"]) == sorted(["receiver", "agent", "proxy", *PATHS[2:]])
     assert len(report["targets"]) == 6
     table = (tmp_path / "latest.md").read_text()
     headings = [line for line in table.splitlines() if line.startswith("## ")]
