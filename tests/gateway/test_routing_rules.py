@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from meshtest import running_agent
+from meshtest import ProbeAgent, running_agent, running_gateway, wait_until
 
 from agentmesh.gateway import Gateway, GatewaySettings
 from agentmesh.gateway.cache import MemoryCache, cache_key
@@ -294,3 +295,25 @@ async def test_memory_cache_bounds_bytes() -> None:
     await cache.put("huge", pb.InvokeResponse(agent="y" * 2000), ttl=10)
     assert await cache.get("huge") is None
     assert await cache.get("b") == big
+
+
+async def test_skill_routing_skips_an_agent_that_is_draining() -> None:
+    draining_agent, steady_agent = ProbeAgent("draining"), ProbeAgent("steady")
+    async with (
+        running_agent(draining_agent, drain_delay=2.0) as (draining_server, draining),
+        running_agent(steady_agent) as (_, steady),
+        running_gateway({"draining": [draining], "steady": [steady]}) as (gateway, address),
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        # SIGTERM-style drain: health turns NOT_SERVING for drain_delay, calls still served.
+        stopping = asyncio.ensure_future(draining_server.stop(5.0))
+        entry = gateway.registry.get("draining")
+        assert entry is not None
+        await wait_until(lambda: entry.draining)
+        request = pb.InvokeRequest(skill="echo")
+        request.message.parts.add(text="who?")
+        answers = [(await stub.Invoke(request, timeout=10)).agent for _ in range(4)]
+        await stopping
+    assert answers == ["steady"] * 4
+    assert draining_agent.seen_remaining == []

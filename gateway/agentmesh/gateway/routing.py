@@ -56,7 +56,11 @@ def route(registry: Registry, agent: str, skill: str) -> AgentEntry:
                 f"no registered agent offers skill {skill!r}; known skills: "
                 + (", ".join(skills) or "none")
             )
-        serving = [e for e in candidates if e.reachability is not Reachability.UNAVAILABLE]
+        serving = [
+            e
+            for e in candidates
+            if e.reachability is not Reachability.UNAVAILABLE and not e.draining
+        ]
         pool = serving or candidates
         return min(pool, key=lambda e: e.picks)  # least recently picked first
     raise InvalidInput("agent", "set agent or skill to say which agent should answer")
