@@ -10,7 +10,14 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.cli.main import EXIT_FAILED, connect, gateway_flag, parse_options, read_input
+from agentmesh.cli.main import (
+    EXIT_FAILED,
+    connect,
+    gateway_flag,
+    parse_data,
+    parse_options,
+    read_input,
+)
 from agentmesh.client import FanOutResult, Reply
 from agentmesh.client._orchestration import Aggregation, Policy
 
@@ -48,12 +55,7 @@ def register(commands: Any) -> None:
 
 def cmd_fanout(args: argparse.Namespace, console: Console) -> int:
     targets = [t.strip() for t in args.targets.split(",") if t.strip() not in ("", "-")]
-    data = None
-    if args.data is not None:
-        try:
-            data = json.loads(args.data)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"agentmesh: --data is not JSON: {exc}") from None
+    data = parse_data(args.data)
     with connect(args, timeout=args.timeout) as client:
         result = client.fan_out(
             targets,

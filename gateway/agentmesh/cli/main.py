@@ -148,6 +148,16 @@ def read_input(value: str | None) -> str | None:
     return value
 
 
+def parse_data(value: str | None) -> Any:
+    """The ``--data`` flag's JSON value (None when the flag was not given)."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"agentmesh: --data is not JSON: {exc}") from None
+
+
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -209,12 +219,7 @@ def _print_reply_body(text: str, data: Any) -> None:
 
 def cmd_call(args: argparse.Namespace, console: Console) -> int:
     text = read_input(args.input)
-    data = None
-    if args.data is not None:
-        try:
-            data = json.loads(args.data)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"agentmesh: --data is not JSON: {exc}") from None
+    data = parse_data(args.data)
     if text is None and data is None:
         raise SystemExit("agentmesh: give INPUT (text, @FILE or -) or --data")
     options = parse_options(args.option)

@@ -23,7 +23,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.main import connect, gateway_flag, parse_options, read_input
+from agentmesh.cli.main import connect, gateway_flag, parse_data, parse_options, read_input
 from agentmesh.client import (
     StepError,
     StepFinished,
@@ -173,12 +173,7 @@ class Progress:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     workflow = load_workflow_arg(args.workflow)
     text = read_input(args.input)
-    data = None
-    if args.data is not None:
-        try:
-            data = json.loads(args.data)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"agentmesh: --data is not JSON: {exc}") from None
+    data = parse_data(args.data)
     state = parse_options(args.state)
     with connect(args, timeout=args.timeout) as client:
         events = client.run_workflow(workflow, text, data=data, state=state)
