@@ -6,7 +6,6 @@ response back untouched: the gateway reads only the routing fields.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ from agentmesh.gateway.cache import cache_key
 from agentmesh.gateway.registry import AgentEntry, Reachability
 from agentmesh.gateway.resilience.visibility import fill_resilience
 from agentmesh.gateway.routing import addressed
-from agentmesh.runtime.status import abort
+from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -67,6 +66,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self._registry = gateway.registry
         self._upstream = gateway.upstream
 
+    @unary_errors
     async def ListAgents(
         self, request: gateway_pb2.ListAgentsRequest, context: Context
     ) -> gateway_pb2.ListAgentsResponse:
@@ -76,125 +76,89 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             agents=[agent_info(e) for e in self._registry.entries]
         )
 
+    @unary_errors
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
-        try:
-            time_remaining = context.time_remaining()
-            selection = await self._gateway.router.select(request, time_remaining=time_remaining)
-            forwarded = addressed(request, selection)
-            policy = selection.cache
-            if policy is None:
-                return await self._upstream.invoke(
-                    selection.entry, forwarded, time_remaining=time_remaining
-                )
-            entry = selection.entry
-            key = cache_key(
-                entry.name, entry.card.version if entry.card else "", selection.skill, request
+        time_remaining = context.time_remaining()
+        selection = await self._gateway.router.select(request, time_remaining=time_remaining)
+        forwarded = addressed(request, selection)
+        policy = selection.cache
+        if policy is None:
+            return await self._upstream.invoke(
+                selection.entry, forwarded, time_remaining=time_remaining
             )
-            if not _bypasses_cache(context):
-                cached = await self._gateway.cache.get(key)
-                if cached is not None:
-                    context.set_trailing_metadata(((CACHE_HEADER, "hit"),))
-                    return cached
-            response = await self._upstream.invoke(
-                entry, forwarded, time_remaining=context.time_remaining()
-            )
-            await self._gateway.cache.put(key, response, policy.ttl)
-            context.set_trailing_metadata(((CACHE_HEADER, "miss"),))
-            return response
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.Invoke")
+        entry = selection.entry
+        key = cache_key(
+            entry.name, entry.card.version if entry.card else "", selection.skill, request
+        )
+        if not _bypasses_cache(context):
+            cached = await self._gateway.cache.get(key)
+            if cached is not None:
+                context.set_trailing_metadata(((CACHE_HEADER, "hit"),))
+                return cached
+        response = await self._upstream.invoke(
+            entry, forwarded, time_remaining=context.time_remaining()
+        )
+        await self._gateway.cache.put(key, response, policy.ttl)
+        context.set_trailing_metadata(((CACHE_HEADER, "miss"),))
+        return response
 
+    @stream_errors
     async def InvokeStream(
         self, request: pb.InvokeRequest, context: Context
     ) -> AsyncIterator[pb.InvokeEvent]:
-        try:
-            time_remaining = context.time_remaining()
-            selection = await self._gateway.router.select(request, time_remaining=time_remaining)
-            async for event in self._upstream.stream(
-                selection.entry,
-                addressed(request, selection),
-                time_remaining=context.time_remaining(),
-            ):
-                yield event
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.InvokeStream")
+        time_remaining = context.time_remaining()
+        selection = await self._gateway.router.select(request, time_remaining=time_remaining)
+        async for event in self._upstream.stream(
+            selection.entry,
+            addressed(request, selection),
+            time_remaining=context.time_remaining(),
+        ):
+            yield event
 
+    @unary_errors
     async def FanOut(
         self, request: gateway_pb2.FanOutRequest, context: Context
     ) -> gateway_pb2.FanOutResponse:
-        try:
-            return await self._gateway.fanout.run(request, time_remaining=context.time_remaining())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.FanOut")
+        return await self._gateway.fanout.run(request, time_remaining=context.time_remaining())
 
+    @stream_errors
     async def RunWorkflow(
         self, request: gateway_pb2.RunWorkflowRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.WorkflowEvent]:
-        try:
-            async for event in self._gateway.workflows.run_workflow(
-                request, time_remaining=context.time_remaining()
-            ):
-                yield event
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.RunWorkflow")
+        async for event in self._gateway.workflows.run_workflow(
+            request, time_remaining=context.time_remaining()
+        ):
+            yield event
 
+    @unary_errors
     async def SubmitJob(
         self, request: gateway_pb2.SubmitJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        try:
-            return await self._gateway.jobs.submit(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.SubmitJob")
+        return await self._gateway.jobs.submit(request)
 
+    @unary_errors
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: Context) -> gateway_pb2.Job:
-        try:
-            return await self._gateway.jobs.get(request.job_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.GetJob")
+        return await self._gateway.jobs.get(request.job_id)
 
+    @stream_errors
     async def WatchJob(
         self, request: gateway_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        try:
-            async for event in self._gateway.jobs.watch(request.job_id, request.from_offset):
-                yield event
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.WatchJob")
+        async for event in self._gateway.jobs.watch(request.job_id, request.from_offset):
+            yield event
 
+    @unary_errors
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        try:
-            # Wait for the job to stop, leaving time to answer within the caller's deadline.
-            remaining = context.time_remaining()
-            wait = 10.0 if remaining is None else max(0.0, min(10.0, remaining - 0.1))
-            return await self._gateway.jobs.cancel(request.job_id, wait=wait)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.CancelJob")
+        # Wait for the job to stop, leaving time to answer within the caller's deadline.
+        remaining = context.time_remaining()
+        wait = 10.0 if remaining is None else max(0.0, min(10.0, remaining - 0.1))
+        return await self._gateway.jobs.cancel(request.job_id, wait=wait)
 
+    @unary_errors
     async def ListJobs(
         self, request: gateway_pb2.ListJobsRequest, context: Context
     ) -> gateway_pb2.ListJobsResponse:
-        try:
-            jobs = await self._gateway.jobs.list(request.limit, request.state)
-            return gateway_pb2.ListJobsResponse(jobs=jobs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where="Gateway.ListJobs")
+        jobs = await self._gateway.jobs.list(request.limit, request.state)
+        return gateway_pb2.ListJobsResponse(jobs=jobs)

@@ -23,7 +23,7 @@ from agentmesh.runtime.agent import Agent, Assembler
 from agentmesh.runtime.logs import configure_logging
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import ServerSettings, load_settings
-from agentmesh.runtime.status import abort
+from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.runtime.types import Request
 from agentmesh.telemetry import start_telemetry
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
@@ -58,44 +58,36 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             return domain
         return replace(domain, skill=skill, task_id=domain.task_id or uuid.uuid4().hex)
 
+    @unary_errors
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
-        try:
-            domain = self._request(request, context)
-            result = await self._agent.invoke(domain)
-            return wire.result_to_proto(
-                result, agent=self._name, skill=domain.skill, task_id=domain.task_id
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where=f"{self._name}.Invoke")
+        domain = self._request(request, context)
+        result = await self._agent.invoke(domain)
+        return wire.result_to_proto(
+            result, agent=self._name, skill=domain.skill, task_id=domain.task_id
+        )
 
+    @stream_errors
     async def InvokeStream(
         self, request: pb.InvokeRequest, context: Context
     ) -> AsyncIterator[pb.InvokeEvent]:
-        try:
-            domain = self._request(request, context)
-            started = pb.InvokeEvent()
-            started.started.task_id = domain.task_id
-            started.started.agent = self._name
-            started.started.skill = domain.skill
-            yield started
-            assembler = Assembler()
-            async for item in self._agent.stream(domain):
-                partial = assembler.feed(item)
-                if partial is not None:
-                    yield wire.partial_to_proto(partial)
-            event = pb.InvokeEvent()
-            event.final.CopyFrom(
-                wire.result_to_proto(
-                    assembler.result(), agent=self._name, skill=domain.skill, task_id=domain.task_id
-                )
+        domain = self._request(request, context)
+        started = pb.InvokeEvent()
+        started.started.task_id = domain.task_id
+        started.started.agent = self._name
+        started.started.skill = domain.skill
+        yield started
+        assembler = Assembler()
+        async for item in self._agent.stream(domain):
+            partial = assembler.feed(item)
+            if partial is not None:
+                yield wire.partial_to_proto(partial)
+        event = pb.InvokeEvent()
+        event.final.CopyFrom(
+            wire.result_to_proto(
+                assembler.result(), agent=self._name, skill=domain.skill, task_id=domain.task_id
             )
-            yield event
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, where=f"{self._name}.InvokeStream")
+        )
+        yield event
 
 
 def agent_server(

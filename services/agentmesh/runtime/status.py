@@ -7,9 +7,12 @@ traceback goes only to the log, under that id, never to the caller.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import uuid
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -45,3 +48,54 @@ async def abort(
     if isinstance(exc, AgentError):
         await context.abort(grpc_code(exc.code), exc.message)
     await context.abort(grpc.StatusCode.INTERNAL, internal_message(exc, where=where))
+
+
+# -- one error mapping for every servicer method --------------------------------
+
+_Servicer = TypeVar("_Servicer")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def unary_errors(
+    method: Callable[[_Servicer, _Request, _Context], Awaitable[_Response]],
+) -> Callable[[_Servicer, _Request, _Context], Awaitable[_Response]]:
+    """End a unary method's call with the status its exception stands for.
+
+    Cancellation passes through; an :class:`AgentError` becomes its status and
+    message; anything else becomes a sanitized INTERNAL (see :func:`abort`).
+    """
+    where = method.__qualname__
+
+    @functools.wraps(method)
+    async def mapped(self: _Servicer, request: _Request, context: _Context) -> _Response:
+        try:
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where=where)
+
+    return mapped
+
+
+def stream_errors(
+    method: Callable[[_Servicer, _Request, _Context], AsyncIterator[_Response]],
+) -> Callable[[_Servicer, _Request, _Context], AsyncIterator[_Response]]:
+    """:func:`unary_errors` for a server-streaming method (events already sent stay sent)."""
+    where = method.__qualname__
+
+    @functools.wraps(method)
+    async def mapped(
+        self: _Servicer, request: _Request, context: _Context
+    ) -> AsyncIterator[_Response]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, where=where)
+
+    return mapped
