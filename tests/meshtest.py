@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +108,32 @@ def service_env(**extra: str) -> dict[str, str]:
     env.update(extra)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
+    """A service's environment: OTEL_* pointing at ``endpoint`` and nothing inherited."""
+    env = {k: v for k, v in service_env().items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="100", **extra)
+    return env
+
+
+async def serving(address: str) -> None:
+    """Wait until the service at ``address`` reports SERVING (bounded)."""
+
+    async def check() -> bool:
+        try:
+            return await health_status(address) == 1
+        except grpc.aio.AioRpcError:
+            return False
+
+    await wait_until(check, attempts=400)
+
+
+async def stop_all(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process and wait for it to exit (it flushes its spans on the way)."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
 
 
 class ProbeAgent(Agent):

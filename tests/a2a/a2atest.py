@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
-import subprocess
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +11,7 @@ import grpc
 from a2a.client import Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.constants import TransportProtocol
-from meshtest import ProbeAgent, health_status, running_agent, service_env, wait_until
+from meshtest import ProbeAgent, running_agent
 
 from agentmesh.gateway import Gateway, GatewayConfig, GatewaySettings
 from agentmesh.gateway.config import AgentConfig
@@ -86,27 +83,3 @@ def state_of(event: a2a.StreamResponse) -> int | None:
 
 def texts(artifact: a2a.Artifact) -> str:
     return "".join(p.text for p in artifact.parts)
-
-
-def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
-    """A service's environment: OTEL_* pointing at ``endpoint`` and nothing inherited."""
-    env = {k: v for k, v in service_env().items() if not k.startswith("OTEL_")}
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="100", **extra)
-    return env
-
-
-async def serving(address: str) -> None:
-    async def check() -> bool:
-        try:
-            return await health_status(address) == 1
-        except grpc.aio.AioRpcError:
-            return False
-
-    await wait_until(check, attempts=400)
-
-
-async def stop_all(processes: Iterable[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each process and wait for it to exit (it flushes its spans on the way)."""
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from a2a.client import ClientCallContext
 from a2a.types import a2a_pb2 as a2a
-from a2atest import a2a_client, message, otel_env, serving, state_of, stop_all
-from meshtest import free_port
+from a2atest import a2a_client, message, state_of
+from meshtest import free_port, otel_env, serving, stop_all
 
 from agentmesh.telemetry.collector import SpanStore, start_receiver
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import TypeVar
 import grpc
 import httpx
 import pytest
-from meshtest import free_port, health_status, service_env, wait_until
+from meshtest import free_port, otel_env, serving, stop_all
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -48,30 +47,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     handle = await start_receiver(store)
     yield Receiver(store, handle)
     await handle.stop()
-
-
-def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
-    """A service's environment: OTEL_* pointing at ``endpoint`` and nothing inherited."""
-    env = {k: v for k, v in service_env().items() if not k.startswith("OTEL_")}
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="100", **extra)
-    return env
-
-
-async def serving(address: str) -> None:
-    async def check() -> bool:
-        try:
-            return await health_status(address) == 1
-        except grpc.aio.AioRpcError:
-            return False
-
-    await wait_until(check, attempts=400)
-
-
-async def stop_all(processes: Iterable[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each process and wait for it to exit (it flushes its spans on the way)."""
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
 
 
 def traceparent(trace_id: int, span_id: int) -> str:
