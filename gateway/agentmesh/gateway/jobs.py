@@ -209,8 +209,9 @@ class JobManager:
                 raise InvalidInput("workflow", "set workflow (a declared name) or definition")
             return f"workflow {workflow.workflow or 'inline'}"
         self._fanout.validate(request.fan_out)
-        legs = len(request.fan_out.targets) or f"skill {request.fan_out.skill}"
-        return f"fan-out ({legs} legs)" if isinstance(legs, int) else f"fan-out to {legs}"
+        if request.fan_out.targets:
+            return f"fan-out ({len(request.fan_out.targets)} legs)"
+        return f"fan-out to skill {request.fan_out.skill}"
 
     async def _work(self) -> None:
         while True:

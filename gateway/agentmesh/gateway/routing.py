@@ -108,7 +108,6 @@ class Router:
 
     def __init__(self, registry: Registry, upstream: Upstream, config: GatewayConfig) -> None:
         self.registry = registry
-        self._registry = registry
         self._upstream = upstream
         self._config = config
         ordered = sorted(config.routes, key=lambda r: -r.priority)  # stable: file order on ties
@@ -120,7 +119,7 @@ class Router:
 
     async def select(self, request: pb.InvokeRequest, *, time_remaining: float | None) -> Selection:
         if request.agent or request.skill:
-            entry = route(self._registry, request.agent, request.skill)
+            entry = route(self.registry, request.agent, request.skill)
             how = "agent" if request.agent else "skill"
             return Selection(entry, request.skill, how, _agent_cache(entry, request.skill))
         if not self.has_rules:
@@ -140,13 +139,13 @@ class Router:
         )
 
     def _to(self, target: TargetConfig, name: str, cache: CacheConfig | None) -> Selection:
-        entry = route(self._registry, target.agent, target.skill)
+        entry = route(self.registry, target.agent, target.skill)
         return Selection(entry, target.skill, name, cache or _agent_cache(entry, target.skill))
 
     async def _ask_router(
         self, router: TargetConfig, request: pb.InvokeRequest, time_remaining: float | None
     ) -> Selection:
-        entry = route(self._registry, router.agent, router.skill)
+        entry = route(self.registry, router.agent, router.skill)
         ask = pb.InvokeRequest(agent=entry.name, skill=router.skill, message=request.message)
         answer = await self._upstream.invoke(entry, ask, time_remaining=time_remaining)
         agent, skill = _router_choice(result_from_proto(answer))
@@ -156,7 +155,7 @@ class Router:
                 '{"agent": ..., "skill": ...} or text AGENT or AGENT/SKILL'
             )
         try:
-            chosen = route(self._registry, agent, skill)
+            chosen = route(self.registry, agent, skill)
         except AgentError as exc:
             raise FailedPrecondition(
                 f"router agent {entry.name!r} chose an unusable target: {exc.message}"
