@@ -182,6 +182,7 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> int:
                         "name": a.name,
                         "status": a.status,
                         "addresses": list(a.addresses),
+                        "protocol": a.protocol,
                         "version": a.card.version if a.card else None,
                         "skills": [s.id for s in a.card.skills] if a.card else [],
                         "detail": a.detail,
@@ -193,7 +194,10 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> int:
         )
         return 0
     table = Table()
-    for column in ("agent", "status", "version", "skills", "address"):
+    # The protocol column only when some agent speaks A2A: the table stays narrow otherwise.
+    external = any(a.protocol != "agentmesh" for a in agents)
+    columns = ("agent", "status", "protocol") if external else ("agent", "status")
+    for column in (*columns, "version", "skills", "address"):
         table.add_column(column, no_wrap=True)
     table.add_column("description")  # the one column that wraps on narrow terminals
     for a in agents:
@@ -201,6 +205,7 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> int:
         table.add_row(
             a.name,
             f"[{colour}]{a.status}[/{colour}]",
+            *([a.protocol] if external else []),
             a.card.version if a.card else "-",
             ", ".join(s.id for s in a.card.skills) if a.card else "-",
             ", ".join(a.addresses),

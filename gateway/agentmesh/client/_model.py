@@ -63,6 +63,7 @@ class AgentInfo:
     addresses: tuple[str, ...]
     card: AgentCard | None
     detail: str = ""
+    protocol: str = "agentmesh"  # or "a2a/grpc", "a2a/jsonrpc": an external A2A agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,7 @@ def agents_from_proto(response: gateway_pb2.ListAgentsResponse) -> list[AgentInf
             addresses=tuple(a.addresses),
             card=wire.card_from_proto(a.card) if a.HasField("card") and a.card.skills else None,
             detail=a.detail,
+            protocol=a.protocol or "agentmesh",
         )
         for a in response.agents
     ]

@@ -15,6 +15,18 @@ The agent registry comes from a YAML file (``--config`` or
     AGENTMESH_AGENT_CODE_REVIEWER_ADDRESSES=127.0.0.1:50065,127.0.0.1:50075
     AGENTMESH_AGENT_QA_SKILLS=answer
 
+An agent that speaks A2A v1 instead of ``agentmesh.v1.Agent`` says so with
+``a2a`` (see docs/a2a.md)::
+
+      currency:
+        address: http://127.0.0.1:10000/     # JSON-RPC endpoint URL
+        a2a: {binding: jsonrpc, headers: {x-api-key: "${CURRENCY_KEY}"}}
+      translator:
+        address: 127.0.0.1:50070             # host:port of its gRPC binding
+        a2a: grpc                            # short for {binding: grpc}
+
+    AGENTMESH_AGENT_CURRENCY_A2A=jsonrpc
+
 A variable names the agent in upper case with ``_`` for ``-``; it creates the
 agent when the file does not declare it.
 """
@@ -25,7 +37,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -39,7 +51,8 @@ from agentmesh.gateway.resilience.policy import (
 )
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-_ENV_AGENT = re.compile(r"^AGENTMESH_AGENT_([A-Z0-9_]+)_(ADDRESSES|SKILLS|TIMEOUT)$")
+_ENV_AGENT = re.compile(r"^AGENTMESH_AGENT_([A-Z0-9_]+)_(ADDRESSES|SKILLS|TIMEOUT|A2A)$")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class GatewaySettings(AuthSettings):
@@ -173,6 +186,50 @@ class RouteConfig(BaseModel):
     cache: CacheConfig | None = None
 
 
+class A2AAgentConfig(BaseModel):
+    """How the gateway reaches an agent that speaks A2A v1 (instead of ``agentmesh.v1.Agent``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    binding: Literal["grpc", "jsonrpc"] = Field(
+        description="grpc: addresses are host:port of lf.a2a.v1.A2AService; "
+        "jsonrpc: addresses are the JSON-RPC endpoint URLs (http or https)"
+    )
+    card_url: str | None = Field(
+        None,
+        description="URL of the agent's public card; default: jsonrpc reads "
+        "/.well-known/agent-card.json beside the endpoint, grpc calls GetExtendedAgentCard",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="sent with every call (gRPC metadata or HTTP headers), e.g. an API key; "
+        "${NAME} in a value is the environment variable NAME",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _binding_alone(cls, data: Any) -> Any:
+        return {"binding": data} if isinstance(data, str) else data
+
+    @field_validator("card_url")
+    @classmethod
+    def _card_url_is_http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"card_url {url!r} must be an http:// or https:// URL")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} must be lower-case token characters")
+        return headers
+
+
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+
+
 class AgentConfig(ResilienceOverrides):
     """One agent as the gateway knows it before it has talked to it (resilience fields too)."""
 
@@ -182,6 +239,9 @@ class AgentConfig(ResilienceOverrides):
     skills: list[str] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0, le=3600)
     cache: CacheConfig | None = None
+    a2a: A2AAgentConfig | None = Field(
+        None, description="set: the agent speaks A2A v1 (grpc or jsonrpc binding)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -201,6 +261,27 @@ class AgentConfig(ResilienceOverrides):
             if address.startswith("dns:") and len(addresses) > 1:
                 raise ValueError("a dns:/// address must be the agent's only address")
         return addresses
+
+    @model_validator(mode="after")
+    def _addresses_fit_the_protocol(self) -> AgentConfig:
+        web = [a for a in self.addresses if a.startswith(("http://", "https://"))]
+        if self.a2a is not None and self.a2a.binding == "jsonrpc":
+            if len(web) != len(self.addresses):
+                raise ValueError(
+                    "an A2A jsonrpc agent's addresses must be http:// or https:// URLs"
+                )
+        elif web:
+            binding = "an A2A grpc agent's" if self.a2a else "a gRPC agent's"
+            raise ValueError(
+                f"{binding} addresses are host:port, not URLs ({web[0]}); "
+                "for A2A over JSON-RPC set a2a: jsonrpc"
+            )
+        return self
+
+    @property
+    def protocol(self) -> str:
+        """``agentmesh``, ``a2a/grpc`` or ``a2a/jsonrpc``."""
+        return "agentmesh" if self.a2a is None else f"a2a/{self.a2a.binding}"
 
 
 class GatewayConfig(BaseModel):
@@ -259,8 +340,30 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         name = match.group(1).lower().replace("_", "-")
         field = match.group(2).lower()
         items = [v.strip() for v in value.split(",") if v.strip()]
-        overrides.setdefault(name, {})[field] = value if field == "timeout" else items
+        overrides.setdefault(name, {})[field] = (
+            value.strip() if field in ("timeout", "a2a") else items
+        )
     return overrides
+
+
+def _expand_environment(agents: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Replace ``${NAME}`` in A2A header values with the environment variable NAME."""
+    for name, fields in agents.items():
+        a2a = fields.get("a2a") if isinstance(fields, dict) else None
+        headers = a2a.get("headers") if isinstance(a2a, dict) else None
+        if not isinstance(headers, dict):
+            continue
+        expanded = {}
+        for header, value in headers.items():
+            text = str(value)
+            for variable in _ENV_REFERENCE.findall(text):
+                if variable not in environ:
+                    raise ConfigError(
+                        f"invalid gateway config: agents.{name}.a2a.headers.{header}: "
+                        f"environment variable {variable} is not set"
+                    )
+            expanded[header] = _ENV_REFERENCE.sub(lambda m: environ[m.group(1)], text)
+        fields["a2a"] = {**cast("dict[str, Any]", a2a), "headers": expanded}
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -283,8 +386,15 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         merged = dict(current) if isinstance(current, dict) else {}
         if "addresses" in fields:
             merged.pop("address", None)
+        if "a2a" in fields and isinstance(merged.get("a2a"), dict):
+            fields = {**fields, "a2a": {**merged["a2a"], "binding": fields["a2a"]}}
         merged.update(fields)
         agents[name] = merged
+    agents = {
+        name: dict(fields) if isinstance(fields, dict) else fields
+        for name, fields in agents.items()
+    }
+    _expand_environment(agents, environ)
     try:
         return GatewayConfig.model_validate({**raw, "agents": agents})
     except ValidationError as exc:

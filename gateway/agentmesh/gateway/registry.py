@@ -10,6 +10,11 @@ status and skips a replica that says NOT_SERVING (it is draining), as well as
 one ejected after repeated failures. A ``dns:///`` channel asks gRPC to do the
 same per resolved address (client-side health checking, ``healthCheckConfig``).
 Each entry also carries its :class:`AgentGuard` (breaker, bulkhead, budget).
+
+An agent declared with ``a2a`` speaks A2A v1: its replicas call it through
+:class:`~agentmesh.gateway.external.A2AAgentStub`, which offers the same calls
+as the generated ``agentmesh.v1.Agent`` stub. A2A has no health service, so
+its reachability comes from card fetches and calls alone.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import enum
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh.gateway.config import AgentConfig, GatewayConfig, GatewaySettings
+from agentmesh.gateway.external import A2AAgentStub
 from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.outlier import ReplicaStats
 from agentmesh.gateway.resilience.policy import agent_policy
@@ -71,11 +78,46 @@ def channel_options(settings: GatewaySettings) -> list[tuple[str, int | str]]:
     ]
 
 
+class StreamCall(Protocol):
+    """A started ``InvokeStream``: events until ``grpc.aio.EOF``; ``cancel()`` at any time."""
+
+    async def read(self) -> Any: ...
+
+    def cancel(self) -> bool: ...
+
+
+Metadata = Sequence[tuple[str, str]]
+
+
+class AgentStub(Protocol):
+    """The calls the gateway makes to an agent, as the generated gRPC stub offers them."""
+
+    def Invoke(
+        self,
+        request: pb.InvokeRequest,
+        *,
+        timeout: float | None = ...,
+        metadata: Metadata | None = ...,
+    ) -> Awaitable[pb.InvokeResponse]: ...
+
+    def InvokeStream(
+        self,
+        request: pb.InvokeRequest,
+        *,
+        timeout: float | None = ...,
+        metadata: Metadata | None = ...,
+    ) -> StreamCall: ...
+
+    def GetCard(
+        self, request: agent_pb2.GetCardRequest, *, timeout: float | None = ...
+    ) -> Awaitable[pb.AgentCard]: ...
+
+
 @dataclass(slots=True)
 class Replica:
     address: str
-    channel: grpc.aio.Channel
-    stub: agent_pb2_grpc.AgentAsyncStub
+    channel: grpc.aio.Channel | None  # None for an A2A agent over JSON-RPC
+    stub: AgentStub
     health: Health = Health.UNKNOWN
     stats: ReplicaStats = field(default_factory=ReplicaStats)
 
@@ -83,6 +125,17 @@ class Replica:
     def balanced_by_grpc(self) -> bool:
         """A ``dns:///`` name: gRPC balances and health-checks its addresses."""
         return self.address.startswith("dns:")
+
+    @property
+    def health_watched(self) -> bool:
+        """An agentmesh agent at one address: the gateway follows its grpc.health status."""
+        return not self.balanced_by_grpc and not isinstance(self.stub, A2AAgentStub)
+
+    async def close(self) -> None:
+        if isinstance(self.stub, A2AAgentStub):
+            await self.stub.close()  # closes the channel too
+        elif self.channel is not None:
+            await self.channel.close(grace=None)
 
     def eligible(self, now: float) -> bool:
         return self.health is not Health.NOT_SERVING and not self.stats.ejected(now)
@@ -192,7 +245,9 @@ class Registry:
         )
         self._entries: dict[str, AgentEntry] = {}
         for name, agent in config.agents.items():
-            replicas = [_replica(address, options, credentials) for address in agent.addresses]
+            replicas = [
+                _replica(name, agent, address, options, credentials) for address in agent.addresses
+            ]
             guard = AgentGuard.build(
                 name,
                 agent_policy(defaults, agent),
@@ -210,7 +265,7 @@ class Registry:
         """Fetch every card once, then keep them fresh and watch health in the background."""
         for entry in self._entries.values():
             for replica in entry.replicas:
-                if not replica.balanced_by_grpc:
+                if replica.health_watched:
                     self._watchers.append(
                         asyncio.create_task(
                             _watch_health(entry.name, replica), name=f"health:{replica.address}"
@@ -229,7 +284,7 @@ class Registry:
         self._watchers.clear()
         for entry in self._entries.values():
             for replica in entry.replicas:
-                await replica.channel.close(grace=None)
+                await replica.close()
 
     def get(self, name: str) -> AgentEntry | None:
         return self._entries.get(name)
@@ -270,7 +325,8 @@ class Registry:
             return
         entry.failures = 0
         entry.next_refresh = loop.time() + interval
-        if card.name and card.name != entry.name:
+        # An external A2A agent has its own name for itself: only a native one is warned of.
+        if card.name and card.name != entry.name and entry.config.a2a is None:
             log.warning(
                 "agent card name differs from its registry name",
                 extra={"agent": entry.name, "card_name": card.name},
@@ -298,6 +354,7 @@ class Registry:
 
 async def _watch_health(agent: str, replica: Replica) -> None:
     """Follow ``replica``'s health with a Watch stream, re-opened with backoff when it breaks."""
+    assert replica.channel is not None
     stub = health_pb2_grpc.HealthStub(replica.channel)
     pause = 0.1
     while True:
@@ -328,11 +385,19 @@ async def _watch_health(agent: str, replica: Replica) -> None:
 
 
 def _replica(
+    name: str,
+    agent: AgentConfig,
     address: str,
     options: list[tuple[str, int | str]],
     credentials: grpc.ChannelCredentials | None = None,
 ) -> Replica:
-    """A channel to ``address``: TLS (mTLS with a client certificate) when ``credentials``."""
+    """A channel to ``address`` (TLS, mTLS with a client certificate, when ``credentials``).
+
+    For an A2A agent over JSON-RPC the address is a URL and there is no channel.
+    """
+    a2a = agent.a2a
+    if a2a is not None and a2a.binding == "jsonrpc":
+        return Replica(address, None, A2AAgentStub.over_jsonrpc(name, address, a2a, agent.skills))
     if address.startswith("dns:"):
         options = [*options, ("grpc.service_config", _DNS_SERVICE_CONFIG)]
     channel = (
@@ -340,4 +405,6 @@ def _replica(
         if credentials is None
         else grpc.aio.secure_channel(address, credentials, options=options)
     )
+    if a2a is not None:
+        return Replica(address, channel, A2AAgentStub.over_grpc(name, channel, a2a, agent.skills))
     return Replica(address, channel, agent_pb2_grpc.AgentStub(channel))

@@ -37,6 +37,7 @@ def agent_info(entry: AgentEntry) -> gateway_pb2.AgentInfo:
         addresses=entry.addresses,
         status=_STATUS[entry.reachability],
         detail=entry.detail,
+        protocol=entry.config.protocol,
     )
     if entry.card is not None:
         info.card.CopyFrom(entry.card)

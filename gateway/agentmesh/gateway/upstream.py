@@ -40,7 +40,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentmesh.gateway.config import GatewaySettings
-from agentmesh.gateway.registry import AgentEntry, Registry, Replica
+from agentmesh.gateway.registry import AgentEntry, Registry, Replica, StreamCall
 from agentmesh.gateway.resilience import AgentGuard, BreakerOpen, BulkheadFull, Outcome
 from agentmesh.gateway.resilience.breaker import Ticket
 from agentmesh.gateway.resilience.interceptor import RETRY_AFTER
@@ -152,7 +152,7 @@ class _CallFailed(Exception):
 class _OpenStream:
     """A streaming call whose first event has arrived (or that ended empty)."""
 
-    call: grpc.aio.UnaryStreamCall[pb.InvokeRequest, pb.InvokeEvent]
+    call: StreamCall
     first: pb.InvokeEvent | None
     replica: Replica
     timeout: float
@@ -311,7 +311,7 @@ class Upstream:
                 # read(), not iteration: the first event was read that way
                 # and gRPC refuses to mix the two styles on one call.
                 while (event := await opened.call.read()) is not grpc.aio.EOF:
-                    yield event  # type: ignore[misc]
+                    yield event
             outcome = Outcome.SUCCESS
             self._answered(target)
         except grpc.aio.AioRpcError as exc:

@@ -26,23 +26,23 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from agentmesh.v1 import messages_pb2 as agentmesh_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gentmesh/v1/gateway.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1b\x61gentmesh/v1/messages.proto\"$\n\x11ListAgentsRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"z\n\x0b\x42reakerInfo\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.agentmesh.v1.BreakerState\x12\x10\n\x08\x66\x61ilures\x18\x02 \x01(\x05\x12\x11\n\topened_at\x18\x03 \x01(\x01\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\x01\"}\n\x0bReplicaInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07\x65jected\x18\x02 \x01(\x08\x12\x1b\n\x13\x65jected_for_seconds\x18\x03 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x04 \x01(\x05\x12\x11\n\tin_flight\x18\x05 \x01(\x05\"\xa5\x02\n\tAgentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.AgentCard\x12\x11\n\taddresses\x18\x03 \x03(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.agentmesh.v1.AgentStatus\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12*\n\x07\x62reaker\x18\x06 \x01(\x0b\x32\x19.agentmesh.v1.BreakerInfo\x12+\n\x08replicas\x18\x07 \x03(\x0b\x32\x19.agentmesh.v1.ReplicaInfo\x12\x11\n\tin_flight\x18\x08 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\t \x01(\x05\x12\x10\n\x08\x66\x61llback\x18\n \x01(\t\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.agentmesh.v1.AgentInfo\"&\n\x06Target\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05skill\x18\x02 \x01(\t\"\xed\x02\n\rFanOutRequest\x12%\n\x07targets\x18\x01 \x03(\x0b\x32\x14.agentmesh.v1.Target\x12\r\n\x05skill\x18\x02 \x01(\t\x12&\n\x07message\x18\x03 \x01(\x0b\x32\x15.agentmesh.v1.Message\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tmax_width\x18\x05 \x01(\r\x12\x1b\n\x13leg_timeout_seconds\x18\x06 \x01(\x01\x12+\n\x06policy\x18\x07 \x01(\x0e\x32\x1b.agentmesh.v1.PartialPolicy\x12\x0e\n\x06quorum\x18\x08 \x01(\r\x12.\n\x0b\x61ggregation\x18\t \x01(\x0e\x32\x19.agentmesh.v1.Aggregation\x12\r\n\x05\x66ield\x18\n \x01(\t\x12(\n\naggregator\x18\x0b \x01(\x0b\x32\x14.agentmesh.v1.Target\"\x8a\x01\n\tFanOutLeg\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05skill\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12,\n\x06result\x18\x06 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\"\xbc\x01\n\x0e\x46\x61nOutResponse\x12%\n\x04legs\x18\x01 \x03(\x0b\x32\x17.agentmesh.v1.FanOutLeg\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12\x11\n\tsucceeded\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\xa1\x01\n\x12RunWorkflowRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12+\n\ndefinition\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x05input\x18\x03 \x01(\x0b\x32\x15.agentmesh.v1.Message\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"B\n\x0fWorkflowStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x03(\t\"J\n\x0bStepStarted\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\r\n\x05skill\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"I\n\x0bStepPartial\x12\x0c\n\x04step\x18\x01 \x01(\t\x12,\n\x07partial\x18\x02 \x01(\x0b\x32\x1b.agentmesh.v1.PartialOutput\"\xca\x01\n\x0cStepFinished\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12*\n\x07outcome\x18\x03 \x01(\x0e\x32\x19.agentmesh.v1.StepOutcome\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12,\n\x06result\x18\x08 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\"\xeb\x01\n\x0eWorkflowResult\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12,\n\x06result\x18\x04 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12)\n\x05steps\x18\x06 \x03(\x0b\x32\x1a.agentmesh.v1.StepFinished\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\"\xbf\x02\n\rWorkflowEvent\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.agentmesh.v1.WorkflowStartedH\x00\x12\x31\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x19.agentmesh.v1.StepStartedH\x00\x12\x31\n\x0cstep_partial\x18\x03 \x01(\x0b\x32\x19.agentmesh.v1.StepPartialH\x00\x12\x33\n\rstep_finished\x18\x04 \x01(\x0b\x32\x1a.agentmesh.v1.StepFinishedH\x00\x12-\n\x05\x66inal\x18\x05 \x01(\x0b\x32\x1c.agentmesh.v1.WorkflowResultH\x00\x12)\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x18.agentmesh.v1.ErrorEventH\x00\x42\x07\n\x05\x65vent\"\xc8\x01\n\x10SubmitJobRequest\x12-\n\x06invoke\x18\x01 \x01(\x0b\x32\x1b.agentmesh.v1.InvokeRequestH\x00\x12\x34\n\x08workflow\x18\x02 \x01(\x0b\x32 .agentmesh.v1.RunWorkflowRequestH\x00\x12.\n\x07\x66\x61n_out\x18\x03 \x01(\x0b\x32\x1b.agentmesh.v1.FanOutRequestH\x00\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x42\x06\n\x04work\"\xed\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nupdated_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x08 \x01(\x05\x12\x0f\n\x07message\x18\t \x01(\t\x12.\n\x06invoke\x18\n \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponseH\x00\x12\x30\n\x08workflow\x18\x0b \x01(\x0b\x32\x1c.agentmesh.v1.WorkflowResultH\x00\x12/\n\x07\x66\x61n_out\x18\x0c \x01(\x0b\x32\x1c.agentmesh.v1.FanOutResponseH\x00\x12\x12\n\nexpires_at\x18\r \x01(\x01\x42\x08\n\x06result\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x03\"\xa5\x01\n\x08JobEvent\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12+\n\x06invoke\x18\x02 \x01(\x0b\x32\x19.agentmesh.v1.InvokeEventH\x00\x12/\n\x08workflow\x18\x03 \x01(\x0b\x32\x1b.agentmesh.v1.WorkflowEventH\x00\x12\"\n\x05state\x18\x04 \x01(\x0b\x32\x11.agentmesh.v1.JobH\x00\x42\x07\n\x05\x65vent\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"H\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\"3\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.agentmesh.v1.Job*\x81\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GENT_STATUS_SERVING\x10\x01\x12\x1c\n\x18\x41GENT_STATUS_UNAVAILABLE\x10\x02\x12\x1c\n\x18\x41GENT_STATUS_NOT_SERVING\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*|\n\rPartialPolicy\x12\x1e\n\x1aPARTIAL_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12PARTIAL_POLICY_ALL\x10\x01\x12\x19\n\x15PARTIAL_POLICY_QUORUM\x10\x02\x12\x18\n\x14PARTIAL_POLICY_FIRST\x10\x03*\xc7\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41GGREGATION_COLLECT\x10\x01\x12\x1d\n\x19\x41GGREGATION_FIRST_SUCCESS\x10\x02\x12\x18\n\x14\x41GGREGATION_MAJORITY\x10\x03\x12\x1a\n\x16\x41GGREGATION_BEST_SCORE\x10\x04\x12\x15\n\x11\x41GGREGATION_MERGE\x10\x05\x12\x16\n\x12\x41GGREGATION_REDUCE\x10\x06*\xd0\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x18\n\x14STEP_OUTCOME_SKIPPED\x10\x03\x12\x1a\n\x16STEP_OUTCOME_FELL_BACK\x10\x04\x12\x1c\n\x18STEP_OUTCOME_COMPENSATED\x10\x05\x12\x1a\n\x16STEP_OUTCOME_CANCELLED\x10\x06\x32\xc8\x05\n\x07Gateway\x12O\n\nListAgents\x12\x1f.agentmesh.v1.ListAgentsRequest\x1a .agentmesh.v1.ListAgentsResponse\x12\x43\n\x06Invoke\x12\x1b.agentmesh.v1.InvokeRequest\x1a\x1c.agentmesh.v1.InvokeResponse\x12H\n\x0cInvokeStream\x12\x1b.agentmesh.v1.InvokeRequest\x1a\x19.agentmesh.v1.InvokeEvent0\x01\x12\x43\n\x06\x46\x61nOut\x12\x1b.agentmesh.v1.FanOutRequest\x1a\x1c.agentmesh.v1.FanOutResponse\x12N\n\x0bRunWorkflow\x12 .agentmesh.v1.RunWorkflowRequest\x1a\x1b.agentmesh.v1.WorkflowEvent0\x01\x12>\n\tSubmitJob\x12\x1e.agentmesh.v1.SubmitJobRequest\x1a\x11.agentmesh.v1.Job\x12\x38\n\x06GetJob\x12\x1b.agentmesh.v1.GetJobRequest\x1a\x11.agentmesh.v1.Job\x12\x43\n\x08WatchJob\x12\x1d.agentmesh.v1.WatchJobRequest\x1a\x16.agentmesh.v1.JobEvent0\x01\x12>\n\tCancelJob\x12\x1e.agentmesh.v1.CancelJobRequest\x1a\x11.agentmesh.v1.Job\x12I\n\x08ListJobs\x12\x1d.agentmesh.v1.ListJobsRequest\x1a\x1e.agentmesh.v1.ListJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gentmesh/v1/gateway.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1b\x61gentmesh/v1/messages.proto\"$\n\x11ListAgentsRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"z\n\x0b\x42reakerInfo\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.agentmesh.v1.BreakerState\x12\x10\n\x08\x66\x61ilures\x18\x02 \x01(\x05\x12\x11\n\topened_at\x18\x03 \x01(\x01\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\x01\"}\n\x0bReplicaInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07\x65jected\x18\x02 \x01(\x08\x12\x1b\n\x13\x65jected_for_seconds\x18\x03 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x04 \x01(\x05\x12\x11\n\tin_flight\x18\x05 \x01(\x05\"\xb7\x02\n\tAgentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.AgentCard\x12\x11\n\taddresses\x18\x03 \x03(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.agentmesh.v1.AgentStatus\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12*\n\x07\x62reaker\x18\x06 \x01(\x0b\x32\x19.agentmesh.v1.BreakerInfo\x12+\n\x08replicas\x18\x07 \x03(\x0b\x32\x19.agentmesh.v1.ReplicaInfo\x12\x11\n\tin_flight\x18\x08 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\t \x01(\x05\x12\x10\n\x08\x66\x61llback\x18\n \x01(\t\x12\x10\n\x08protocol\x18\x0b \x01(\t\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.agentmesh.v1.AgentInfo\"&\n\x06Target\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05skill\x18\x02 \x01(\t\"\xed\x02\n\rFanOutRequest\x12%\n\x07targets\x18\x01 \x03(\x0b\x32\x14.agentmesh.v1.Target\x12\r\n\x05skill\x18\x02 \x01(\t\x12&\n\x07message\x18\x03 \x01(\x0b\x32\x15.agentmesh.v1.Message\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tmax_width\x18\x05 \x01(\r\x12\x1b\n\x13leg_timeout_seconds\x18\x06 \x01(\x01\x12+\n\x06policy\x18\x07 \x01(\x0e\x32\x1b.agentmesh.v1.PartialPolicy\x12\x0e\n\x06quorum\x18\x08 \x01(\r\x12.\n\x0b\x61ggregation\x18\t \x01(\x0e\x32\x19.agentmesh.v1.Aggregation\x12\r\n\x05\x66ield\x18\n \x01(\t\x12(\n\naggregator\x18\x0b \x01(\x0b\x32\x14.agentmesh.v1.Target\"\x8a\x01\n\tFanOutLeg\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05skill\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12,\n\x06result\x18\x06 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\"\xbc\x01\n\x0e\x46\x61nOutResponse\x12%\n\x04legs\x18\x01 \x03(\x0b\x32\x17.agentmesh.v1.FanOutLeg\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12\x11\n\tsucceeded\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\xa1\x01\n\x12RunWorkflowRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12+\n\ndefinition\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x05input\x18\x03 \x01(\x0b\x32\x15.agentmesh.v1.Message\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"B\n\x0fWorkflowStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x03(\t\"J\n\x0bStepStarted\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\r\n\x05skill\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"I\n\x0bStepPartial\x12\x0c\n\x04step\x18\x01 \x01(\t\x12,\n\x07partial\x18\x02 \x01(\x0b\x32\x1b.agentmesh.v1.PartialOutput\"\xca\x01\n\x0cStepFinished\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12*\n\x07outcome\x18\x03 \x01(\x0e\x32\x19.agentmesh.v1.StepOutcome\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12,\n\x06result\x18\x08 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\"\xeb\x01\n\x0eWorkflowResult\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12,\n\x06result\x18\x04 \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponse\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12)\n\x05steps\x18\x06 \x03(\x0b\x32\x1a.agentmesh.v1.StepFinished\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\"\xbf\x02\n\rWorkflowEvent\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.agentmesh.v1.WorkflowStartedH\x00\x12\x31\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x19.agentmesh.v1.StepStartedH\x00\x12\x31\n\x0cstep_partial\x18\x03 \x01(\x0b\x32\x19.agentmesh.v1.StepPartialH\x00\x12\x33\n\rstep_finished\x18\x04 \x01(\x0b\x32\x1a.agentmesh.v1.StepFinishedH\x00\x12-\n\x05\x66inal\x18\x05 \x01(\x0b\x32\x1c.agentmesh.v1.WorkflowResultH\x00\x12)\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x18.agentmesh.v1.ErrorEventH\x00\x42\x07\n\x05\x65vent\"\xc8\x01\n\x10SubmitJobRequest\x12-\n\x06invoke\x18\x01 \x01(\x0b\x32\x1b.agentmesh.v1.InvokeRequestH\x00\x12\x34\n\x08workflow\x18\x02 \x01(\x0b\x32 .agentmesh.v1.RunWorkflowRequestH\x00\x12.\n\x07\x66\x61n_out\x18\x03 \x01(\x0b\x32\x1b.agentmesh.v1.FanOutRequestH\x00\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x42\x06\n\x04work\"\xed\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nupdated_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x08 \x01(\x05\x12\x0f\n\x07message\x18\t \x01(\t\x12.\n\x06invoke\x18\n \x01(\x0b\x32\x1c.agentmesh.v1.InvokeResponseH\x00\x12\x30\n\x08workflow\x18\x0b \x01(\x0b\x32\x1c.agentmesh.v1.WorkflowResultH\x00\x12/\n\x07\x66\x61n_out\x18\x0c \x01(\x0b\x32\x1c.agentmesh.v1.FanOutResponseH\x00\x12\x12\n\nexpires_at\x18\r \x01(\x01\x42\x08\n\x06result\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x03\"\xa5\x01\n\x08JobEvent\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12+\n\x06invoke\x18\x02 \x01(\x0b\x32\x19.agentmesh.v1.InvokeEventH\x00\x12/\n\x08workflow\x18\x03 \x01(\x0b\x32\x1b.agentmesh.v1.WorkflowEventH\x00\x12\"\n\x05state\x18\x04 \x01(\x0b\x32\x11.agentmesh.v1.JobH\x00\x42\x07\n\x05\x65vent\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"H\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\"3\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.agentmesh.v1.Job*\x81\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GENT_STATUS_SERVING\x10\x01\x12\x1c\n\x18\x41GENT_STATUS_UNAVAILABLE\x10\x02\x12\x1c\n\x18\x41GENT_STATUS_NOT_SERVING\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*|\n\rPartialPolicy\x12\x1e\n\x1aPARTIAL_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12PARTIAL_POLICY_ALL\x10\x01\x12\x19\n\x15PARTIAL_POLICY_QUORUM\x10\x02\x12\x18\n\x14PARTIAL_POLICY_FIRST\x10\x03*\xc7\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41GGREGATION_COLLECT\x10\x01\x12\x1d\n\x19\x41GGREGATION_FIRST_SUCCESS\x10\x02\x12\x18\n\x14\x41GGREGATION_MAJORITY\x10\x03\x12\x1a\n\x16\x41GGREGATION_BEST_SCORE\x10\x04\x12\x15\n\x11\x41GGREGATION_MERGE\x10\x05\x12\x16\n\x12\x41GGREGATION_REDUCE\x10\x06*\xd0\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x18\n\x14STEP_OUTCOME_SKIPPED\x10\x03\x12\x1a\n\x16STEP_OUTCOME_FELL_BACK\x10\x04\x12\x1c\n\x18STEP_OUTCOME_COMPENSATED\x10\x05\x12\x1a\n\x16STEP_OUTCOME_CANCELLED\x10\x06\x32\xc8\x05\n\x07Gateway\x12O\n\nListAgents\x12\x1f.agentmesh.v1.ListAgentsRequest\x1a .agentmesh.v1.ListAgentsResponse\x12\x43\n\x06Invoke\x12\x1b.agentmesh.v1.InvokeRequest\x1a\x1c.agentmesh.v1.InvokeResponse\x12H\n\x0cInvokeStream\x12\x1b.agentmesh.v1.InvokeRequest\x1a\x19.agentmesh.v1.InvokeEvent0\x01\x12\x43\n\x06\x46\x61nOut\x12\x1b.agentmesh.v1.FanOutRequest\x1a\x1c.agentmesh.v1.FanOutResponse\x12N\n\x0bRunWorkflow\x12 .agentmesh.v1.RunWorkflowRequest\x1a\x1b.agentmesh.v1.WorkflowEvent0\x01\x12>\n\tSubmitJob\x12\x1e.agentmesh.v1.SubmitJobRequest\x1a\x11.agentmesh.v1.Job\x12\x38\n\x06GetJob\x12\x1b.agentmesh.v1.GetJobRequest\x1a\x11.agentmesh.v1.Job\x12\x43\n\x08WatchJob\x12\x1d.agentmesh.v1.WatchJobRequest\x1a\x16.agentmesh.v1.JobEvent0\x01\x12>\n\tCancelJob\x12\x1e.agentmesh.v1.CancelJobRequest\x1a\x11.agentmesh.v1.Job\x12I\n\x08ListJobs\x12\x1d.agentmesh.v1.ListJobsRequest\x1a\x1e.agentmesh.v1.ListJobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentmesh.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSTATUS']._serialized_start=3631
-  _globals['_AGENTSTATUS']._serialized_end=3760
-  _globals['_BREAKERSTATE']._serialized_start=3762
-  _globals['_BREAKERSTATE']._serialized_end=3886
-  _globals['_PARTIALPOLICY']._serialized_start=3888
-  _globals['_PARTIALPOLICY']._serialized_end=4012
-  _globals['_AGGREGATION']._serialized_start=4015
-  _globals['_AGGREGATION']._serialized_end=4214
-  _globals['_STEPOUTCOME']._serialized_start=4217
-  _globals['_STEPOUTCOME']._serialized_end=4425
+  _globals['_AGENTSTATUS']._serialized_start=3649
+  _globals['_AGENTSTATUS']._serialized_end=3778
+  _globals['_BREAKERSTATE']._serialized_start=3780
+  _globals['_BREAKERSTATE']._serialized_end=3904
+  _globals['_PARTIALPOLICY']._serialized_start=3906
+  _globals['_PARTIALPOLICY']._serialized_end=4030
+  _globals['_AGGREGATION']._serialized_start=4033
+  _globals['_AGGREGATION']._serialized_end=4232
+  _globals['_STEPOUTCOME']._serialized_start=4235
+  _globals['_STEPOUTCOME']._serialized_end=4443
   _globals['_LISTAGENTSREQUEST']._serialized_start=103
   _globals['_LISTAGENTSREQUEST']._serialized_end=139
   _globals['_BREAKERINFO']._serialized_start=141
@@ -50,47 +50,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICAINFO']._serialized_start=265
   _globals['_REPLICAINFO']._serialized_end=390
   _globals['_AGENTINFO']._serialized_start=393
-  _globals['_AGENTINFO']._serialized_end=686
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=688
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=749
-  _globals['_TARGET']._serialized_start=751
-  _globals['_TARGET']._serialized_end=789
-  _globals['_FANOUTREQUEST']._serialized_start=792
-  _globals['_FANOUTREQUEST']._serialized_end=1157
-  _globals['_FANOUTLEG']._serialized_start=1160
-  _globals['_FANOUTLEG']._serialized_end=1298
-  _globals['_FANOUTRESPONSE']._serialized_start=1301
-  _globals['_FANOUTRESPONSE']._serialized_end=1489
-  _globals['_RUNWORKFLOWREQUEST']._serialized_start=1492
-  _globals['_RUNWORKFLOWREQUEST']._serialized_end=1653
-  _globals['_WORKFLOWSTARTED']._serialized_start=1655
-  _globals['_WORKFLOWSTARTED']._serialized_end=1721
-  _globals['_STEPSTARTED']._serialized_start=1723
-  _globals['_STEPSTARTED']._serialized_end=1797
-  _globals['_STEPPARTIAL']._serialized_start=1799
-  _globals['_STEPPARTIAL']._serialized_end=1872
-  _globals['_STEPFINISHED']._serialized_start=1875
-  _globals['_STEPFINISHED']._serialized_end=2077
-  _globals['_WORKFLOWRESULT']._serialized_start=2080
-  _globals['_WORKFLOWRESULT']._serialized_end=2315
-  _globals['_WORKFLOWEVENT']._serialized_start=2318
-  _globals['_WORKFLOWEVENT']._serialized_end=2637
-  _globals['_SUBMITJOBREQUEST']._serialized_start=2640
-  _globals['_SUBMITJOBREQUEST']._serialized_end=2840
-  _globals['_JOB']._serialized_start=2843
-  _globals['_JOB']._serialized_end=3208
-  _globals['_GETJOBREQUEST']._serialized_start=3210
-  _globals['_GETJOBREQUEST']._serialized_end=3241
-  _globals['_WATCHJOBREQUEST']._serialized_start=3243
-  _globals['_WATCHJOBREQUEST']._serialized_end=3297
-  _globals['_JOBEVENT']._serialized_start=3300
-  _globals['_JOBEVENT']._serialized_end=3465
-  _globals['_CANCELJOBREQUEST']._serialized_start=3467
-  _globals['_CANCELJOBREQUEST']._serialized_end=3501
-  _globals['_LISTJOBSREQUEST']._serialized_start=3503
-  _globals['_LISTJOBSREQUEST']._serialized_end=3575
-  _globals['_LISTJOBSRESPONSE']._serialized_start=3577
-  _globals['_LISTJOBSRESPONSE']._serialized_end=3628
-  _globals['_GATEWAY']._serialized_start=4428
-  _globals['_GATEWAY']._serialized_end=5140
+  _globals['_AGENTINFO']._serialized_end=704
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=706
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=767
+  _globals['_TARGET']._serialized_start=769
+  _globals['_TARGET']._serialized_end=807
+  _globals['_FANOUTREQUEST']._serialized_start=810
+  _globals['_FANOUTREQUEST']._serialized_end=1175
+  _globals['_FANOUTLEG']._serialized_start=1178
+  _globals['_FANOUTLEG']._serialized_end=1316
+  _globals['_FANOUTRESPONSE']._serialized_start=1319
+  _globals['_FANOUTRESPONSE']._serialized_end=1507
+  _globals['_RUNWORKFLOWREQUEST']._serialized_start=1510
+  _globals['_RUNWORKFLOWREQUEST']._serialized_end=1671
+  _globals['_WORKFLOWSTARTED']._serialized_start=1673
+  _globals['_WORKFLOWSTARTED']._serialized_end=1739
+  _globals['_STEPSTARTED']._serialized_start=1741
+  _globals['_STEPSTARTED']._serialized_end=1815
+  _globals['_STEPPARTIAL']._serialized_start=1817
+  _globals['_STEPPARTIAL']._serialized_end=1890
+  _globals['_STEPFINISHED']._serialized_start=1893
+  _globals['_STEPFINISHED']._serialized_end=2095
+  _globals['_WORKFLOWRESULT']._serialized_start=2098
+  _globals['_WORKFLOWRESULT']._serialized_end=2333
+  _globals['_WORKFLOWEVENT']._serialized_start=2336
+  _globals['_WORKFLOWEVENT']._serialized_end=2655
+  _globals['_SUBMITJOBREQUEST']._serialized_start=2658
+  _globals['_SUBMITJOBREQUEST']._serialized_end=2858
+  _globals['_JOB']._serialized_start=2861
+  _globals['_JOB']._serialized_end=3226
+  _globals['_GETJOBREQUEST']._serialized_start=3228
+  _globals['_GETJOBREQUEST']._serialized_end=3259
+  _globals['_WATCHJOBREQUEST']._serialized_start=3261
+  _globals['_WATCHJOBREQUEST']._serialized_end=3315
+  _globals['_JOBEVENT']._serialized_start=3318
+  _globals['_JOBEVENT']._serialized_end=3483
+  _globals['_CANCELJOBREQUEST']._serialized_start=3485
+  _globals['_CANCELJOBREQUEST']._serialized_end=3519
+  _globals['_LISTJOBSREQUEST']._serialized_start=3521
+  _globals['_LISTJOBSREQUEST']._serialized_end=3593
+  _globals['_LISTJOBSRESPONSE']._serialized_start=3595
+  _globals['_LISTJOBSRESPONSE']._serialized_end=3646
+  _globals['_GATEWAY']._serialized_start=4446
+  _globals['_GATEWAY']._serialized_end=5158
 # @@protoc_insertion_point(module_scope)

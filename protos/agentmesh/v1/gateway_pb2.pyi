@@ -266,6 +266,7 @@ class AgentInfo(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     status: Global___AgentStatus.ValueType
     detail: _builtins.str
@@ -276,6 +277,8 @@ class AgentInfo(_message.Message):
     """bulkhead size; 0 = no cap"""
     fallback: _builtins.str
     """agent answering when this one cannot"""
+    protocol: _builtins.str
+    """"agentmesh", "a2a/grpc" or "a2a/jsonrpc" """
     @_builtins.property
     def card(self) -> _messages_pb2.AgentCard:
         """empty until first fetched"""
@@ -299,10 +302,11 @@ class AgentInfo(_message.Message):
         in_flight: _builtins.int = ...,
         max_concurrency: _builtins.int = ...,
         fallback: _builtins.str = ...,
+        protocol: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["breaker", b"breaker", "card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "breaker", b"breaker", "card", b"card", "detail", b"detail", "fallback", b"fallback", "in_flight", b"in_flight", "max_concurrency", b"max_concurrency", "name", b"name", "replicas", b"replicas", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "breaker", b"breaker", "card", b"card", "detail", b"detail", "fallback", b"fallback", "in_flight", b"in_flight", "max_concurrency", b"max_concurrency", "name", b"name", "protocol", b"protocol", "replicas", b"replicas", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
