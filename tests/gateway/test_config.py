@@ -39,6 +39,25 @@ def test_yaml_and_env_overrides(tmp_path: Path) -> None:
         ("agents:\n  qa:\n    addresses: [dns:///a:1, b:2]\n", "only address"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("agents: [unclosed\n", "not valid YAML"),
+        ("agents:\n  qa:\n    address: http://a:1/\n", "a gRPC agent's addresses are host:port"),
+        (
+            "agents:\n  qa:\n    address: a:1\n    a2a: jsonrpc\n",
+            "must be http:// or https:// URLs",
+        ),
+        ("agents:\n  qa:\n    address: http://a/\n    a2a: grpc\n", "A2A grpc agent's addresses"),
+        ("agents:\n  qa:\n    address: a:1\n    a2a: rest\n", "agents.qa.a2a.binding"),
+        (
+            "agents:\n  qa:\n    address: a:1\n    a2a: {binding: grpc, card_url: a/card}\n",
+            "card_url 'a/card' must be an http:// or https:// URL",
+        ),
+        (
+            "agents:\n  qa:\n    address: a:1\n    a2a: {binding: grpc, headers: {X Key: v}}\n",
+            "header name 'X Key'",
+        ),
+        (
+            "agents:\n  qa:\n    address: a:1\n    a2a: {binding: grpc, headers: {k: '${NOPE}'}}\n",
+            "agents.qa.a2a.headers.k: environment variable NOPE is not set",
+        ),
     ],
 )
 def test_invalid_config_names_the_problem(tmp_path: Path, yaml_text: str, fragment: str) -> None:
@@ -47,6 +66,30 @@ def test_invalid_config_names_the_problem(tmp_path: Path, yaml_text: str, fragme
     with pytest.raises(ConfigError) as info:
         load_config(path, {})
     assert fragment in str(info.value)
+
+
+def test_external_a2a_agents_from_yaml_and_env(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "agents:\n"
+        "  currency:\n    address: https://currency.example/a2a\n"
+        "    a2a: {binding: jsonrpc, headers: {x-api-key: 'key-${CURRENCY_KEY}'}}\n"
+        "  translator:\n    address: 127.0.0.1:50070\n    a2a: grpc\n"
+    )
+    env = {
+        "CURRENCY_KEY": "s3cret",
+        "AGENTMESH_AGENT_WEATHER_ADDRESSES": "http://127.0.0.1:9000/",
+        "AGENTMESH_AGENT_WEATHER_A2A": "jsonrpc",
+        "AGENTMESH_AGENT_TRANSLATOR_A2A": "grpc",
+    }
+    config = load_config(path, env)
+    currency = config.agents["currency"]
+    assert currency.a2a is not None
+    assert (currency.a2a.binding, currency.a2a.headers) == ("jsonrpc", {"x-api-key": "key-s3cret"})
+    assert currency.protocol == "a2a/jsonrpc"
+    assert config.agents["translator"].protocol == "a2a/grpc"
+    assert config.agents["weather"].protocol == "a2a/jsonrpc"
+    assert config.agents["weather"].addresses == ["http://127.0.0.1:9000/"]
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
