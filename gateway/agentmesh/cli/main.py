@@ -171,6 +171,9 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
+_FIELD = {"agent": "name", "status": "status", "protocol": "protocol"}
+
+
 def cmd_agents(args: argparse.Namespace, console: Console) -> int:
     with connect(args, timeout=10.0) as client:
         agents = client.list_agents(refresh=args.refresh)
@@ -197,9 +200,13 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> int:
     # The protocol column only when some agent speaks A2A: the table stays narrow otherwise.
     external = any(a.protocol != "agentmesh" for a in agents)
     columns = ("agent", "status", "protocol") if external else ("agent", "status")
-    for column in (*columns, "version", "skills", "address"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("description")  # the one column that wraps on narrow terminals
+    for column in columns:  # never shortened: they are what a reader scans for
+        width = max([len(column), *(len(getattr(a, _FIELD[column])) for a in agents)])
+        table.add_column(column, no_wrap=True, min_width=width)
+    table.add_column("version", no_wrap=True)
+    table.add_column("skills")  # wraps on narrow terminals, like the description
+    table.add_column("address", no_wrap=True)
+    table.add_column("description")
     for a in agents:
         colour = {"serving": "green", "unavailable": "red"}.get(a.status, "yellow")
         table.add_row(

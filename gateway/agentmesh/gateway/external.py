@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -192,6 +192,21 @@ def mesh_card(card: a2a.AgentCard) -> pb.AgentCard:
     )
 
 
+def _append_parts(artifact: pb.Artifact, parts: Iterable[pb.Part]) -> None:
+    """Add ``parts``; text following text merges into one part, as a native agent's does."""
+    for part in parts:
+        last = artifact.parts[-1] if artifact.parts else None
+        if (
+            last is not None
+            and last.WhichOneof("content") == "text"
+            and part.WhichOneof("content") == "text"
+            and last.media_type == part.media_type
+        ):
+            last.text += part.text
+        else:
+            artifact.parts.append(part)
+
+
 def _text_of(message: a2a.Message) -> str:
     return " ".join(p.text for p in message.parts if p.text) or "no message"
 
@@ -241,7 +256,7 @@ class _TaskFollower:
             chunk = _reparsed(update.artifact, pb.Artifact())
             current = self._artifacts.get(chunk.artifact_id)
             if update.append and current is not None:
-                current.parts.extend(chunk.parts)
+                _append_parts(current, chunk.parts)
             else:
                 self._artifacts[chunk.artifact_id] = chunk
             partial = pb.InvokeEvent()
