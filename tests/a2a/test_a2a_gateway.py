@@ -99,3 +99,29 @@ async def test_authentication_and_scopes_apply_to_a2a_calls(tmp_path: Path) -> N
         with pytest.raises(A2AClientError, match="UNAUTHENTICATED"):
             await client.get_task(a2a.GetTaskRequest(id=reply.task.id))
     assert reply.task.status.state == a2a.TASK_STATE_COMPLETED
+
+
+async def test_a_keys_max_jobs_limits_its_a2a_tasks(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f"keys:\n  - id: single\n    hash: {hash_key('k-one')}\n    max_jobs: 1\n"
+        "    scopes: {agents: [probe], skills: [hold, echo], workflows: []}\n"
+    )
+    key = ClientCallContext(service_parameters={"x-api-key": "k-one"})
+    probe = ProbeAgent()
+    async with (
+        a2a_mesh(probe, auth_required=True, auth_keys_file=keys) as mesh,
+        a2a_client(mesh.address, streaming=False, context=key) as client,
+    ):
+        held = message("x", skill="probe/hold")
+        held.configuration.return_immediately = True
+        [first] = [e async for e in client.send_message(held, context=key)]
+        await wait_until(probe.entered.is_set)
+        with pytest.raises(A2AClientError, match=r"RESOURCE_EXHAUSTED.*max_jobs"):
+            [e async for e in client.send_message(message("y", skill="probe/echo"), context=key)]
+        await client.cancel_task(a2a.CancelTaskRequest(id=first.task.id), context=key)
+        # The held task ended: the key may start another.
+        [second] = [
+            e async for e in client.send_message(message("z", skill="probe/echo"), context=key)
+        ]
+    assert second.task.status.state == a2a.TASK_STATE_COMPLETED

@@ -13,6 +13,7 @@ from agentmesh.gateway.auth import (
     AuthConfigError,
     Authenticator,
     AuthInterceptor,
+    JobQuota,
     authenticated_identity,
 )
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
@@ -82,11 +83,13 @@ class Gateway:
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
         )
         self.authenticator = Authenticator.from_settings(settings)
+        # Per-key max_jobs, counted for SubmitJob and A2A messages alike.
+        self.job_quota = JobQuota(lambda: self.jobs)
         self.rate_limiter = RateLimiter(self.authenticator.rate_policy(config.rate_limit))
         # Authentication before the rate limit: callers are limited by their key.
         limits: list[grpc.aio.ServerInterceptor] = []
         if self.authenticator.configured:
-            limits.append(AuthInterceptor(self.authenticator, jobs=lambda: self.jobs))
+            limits.append(AuthInterceptor(self.authenticator, quota=self.job_quota))
         if self.rate_limiter.enabled:
             limits.append(
                 RateLimitInterceptor(self.rate_limiter, authenticated=authenticated_identity)

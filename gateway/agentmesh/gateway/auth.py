@@ -471,11 +471,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     rate limited by its key, not by the ``x-agentmesh-client`` label it sends.
     """
 
-    def __init__(
-        self, authenticator: Authenticator, *, jobs: Callable[[], JobManager | None] = lambda: None
-    ) -> None:
+    def __init__(self, authenticator: Authenticator, *, quota: JobQuota | None = None) -> None:
+        """``quota`` counts SubmitJob calls (shared with the A2A service, whose tasks are jobs)."""
         self._authenticator = authenticator
-        self._quota = JobQuota(jobs)
+        self._quota = quota or JobQuota(lambda: None)
 
     async def intercept_service(
         self,

@@ -134,9 +134,11 @@ class MeshRequestHandler(RequestHandler):
         names = [entry.name for entry in self._gateway.registry.entries]
         work = work_for(params, names)
         principal = current_principal()  # set by the server's authentication, when configured
+        quota = self._gateway.job_quota
         if principal is not None:
             try:
                 authorize(principal, work)  # the scopes a native SubmitJob of it would need
+                await quota.check(principal)  # and the key's max_jobs, as for SubmitJob
             except AuthError as exc:
                 await grpc_context.abort(exc.code, exc.message)
         remaining = grpc_context.time_remaining()
@@ -145,6 +147,8 @@ class MeshRequestHandler(RequestHandler):
                 raise DeadlineExceeded("the call's deadline has passed")
             work.timeout_seconds = remaining
         job = await self._gateway.jobs.submit(work)
+        if principal is not None:
+            quota.record(principal, job)
         context_id = params.message.context_id or job.job_id
         if params.message.context_id:
             self._contexts[job.job_id] = context_id
