@@ -119,7 +119,10 @@ def agent_card(name: str, binding: str, url: str) -> a2a.AgentCard:
         capabilities=a2a.AgentCapabilities(streaming=True, extended_agent_card=binding == "GRPC"),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain", "application/json"],
-        skills=[a2a.AgentSkill(id=s, name=s, description=f"the {s} skill") for s in SKILLS],
+        skills=[
+            a2a.AgentSkill(id=s, name=s, description=f"the {s} skill", tags=["test"])
+            for s in SKILLS
+        ],
     )
 
 
