@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -40,7 +39,7 @@ from a2a.types import a2a_pb2 as a2a
 
 from agentmesh.v1 import gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
-from bench.mesh import REPO_ROOT, Sample, free_ports, summarize
+from bench.mesh import REPO_ROOT, Sample, free_ports, timed
 
 AGENT_SCRIPT = REPO_ROOT / "tests" / "a2a" / "external_agent.py"
 BINDINGS = ("grpc", "jsonrpc")
@@ -56,26 +55,6 @@ async def _ready(check: Callable[[], Awaitable[bool]]) -> None:
             pass
         await asyncio.sleep(0.05)
     raise RuntimeError("a benchmark service did not start")
-
-
-async def _drive(call: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> Sample:
-    for _ in range(min(requests, 50)):  # warm-up
-        await call()
-    latencies: list[float] = []
-    remaining = requests
-    clock = time.perf_counter
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            started = clock()
-            await call()
-            latencies.append(clock() - started)
-
-    started = clock()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(latencies, clock() - started)
 
 
 def _direct_call(transport: ClientTransport) -> Callable[[], Awaitable[None]]:
@@ -184,7 +163,9 @@ async def _measure_running(
         for _ in range(rounds):
             for concurrency in concurrencies:
                 for (binding, path), call in calls.items():
-                    sample = await _drive(call, requests, concurrency)
+                    sample = await timed(
+                        call, requests=requests, concurrency=concurrency, warm_up=50
+                    )
                     samples.setdefault((binding, path, concurrency), []).append(sample)
     report: dict[str, Any] = {}
     for (binding, path, concurrency), runs in samples.items():

@@ -40,7 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,8 +147,19 @@ async def drive(
     on every path and as small as grpc.aio allows.
     """
     call = raw_call(channel, method)
-    for _ in range(min(requests, 100)):  # warm-up: connections, caches, first-call paths
+
+    async def once() -> None:
         await call(payload, timeout=CALL_TIMEOUT)
+
+    return await timed(once, requests=requests, concurrency=concurrency)
+
+
+async def timed(
+    call: Callable[[], Awaitable[None]], *, requests: int, concurrency: int, warm_up: int = 100
+) -> Sample:
+    """``requests`` awaits of ``call()``, ``concurrency`` at once, after ``warm_up`` unmeasured."""
+    for _ in range(min(requests, warm_up)):  # connections, caches, first-call paths
+        await call()
     latencies: list[float] = []
     remaining = requests
     clock = time.perf_counter
@@ -158,7 +169,7 @@ async def drive(
         while remaining > 0:
             remaining -= 1
             started = clock()
-            await call(payload, timeout=CALL_TIMEOUT)
+            await call()
             latencies.append(clock() - started)
 
     started = clock()

@@ -55,3 +55,25 @@ def test_tiny_run_writes_every_section(tmp_path: Path) -> None:
     assert len(headings) == 7
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_the_a2a_hop_benchmark_measures_both_bindings_both_ways() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.a2a_hop", "--requests", "5", "--concurrency", "1,2",
+         "--rounds", "1"],
+        cwd=REPO_ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    report = json.loads(finished.stdout)
+    assert set(report) == {"grpc", "jsonrpc"}
+    for binding in report.values():
+        assert set(binding) == {"c1", "c2"}
+        for row in binding.values():
+            assert row["direct"]["requests"] == row["gateway"]["requests"] == 5
+            assert row["p50_ratio"] > 0
+            assert row["throughput_ratio"] > 0
