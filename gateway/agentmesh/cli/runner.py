@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import sys
@@ -78,11 +79,20 @@ def plan(
     return specs
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")  # runs ldconfig: never in a forked child
+    return ctypes.CDLL(name, use_errno=True) if name else None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # Only a system call here: the parent holds gRPC threads, and a forked
+    # child must do as little as possible before exec.
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
 
 
 class LocalMesh:
