@@ -57,6 +57,10 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         # Linux SO_REUSEPORT would let a second server share a busy port and
         # receive half the traffic; a clash must fail loudly instead.
         ("grpc.so_reuseport", 0),
+        # Calls that arrived but that the server loop has not picked up yet: past gRPC's
+        # default (1,000) a burst of new calls has some of them CANCELLED at random.
+        ("grpc.server.max_pending_requests", settings.max_pending_requests),
+        ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_requests),
     ]
 
 

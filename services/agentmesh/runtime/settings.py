@@ -44,6 +44,11 @@ class ServerSettings(BaseSettings):
     max_concurrent_rpcs: int | None = Field(
         None, ge=1, description="RPCs served at once; more are refused (None: no cap)"
     )
+    max_pending_requests: int = Field(
+        20_000,
+        ge=1,
+        description="calls arrived but not yet started; past it new calls are cancelled",
+    )
     keepalive_time: float = Field(30.0, gt=0, description="seconds between keepalive pings")
     keepalive_timeout: float = Field(10.0, gt=0, description="seconds to wait for a ping ack")
     reflection: bool = Field(True, description="serve gRPC server reflection")
