@@ -35,7 +35,12 @@ from agentmesh.gateway.workflows.events import (
     StepPartial,
     StepStarted,
 )
-from agentmesh.gateway.workflows.expr import ExpressionError, to_text
+from agentmesh.gateway.workflows.expr import (
+    MAX_VALUE_LENGTH,
+    ExpressionError,
+    RenderTooLarge,
+    to_text,
+)
 from agentmesh.gateway.workflows.validate import (
     AgentCall,
     CompiledStep,
@@ -43,7 +48,7 @@ from agentmesh.gateway.workflows.validate import (
     Compose,
     InputTemplate,
 )
-from agentmesh.runtime.errors import AgentError, DeadlineExceeded, InvalidInput
+from agentmesh.runtime.errors import AgentError, DeadlineExceeded, InvalidInput, LimitExceeded
 from agentmesh.runtime.types import (
     DataPart,
     JSONValue,
@@ -92,7 +97,18 @@ class _Shared:
     caller: AgentCaller
     label: str  # the workflow's name for metrics and spans
     state: Mapping[str, JSONValue]
+    room: int  # characters the run's step outputs may still take
     usage: Usage = field(default_factory=Usage)
+
+    def take(self, output: StepOutput, where: str) -> None:
+        """Count a step's output against the run's budget (max_bytes)."""
+        size = _size(output)
+        if size > self.room:
+            raise LimitExceeded(
+                "workflow_max_bytes",
+                f"{where}: the run's step outputs would pass the workflow budget",
+            )
+        self.room -= size
 
 
 @dataclass(slots=True)
@@ -162,10 +178,24 @@ def build_message(template: InputTemplate, scope: Mapping[str, Any], where: str)
     return Message(parts=tuple(parts))
 
 
-def _compose(compose: Compose, scope: Mapping[str, Any], where: str) -> StepOutput:
+def _size(output: StepOutput) -> int:
+    result = output.result
+    data = 0 if result.data is None else len(to_text(result.data))
+    return len(result.text or "") + data
+
+
+def _compose(compose: Compose, scope: Mapping[str, Any], where: str, *, room: int) -> StepOutput:
+    # Rendered within what the run may still hold: the bytes are refused before they exist.
+    limit = min(room, MAX_VALUE_LENGTH)
     try:
-        text = compose.text.render(scope) if compose.text is not None else None
-        data = compose.data.render(scope) if compose.data is not None else None
+        text = compose.text.render(scope, limit) if compose.text is not None else None
+        data = compose.data.render(scope, limit) if compose.data is not None else None
+    except RenderTooLarge as exc:
+        if exc.limit < MAX_VALUE_LENGTH:
+            raise LimitExceeded(
+                "workflow_max_bytes", f"{where}: would pass the run's budget of step outputs"
+            ) from None
+        raise _evaluate_error(where, exc) from None
     except ExpressionError as exc:
         raise _evaluate_error(where, exc) from None
     return StepOutput(Result.of(text=None if text is None else to_text(text), data=data))
@@ -174,8 +204,10 @@ def _compose(compose: Compose, scope: Mapping[str, Any], where: str) -> StepOutp
 class Engine:
     """Runs compiled workflows, calling agents through ``caller``."""
 
-    def __init__(self, caller: AgentCaller) -> None:
+    def __init__(self, caller: AgentCaller, *, max_bytes: int = 32 * 1024 * 1024) -> None:
+        """``max_bytes``: characters all step outputs of one run may take together."""
         self._caller = caller
+        self._max_bytes = max_bytes
 
     async def run(
         self,
@@ -201,7 +233,7 @@ class Engine:
                 WORKFLOW_STEPS.labels(workflow=label, outcome=event.outcome.value).inc()
             emit(event)
 
-        shared = _Shared(record, self._caller, label, state)
+        shared = _Shared(record, self._caller, label, state, self._max_bytes)
         level = _Level(workflow, shared, "", message, deadline)
         started = time.perf_counter()
         state_label = "failed"
@@ -419,7 +451,10 @@ class Engine:
         try:
             if compensation.compose is not None:
                 output = _compose(
-                    compensation.compose, level.scope(error), f"steps.{step.id}.on_error.compensate"
+                    compensation.compose,
+                    level.scope(error),
+                    f"steps.{step.id}.on_error.compensate",
+                    room=level.shared.room,
                 )
             else:
                 assert compensation.call is not None
@@ -480,12 +515,18 @@ class Engine:
             work: Any = self._call(level, name, step.call, remaining)
         elif step.kind == "compose":
             assert step.compose is not None
-            return _compose(step.compose, level.scope(), f"steps.{step.id}.compose")
+            output = _compose(
+                step.compose, level.scope(), f"steps.{step.id}.compose", room=level.shared.room
+            )
+            level.shared.take(output, f"steps.{step.id}")
+            return output
         elif step.kind == "parallel":
             work = self._parallel(level, step)
         else:
             work = self._nested(level, step, remaining)
-        return await self._with_timeout(work, step.timeout, name)
+        output = await self._with_timeout(work, step.timeout, name)
+        level.shared.take(output, f"steps.{step.id}")
+        return output
 
     async def _call(
         self,

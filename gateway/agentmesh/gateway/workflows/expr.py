@@ -317,6 +317,14 @@ class _Evaluator:
         raise ExpressionError(f"{type(node).__name__} is not allowed")  # checked at parse time
 
 
+class RenderTooLarge(ExpressionError):
+    """A template would render to more characters than it may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"renders to more than {limit} characters")
+        self.limit = limit
+
+
 # -- templates -----------------------------------------------------------------
 
 
@@ -335,7 +343,9 @@ class Template:
     def expressions(self) -> tuple[Expression, ...]:
         return tuple(s for s in self.segments if isinstance(s, Expression))
 
-    def render(self, scope: Mapping[str, Any]) -> Any:
+    def render(self, scope: Mapping[str, Any], limit: int = MAX_VALUE_LENGTH) -> Any:
+        """The filled-in string (or a lone expression's value); a string longer than
+        ``limit`` characters is refused before it is built."""
         if len(self.segments) == 1 and isinstance(self.segments[0], Expression):
             return self.segments[0].evaluate(scope)
         pieces: list[str] = []
@@ -343,8 +353,8 @@ class Template:
         for segment in self.segments:
             piece = segment if isinstance(segment, str) else to_text(segment.evaluate(scope))
             length += len(piece)
-            if length > MAX_VALUE_LENGTH:
-                raise ExpressionError(f"renders to more than {MAX_VALUE_LENGTH} characters")
+            if length > limit:
+                raise RenderTooLarge(limit)
             pieces.append(piece)
         return "".join(pieces)
 
@@ -412,12 +422,18 @@ class Value:
     def references(self) -> tuple[Path, ...]:
         return tuple(r for t in self.templates for r in t.references)
 
-    def render(self, scope: Mapping[str, Any]) -> Any:
+    def render(self, scope: Mapping[str, Any], limit: int = MAX_VALUE_LENGTH) -> Any:
+        """The value with its strings filled in, all of them within ``limit`` characters."""
         compiled = iter(self.templates)
+        room = limit
 
         def build(value: Any) -> Any:
+            nonlocal room
             if isinstance(value, str):
-                return next(compiled).render(scope)
+                rendered = next(compiled).render(scope, room)
+                if isinstance(rendered, str):
+                    room -= len(rendered)
+                return rendered
             if isinstance(value, Mapping):
                 return {k: build(v) for k, v in value.items()}
             if isinstance(value, list):

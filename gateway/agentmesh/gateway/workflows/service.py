@@ -115,10 +115,11 @@ class WorkflowService:
         upstream: Upstream,
         *,
         max_parts: int | None = None,
+        max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.catalog = catalog
         self._agents = RegistryAgents(registry, upstream)
-        self._engine = Engine(self._agents)
+        self._engine = Engine(self._agents, max_bytes=max_bytes)
         self._max_parts = max_parts
 
     def resolve(self, request: gateway_pb2.RunWorkflowRequest) -> tuple[CompiledWorkflow, str]:
