@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +67,11 @@ async def a2a_client(
 
 
 def message(text: str, **metadata: Any) -> a2a.SendMessageRequest:
+    """A user message with a fresh id (a resent id names the task it first made)."""
     request = a2a.SendMessageRequest(
-        message=a2a.Message(message_id="m-1", role=a2a.ROLE_USER, parts=[a2a.Part(text=text)])
+        message=a2a.Message(
+            message_id=uuid.uuid4().hex, role=a2a.ROLE_USER, parts=[a2a.Part(text=text)]
+        )
     )
     request.message.metadata.update(metadata)
     return request

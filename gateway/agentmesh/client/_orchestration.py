@@ -189,6 +189,26 @@ def build_workflow_job(
     return request
 
 
+def build_job(
+    target: str | None,
+    text: str | None,
+    *,
+    workflow: str | Mapping[str, Any] | None,
+    data: JSONValue | None,
+    options: Mapping[str, Any] | None,
+    state: Mapping[str, Any] | None,
+    timeout: float | None,
+    idempotency_key: str | None,
+) -> gateway_pb2.SubmitJobRequest:
+    """SubmitJob's request: a call to ``target``, or a ``workflow`` run."""
+    if workflow is not None:
+        request = build_workflow_job(workflow, text, data=data, state=state, timeout=timeout)
+    else:
+        request = build_invoke_job(target, text, data=data, options=options, timeout=timeout)
+    request.idempotency_key = idempotency_key or ""
+    return request
+
+
 def _job_timeout(timeout: float | None) -> float:
     if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
         raise ValueError("a job's timeout must be a positive number of seconds")

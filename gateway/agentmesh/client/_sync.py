@@ -30,8 +30,7 @@ from agentmesh.client._orchestration import (
     JobEvent,
     Policy,
     build_fan_out,
-    build_invoke_job,
-    build_workflow_job,
+    build_job,
     fan_out_from_proto,
     job_event_from_proto,
     job_from_proto,
@@ -239,16 +238,22 @@ class Client:
         options: Mapping[str, Any] | None = None,
         state: Mapping[str, Any] | None = None,
         job_timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
-        """Start a call to ``target`` (or a ``workflow`` run) as a background job."""
-        if workflow is not None:
-            request = build_workflow_job(
-                workflow, text, data=data, state=state, timeout=job_timeout
-            )
-        else:
-            request = build_invoke_job(
-                target, text, data=data, options=options, timeout=job_timeout
-            )
+        """Start a call to ``target`` (or a ``workflow`` run) as a background job.
+
+        A retry with the same ``idempotency_key`` returns the job the key first made.
+        """
+        request = build_job(
+            target,
+            text,
+            workflow=workflow,
+            data=data,
+            options=options,
+            state=state,
+            timeout=job_timeout,
+            idempotency_key=idempotency_key,
+        )
         return job_from_proto(self._job_call("SubmitJob", request))
 
     def job(self, job_id: str) -> Job:

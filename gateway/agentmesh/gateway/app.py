@@ -47,8 +47,15 @@ class Gateway:
         workflows = load_catalog(config, settings)
         self.registry = Registry(config, settings)
         self.upstream = Upstream(settings, self.registry)
+        # A bounded pool that waits for a free connection: many watchers share a few.
         self.redis: aioredis.Redis | None = (
-            aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+            aioredis.Redis(
+                connection_pool=aioredis.BlockingConnectionPool.from_url(
+                    settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+                )
+            )
+            if settings.redis_url
+            else None
         )
         self.router = Router(self.registry, self.upstream, config)
         self.cache: ResponseCache = (
@@ -60,9 +67,17 @@ class Gateway:
         )
         self.fanout = FanOut(self.registry, self.upstream, FanOutLimits(settings.max_fanout_legs))
         self.workflows = WorkflowService(
-            workflows, self.registry, self.upstream, max_parts=settings.max_parts
+            workflows,
+            self.registry,
+            self.upstream,
+            max_parts=settings.max_parts,
+            max_bytes=settings.workflow_max_bytes,
         )
-        store: JobStore = RedisJobStore(self.redis) if self.redis else MemoryJobStore()
+        store: JobStore = (
+            RedisJobStore(self.redis)
+            if self.redis
+            else MemoryJobStore(max_bytes=settings.job_store_max_bytes)
+        )
         self.jobs = JobManager(
             store,
             router=self.router,
@@ -74,6 +89,9 @@ class Gateway:
                 timeout=settings.job_timeout,
                 ttl=settings.job_ttl,
                 max_active=settings.max_jobs,
+                lease=settings.job_lease,
+                max_job_bytes=settings.job_max_bytes,
+                max_message_bytes=settings.max_message_bytes,
             ),
             shared=self.redis is not None,
         )

@@ -83,7 +83,20 @@ class GatewaySettings(AuthSettings):
     job_timeout: float = Field(
         3600.0, gt=0, description="longest a job may run when it sets no timeout (seconds)"
     )
-    job_ttl: float = Field(3600.0, gt=0, description="seconds a finished job is kept")
+    job_ttl: float = Field(
+        3600.0, gt=0, description="seconds a finished job (and an idempotency key) is kept"
+    )
+    job_lease: float = Field(
+        15.0, gt=0, le=3600, description="seconds a runner's claim on a job lasts unrenewed (Redis)"
+    )
+    job_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, description="bytes one job holds: request, events, result"
+    )
+    job_store_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="bytes the in-memory job store holds; the oldest finished jobs go first",
+    )
     max_jobs: int = Field(
         1000, ge=1, description="jobs queued or running at once; more are refused"
     )
@@ -96,6 +109,11 @@ class GatewaySettings(AuthSettings):
     )
     workflow_max_depth: int = Field(
         4, ge=1, le=32, description="how deep workflows may nest (1: no nested workflows)"
+    )
+    workflow_max_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="characters all step outputs of one workflow run may take together",
     )
     workflow_max_parallel: int = Field(
         16, ge=1, le=1024, description="most steps one parallel group may run at once"
@@ -113,6 +131,9 @@ class GatewaySettings(AuthSettings):
         None,
         description="Redis for jobs, the response cache and shared breaker state "
         "(e.g. redis://redis:6379/0); unset: in-memory, per gateway process",
+    )
+    redis_max_connections: int = Field(
+        64, ge=4, le=10_000, description="connections this gateway opens to Redis at most"
     )
 
 

@@ -4,18 +4,21 @@ A job is an invocation, a workflow run or a fan-out. Submitting records it
 and queues it; one of this gateway's workers (or any replica's, with Redis)
 runs it, appending its events to the job's log: the job's state changes, and
 the invocation's or workflow's own events. Watchers read the log from any
-offset and follow it live until the job ends. Finished jobs are kept for
-``job_ttl`` seconds.
+offset, woken as it grows, until its terminal state event (always its last).
+Finished jobs are kept for ``job_ttl`` seconds.
 
-Cancelling a job cancels the task running it, wherever it runs, and so every
-agent call under it. A gateway that stops hands its running jobs back to the
-queue when the store is shared (Redis), so another replica finishes them.
+Every state change is a compare-and-set in the store (see ``jobstore``): a
+cancel and a completion cannot both win, and CancelJob answers the state that
+won. A worker never dies with a job: whatever the job's run raises, or however
+it is cancelled, the job ends in a terminal state (or goes back on the queue
+when its gateway stops and the store is shared), and the worker takes the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
@@ -27,18 +30,27 @@ from typing import Protocol
 from opentelemetry import context as otel_context
 
 from agentmesh.gateway.fanout import FanOut
-from agentmesh.gateway.jobstore import TERMINAL_STATES, JobStore
+from agentmesh.gateway.jobstore import (
+    OPEN_STATES,
+    TERMINAL_STATES,
+    Claim,
+    Fenced,
+    IdempotencyConflict,
+    JobStore,
+)
 from agentmesh.gateway.routing import Router, addressed, route
 from agentmesh.gateway.upstream import Upstream
 from agentmesh.runtime.errors import AgentError, ErrorCode, InvalidInput, LimitExceeded, NotFound
 from agentmesh.runtime.status import grpc_code, internal_message
-from agentmesh.telemetry.metrics import JOBS, JOBS_ACTIVE
+from agentmesh.telemetry.metrics import JOB_WORKERS, JOBS, JOBS_ACTIVE
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
 log = logging.getLogger("agentmesh.gateway.jobs")
 
 MAX_JOB_ID_CHARS = 64
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+WATCH_WAIT = 10.0  # a watcher re-reads the job this often when nothing wakes it
 
 
 class WorkflowRunner(Protocol):
@@ -51,9 +63,11 @@ class WorkflowRunner(Protocol):
 class JobSettings:
     workers: int = 16  # jobs this gateway runs at once
     timeout: float = 3600.0  # longest a job may run when it asks for no limit
-    ttl: float = 3600.0  # how long a finished job is kept
+    ttl: float = 3600.0  # how long a finished job (and an idempotency key) is kept
     max_active: int = 1000  # submitted-or-running jobs this gateway accepts
     lease: float = 15.0  # seconds a runner's claim lasts without renewal
+    max_job_bytes: int = 16 * 1024 * 1024  # request, events and result of one job
+    max_message_bytes: int = 4 * 1024 * 1024  # what one GetJob or WatchJob message may carry
 
 
 _STATE = {
@@ -61,6 +75,9 @@ _STATE = {
     pb.TASK_STATE_FAILED: "failed",
     pb.TASK_STATE_CANCELED: "canceled",
 }
+
+# Why a run's work was stopped (set before its task is cancelled).
+_CANCELLED, _STOPPING, _LEASE_LOST = "cancelled", "stopping", "lease lost"
 
 
 class JobManager:
@@ -82,43 +99,67 @@ class JobManager:
         self._workflows = workflows
         self._settings = settings
         self._shared = shared  # the store outlives this process: hand jobs back on stop
-        self._owner = uuid.uuid4().hex
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._cancel_asked: set[str] = set()
+        self._work_tasks: dict[str, asyncio.Task[None]] = {}  # job id -> its work, cancellable
+        self._stop_reasons: dict[str, str] = {}
+        self._runs: set[asyncio.Task[None]] = set()
         # The submitter's trace context, so a job run here joins the submitter's trace.
         self._trace_contexts: dict[str, otel_context.Context] = {}
         self._background: list[asyncio.Task[None]] = []
         self._active = 0
-        self._closing = False
+        self._live_workers = 0
+
+    @property
+    def live_workers(self) -> int:
+        """Worker loops alive now (``workers`` from start to close, whatever jobs did)."""
+        return self._live_workers
 
     async def start(self) -> None:
+        start = getattr(self._store, "start", None)
+        if start is not None:
+            await start()
         for i in range(self._settings.workers):
             self._background.append(asyncio.create_task(self._work(), name=f"job-worker-{i}"))
         self._background.append(asyncio.create_task(self._follow_cancellations()))
         if self._shared:
             self._background.append(asyncio.create_task(self._requeue_lapsed()))
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 5.0) -> None:
         """Stop taking jobs; hand running ones back (shared store) or cancel them."""
-        self._closing = True
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        running = list(self._running.values())
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        for job_id, work in list(self._work_tasks.items()):
+            self._stop(job_id, work, _STOPPING)
+        if self._runs:
+            # Each run records its outcome itself; bounded, so a store outage cannot hang stop.
+            await asyncio.wait(set(self._runs), timeout=grace)
         await self._store.close()
 
     # -- the API -----------------------------------------------------------
 
-    async def submit(self, request: gateway_pb2.SubmitJobRequest) -> gateway_pb2.Job:
+    async def submit(
+        self, request: gateway_pb2.SubmitJobRequest, *, scope: str = ""
+    ) -> gateway_pb2.Job:
+        """Record and queue the job. A repeated ``idempotency_key`` (within ``scope``, the
+        caller's identity) returns the job the key first made."""
         kind = request.WhichOneof("work")
         if kind is None:
             raise InvalidInput("work", "set invoke, workflow or fan_out")
         timeout = request.timeout_seconds
         if not math.isfinite(timeout) or timeout < 0:
             raise InvalidInput("timeout_seconds", "must be a non-negative number of seconds")
+        key = request.idempotency_key
+        if len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+            raise InvalidInput(
+                "idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY_CHARS} printable characters"
+            )
+        size = request.ByteSize()
+        if size > self._settings.max_job_bytes // 2:
+            raise LimitExceeded(
+                "max_job_bytes",
+                f"the request is {size} bytes; a job may hold {self._settings.max_job_bytes} "
+                "bytes in all, its request at most half of that",
+            )
         active = self._active + await self._store.queued()
         if active >= self._settings.max_active:
             raise LimitExceeded(
@@ -134,15 +175,27 @@ class JobManager:
             description=description,
             created_at=now,
             updated_at=now,
-            event_count=1,
         )
         # Before it is queued: a worker may claim it at once.
         self._trace_contexts[job.job_id] = otel_context.get_current()
         if len(self._trace_contexts) > self._settings.max_active:  # run elsewhere or never
             self._trace_contexts.pop(next(iter(self._trace_contexts)))
-        await self._store.create(job, request)
-        await self._emit_state(job, 0)
-        return job
+        try:
+            created, new = await self._store.create(
+                job,
+                request,
+                idempotency_key=f"{scope}\x00{key}" if key else "",
+                keep_key_for=self._settings.ttl,
+            )
+        except IdempotencyConflict:
+            self._trace_contexts.pop(job.job_id, None)
+            raise InvalidInput("idempotency_key", "already used for a different request") from None
+        except BaseException:
+            self._trace_contexts.pop(job.job_id, None)
+            raise
+        if not new:
+            self._trace_contexts.pop(job.job_id, None)
+        return created
 
     async def get(self, job_id: str) -> gateway_pb2.Job:
         _check_id(job_id)
@@ -152,46 +205,55 @@ class JobManager:
         return job
 
     async def watch(self, job_id: str, from_offset: int) -> AsyncIterator[gateway_pb2.JobEvent]:
-        """The job's events from ``from_offset``, live until the job has ended."""
+        """The job's events from ``from_offset``, each once, until its terminal state event."""
         if from_offset < 0:
             raise InvalidInput("from_offset", "must be 0 or more")
         await self.get(job_id)
         offset = from_offset
         while True:
-            events = await self._store.events(job_id, offset, wait=1.0)
+            events = await self._store.events(job_id, offset, wait=WATCH_WAIT)
             for event in events:
                 yield event
                 offset = event.offset + 1
+                if event.HasField("state") and event.state.state in TERMINAL_STATES:
+                    return  # the last event a job ever gets
             if events:
                 continue
             job = await self._store.get(job_id)
             if job is None:
                 return  # expired while watched
-            if job.state in TERMINAL_STATES and offset >= await self._store.event_count(job_id):
+            if job.state in TERMINAL_STATES and offset >= job.event_count:
                 return
 
-    async def cancel(self, job_id: str, *, wait: float) -> gateway_pb2.Job:
-        """Cancel the job and wait (up to ``wait`` seconds) for it to have stopped."""
+    async def cancel(self, job_id: str) -> gateway_pb2.Job:
+        """Cancel the job unless it has ended; the state that stands (CANCELED if this won)."""
         job = await self.get(job_id)
         if job.state in TERMINAL_STATES:
             return job
-        await self._store.request_cancel(job_id)
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + max(wait, 0.0)
-        while job.state not in TERMINAL_STATES and loop.time() < give_up:
-            count = await self._store.event_count(job_id)
-            await self._store.events(job_id, count, wait=min(0.5, give_up - loop.time()))
-            job = await self.get(job_id)
-        return job
+        record = _copy(job)
+        record.ClearField("result")
+        record.state = pb.TASK_STATE_CANCELED
+        record.code = grpc_code(ErrorCode.CANCELLED).value[0]
+        record.message = "cancelled by request"
+        record.updated_at = time.time()
+        record.expires_at = record.updated_at + self._settings.ttl
+        outcome = await self._store.transition(
+            record, allowed=OPEN_STATES, keep_for=self._settings.ttl
+        )
+        if outcome.job is None:
+            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+        if outcome.won:
+            JOBS.labels(kind=record.kind, state="canceled").inc()
+            # The state is final; now stop the work, wherever it runs.
+            await self._store.request_cancel(job_id)
+        return outcome.job
 
     async def list(self, limit: int, state: int) -> list[gateway_pb2.Job]:
+        """Summaries (no results), newest first."""
         limit = limit or 100
         if limit > 1000:
             raise InvalidInput("limit", "at most 1000")
-        jobs = await self._store.recent(limit if not state else 1000)
-        if state:
-            jobs = [j for j in jobs if j.state == state]
-        return jobs[:limit]
+        return await self._store.recent(limit, state)
 
     # -- running -----------------------------------------------------------
 
@@ -214,88 +276,149 @@ class JobManager:
         return f"fan-out to skill {request.fan_out.skill}"
 
     async def _work(self) -> None:
-        while True:
-            try:
-                claimed = await self._store.claim(self._owner, wait=1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a store outage must not end the worker for good
-                log.exception("claiming a job failed")
-                await asyncio.sleep(1.0)
-                continue
-            if claimed is None:
-                continue
-            job_id, work = claimed
-            trace_context = self._trace_contexts.pop(job_id, None)
-            task = asyncio.create_task(self._run(job_id, work, trace_context), name=f"job-{job_id}")
-            self._running[job_id] = task
-            try:
-                await asyncio.shield(task)
-            finally:
-                self._running.pop(job_id, None)
+        """One worker: claim a job, run it to its end, repeat; survives anything but close."""
+        self._live_workers += 1
+        JOB_WORKERS.inc()
+        try:
+            while True:
+                try:
+                    claim = await self._store.claim(self._settings.lease, wait=1.0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a store outage must not end the worker
+                    log.exception("claiming a job failed")
+                    await asyncio.sleep(1.0)
+                    continue
+                if claim is None:
+                    continue
+                run = asyncio.create_task(self._run(claim), name=f"job-{claim.job_id}")
+                self._runs.add(run)
+                run.add_done_callback(self._runs.discard)
+                # wait(), not await: the run's own cancellation never reaches this loop.
+                await asyncio.wait({run})
+                if not run.cancelled() and run.exception() is not None:
+                    log.error("job run ended abnormally", exc_info=run.exception())
+        finally:
+            self._live_workers -= 1
+            JOB_WORKERS.dec()
 
-    async def _run(
-        self,
-        job_id: str,
-        work: gateway_pb2.SubmitJobRequest,
-        trace_context: otel_context.Context | None = None,
-    ) -> None:
-        if trace_context is not None:
-            otel_context.attach(trace_context)  # this task's own context: no detach needed
-        job = await self._store.get(job_id)
-        if job is None or job.state in TERMINAL_STATES:
-            await self._store.release(job_id, self._owner)
-            return  # cancelled (or expired) while it waited in the queue
-        offset = await self._store.event_count(job_id)
-        self._active += 1
-        JOBS_ACTIVE.inc()
-        renewing = asyncio.create_task(self._renew(job_id))
-        handed_back = False
+    async def _run(self, claim: Claim) -> None:
+        """Run one claimed job and record how it ended; never raises."""
+        job_id = claim.job_id
+        trace_context = self._trace_contexts.pop(job_id, None)
+        counted = False
+        try:
+            job = await self._store.get(job_id)
+            if job is None:
+                return  # expired while queued
+            job.state = pb.TASK_STATE_WORKING
+            job.message = ""
+            job.updated_at = time.time()
+            started = await self._store.transition(
+                job, allowed=frozenset({pb.TASK_STATE_SUBMITTED}), fence=claim.fence
+            )
+            if not started.won:
+                return  # cancelled while it waited in the queue
+            self._active += 1
+            JOBS_ACTIVE.inc()
+            counted = True
+            timeout = claim.work.timeout_seconds or self._settings.timeout
+            work = asyncio.create_task(
+                self._work_on(job, claim, timeout),
+                name=f"job-work-{job_id}",
+                context=_context_with(trace_context),
+            )
+            self._work_tasks[job_id] = work
+            renewing = asyncio.create_task(self._renew(claim, work))
+            try:
+                await asyncio.wait({work})
+            finally:
+                renewing.cancel()
+                self._work_tasks.pop(job_id, None)
+            await self._record(job, claim, work, timeout)
+        except Exception:
+            # The store failed us: with Redis the lease lapses and another replica requeues it.
+            log.exception("recording job %s failed", job_id)
+        finally:
+            self._stop_reasons.pop(job_id, None)
+            if counted:
+                self._active -= 1
+                JOBS_ACTIVE.dec()
+            with contextlib.suppress(Exception):
+                await self._store.release(claim)
+
+    async def _work_on(self, job: gateway_pb2.Job, claim: Claim, timeout: float) -> None:
+        """The job's work, in its own task (the one cancellation stops)."""
+        budget = self._settings.max_job_bytes
+        # Room for the envelope: a message must still fit with its job id and offset.
+        largest = self._settings.max_message_bytes - 1024
+        used = claim.work.ByteSize() + 2 * job.ByteSize()
 
         async def emit(event: gateway_pb2.JobEvent) -> None:
-            nonlocal offset
-            event.offset = offset
-            await self._store.append(job_id, offset, event)
-            offset += 1
+            nonlocal used
+            size = event.ByteSize()
+            if size > largest:
+                raise LimitExceeded(
+                    "max_message_bytes",
+                    f"the job produced an event of {size} bytes; a watcher can receive {largest}",
+                )
+            used += size
+            if used > budget:
+                raise LimitExceeded(
+                    "max_job_bytes", f"the job's events grew past {budget} bytes; it was stopped"
+                )
+            await self._store.append(job.job_id, event, fence=claim.fence)
 
-        try:
-            job.state = pb.TASK_STATE_WORKING
-            offset = await self._save_and_emit(job, offset)
-            timeout = work.timeout_seconds or self._settings.timeout
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._execute(job, work, emit, timeout)
-                job.state = pb.TASK_STATE_COMPLETED
-            except TimeoutError:
-                self._fail(job, ErrorCode.DEADLINE_EXCEEDED, f"job ran longer than {timeout:g}s")
-            except asyncio.CancelledError:
-                if job_id not in self._cancel_asked and self._closing and self._shared:
-                    handed_back = True
-                    job.state, job.message = (
-                        pb.TASK_STATE_SUBMITTED,
-                        "handed back: gateway stopping",
-                    )
-                else:
-                    self._fail(
-                        job, ErrorCode.CANCELLED, _cancel_reason(job_id in self._cancel_asked)
-                    )
-                    job.state = pb.TASK_STATE_CANCELED
-            except AgentError as exc:
-                self._fail(job, exc.code, exc.message)
-            except Exception as exc:
-                self._fail(job, ErrorCode.INTERNAL, internal_message(exc, where=f"job {job_id}"))
-            # Events first, then the record: a watcher that sees the job ended has every event.
-            offset = await self._save_and_emit(job, offset)
-            if handed_back:
-                await self._store.requeue(job_id)
+        async with asyncio.timeout(timeout):
+            await self._execute(job, claim.work, emit, timeout)
+        size = job.ByteSize()
+        if used + 2 * size > budget or size > largest:
+            job.ClearField("result")
+            raise LimitExceeded(
+                "max_job_bytes", f"the job's result ({size} bytes) does not fit what a job may hold"
+            )
+
+    async def _record(
+        self, job: gateway_pb2.Job, claim: Claim, work: asyncio.Task[None], timeout: float
+    ) -> None:
+        """Write how the work ended, unless another writer (a cancel) won first."""
+        reason = self._stop_reasons.get(job.job_id)
+        requeue = False
+        if work.cancelled():
+            if reason in (_LEASE_LOST, _CANCELLED):
+                return  # the state that stands was written by whoever took the job from us
+            if reason == _STOPPING and self._shared:
+                requeue = True
+                job.state, job.message = pb.TASK_STATE_SUBMITTED, "handed back: gateway stopping"
             else:
-                JOBS.labels(kind=job.kind, state=_STATE.get(job.state, "other")).inc()
-        finally:
-            renewing.cancel()
-            self._cancel_asked.discard(job_id)
-            self._active -= 1
-            JOBS_ACTIVE.dec()
-            await self._store.release(job_id, self._owner)
+                self._fail(job, ErrorCode.CANCELLED, "cancelled: the gateway stopped")
+                job.state = pb.TASK_STATE_CANCELED
+        else:
+            exc = work.exception()
+            if exc is None:
+                job.state = pb.TASK_STATE_COMPLETED
+            elif isinstance(exc, Fenced):
+                return  # ended or taken elsewhere: nothing of ours may be written
+            elif isinstance(exc, TimeoutError):
+                self._fail(job, ErrorCode.DEADLINE_EXCEEDED, f"job ran longer than {timeout:g}s")
+            elif isinstance(exc, AgentError):
+                self._fail(job, exc.code, exc.message)
+            else:
+                message = internal_message(exc, where=f"job {job.job_id}")
+                self._fail(job, ErrorCode.INTERNAL, message)
+        job.updated_at = time.time()
+        ended = job.state in TERMINAL_STATES
+        if ended:
+            job.expires_at = job.updated_at + self._settings.ttl
+        outcome = await self._store.transition(
+            job,
+            allowed=frozenset({pb.TASK_STATE_WORKING}),
+            fence=claim.fence,
+            keep_for=self._settings.ttl if ended else None,
+            requeue=requeue,
+        )
+        if outcome.won and ended:
+            JOBS.labels(kind=job.kind, state=_STATE[job.state]).inc()
 
     async def _execute(
         self,
@@ -331,77 +454,78 @@ class JobManager:
         else:
             job.fan_out.CopyFrom(await self._fanout.run(work.fan_out, time_remaining=remaining()))
 
-    async def _save_and_emit(self, job: gateway_pb2.Job, offset: int) -> int:
-        job.updated_at = time.time()
-        job.event_count = offset + 1
-        ended = job.state in TERMINAL_STATES
-        if ended:
-            job.expires_at = job.updated_at + self._settings.ttl
-        await self._emit_state(job, offset)
-        await self._store.save(job, keep_for=self._settings.ttl if ended else None)
-        return offset + 1
-
-    async def _emit_state(self, job: gateway_pb2.Job, offset: int) -> None:
-        event = gateway_pb2.JobEvent(offset=offset)
-        event.state.CopyFrom(job)
-        await self._store.append(job.job_id, offset, event)
-
     @staticmethod
     def _fail(job: gateway_pb2.Job, code: ErrorCode, message: str) -> None:
         job.state = pb.TASK_STATE_FAILED
         job.code = grpc_code(code).value[0]
         job.message = message
 
-    async def _renew(self, job_id: str) -> None:
+    def _stop(self, job_id: str, work: asyncio.Task[None], reason: str) -> None:
+        """Cancel a run's work once, remembering why (the first reason stands)."""
+        if job_id not in self._stop_reasons:
+            self._stop_reasons[job_id] = reason
+            work.cancel()
+
+    async def _renew(self, claim: Claim, work: asyncio.Task[None]) -> None:
         while True:
             await asyncio.sleep(self._settings.lease / 3)
-            with contextlib.suppress(Exception):
-                await self._store.renew(job_id, self._owner, self._settings.lease)
+            try:
+                held = await self._store.renew(claim, self._settings.lease)
+            except Exception:  # Redis away for a moment: the lease still has time
+                log.warning("renewing the lease of job %s failed", claim.job_id, exc_info=True)
+                continue
+            if not held:  # ended, cancelled or requeued elsewhere: stop working on it
+                self._stop(claim.job_id, work, _LEASE_LOST)
+                return
 
     async def _follow_cancellations(self) -> None:
         while True:
             try:
                 async for job_id in self._store.cancellations():
-                    task = self._running.get(job_id)
-                    if task is not None:
-                        self._cancel_asked.add(job_id)
-                        task.cancel()
-                    else:
-                        await self._cancel_queued(job_id)
+                    work = self._work_tasks.get(job_id)
+                    if work is not None:
+                        self._stop(job_id, work, _CANCELLED)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("following job cancellations failed")
                 await asyncio.sleep(1.0)
 
-    async def _cancel_queued(self, job_id: str) -> None:
-        """A job cancelled before any gateway started it ends here and now."""
-        job = await self._store.get(job_id)
-        if job is None or job.state != pb.TASK_STATE_SUBMITTED:
-            return  # running elsewhere (that gateway cancels it) or already ended
-        self._fail(job, ErrorCode.CANCELLED, _cancel_reason(True))
-        job.state = pb.TASK_STATE_CANCELED
-        await self._save_and_emit(job, await self._store.event_count(job_id))
-        JOBS.labels(kind=job.kind, state="canceled").inc()
-
     async def _requeue_lapsed(self) -> None:
+        """Put back every job whose runner's lease lapsed (its gateway died)."""
         while True:
-            await asyncio.sleep(self._settings.lease / 2)
+            await asyncio.sleep(self._settings.lease / 3)
             try:
-                for job_id in await self._store.stale(200):
+                now = time.time()
+                for job_id in await self._store.lapsed(now):
                     job = await self._store.get(job_id)
-                    if job is None:
+                    if job is None or job.state in TERMINAL_STATES:
                         continue
                     job.state, job.message = pb.TASK_STATE_SUBMITTED, "requeued: its runner stopped"
-                    await self._save_and_emit(job, await self._store.event_count(job_id))
-                    await self._store.requeue(job_id)
-                    log.warning("job requeued", extra={"job_id": job_id})
+                    job.updated_at = now
+                    outcome = await self._store.transition(
+                        job, allowed=OPEN_STATES, lapsed_before=now, requeue=True
+                    )
+                    if outcome.won:
+                        log.warning("job requeued", extra={"job_id": job_id})
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("requeueing lapsed jobs failed")
 
 
-def _cancel_reason(asked: bool) -> str:
-    return "cancelled by request" if asked else "cancelled: the gateway stopped"
+def _context_with(trace_context: otel_context.Context | None) -> contextvars.Context:
+    """A copy of the current context for the job's task, joined to the submitter's trace."""
+    context = contextvars.copy_context()
+    if trace_context is not None:
+        context.run(otel_context.attach, trace_context)  # that task's own: no detach needed
+    return context
+
+
+def _copy(job: gateway_pb2.Job) -> gateway_pb2.Job:
+    copy = gateway_pb2.Job()
+    copy.CopyFrom(job)
+    return copy
 
 
 def _check_id(job_id: str) -> None:

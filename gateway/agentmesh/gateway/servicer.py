@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from agentmesh.gateway.auth import current_principal
 from agentmesh.gateway.cache import cache_key
 from agentmesh.gateway.registry import AgentEntry, Reachability
 from agentmesh.gateway.resilience.visibility import fill_resilience
@@ -135,7 +136,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def SubmitJob(
         self, request: gateway_pb2.SubmitJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        return await self._gateway.jobs.submit(request)
+        principal = current_principal()
+        return await self._gateway.jobs.submit(
+            request, scope="" if principal is None else principal.id
+        )
 
     @unary_errors
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: Context) -> gateway_pb2.Job:
@@ -152,10 +156,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        # Wait for the job to stop, leaving time to answer within the caller's deadline.
-        remaining = context.time_remaining()
-        wait = 10.0 if remaining is None else max(0.0, min(10.0, remaining - 0.1))
-        return await self._gateway.jobs.cancel(request.job_id, wait=wait)
+        return await self._gateway.jobs.cancel(request.job_id)
 
     @unary_errors
     async def ListJobs(

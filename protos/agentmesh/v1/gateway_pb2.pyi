@@ -769,8 +769,14 @@ class SubmitJobRequest(_message.Message):
     WORKFLOW_FIELD_NUMBER: _builtins.int
     FAN_OUT_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     timeout_seconds: _builtins.float
     """Seconds the job may run; 0 = the gateway's job timeout."""
+    idempotency_key: _builtins.str
+    """A retry with the same key (from the same caller, within the job TTL) returns the job
+    the key first made instead of making another; reused for a different request it is
+    INVALID_ARGUMENT. At most 128 printable characters.
+    """
     @_builtins.property
     def invoke(self) -> _messages_pb2.InvokeRequest: ...
     @_builtins.property
@@ -784,10 +790,11 @@ class SubmitJobRequest(_message.Message):
         workflow: Global___RunWorkflowRequest | None = ...,
         fan_out: Global___FanOutRequest | None = ...,
         timeout_seconds: _builtins.float = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "invoke", b"invoke", "work", b"work", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "invoke", b"invoke", "timeout_seconds", b"timeout_seconds", "work", b"work", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "idempotency_key", b"idempotency_key", "invoke", b"invoke", "timeout_seconds", b"timeout_seconds", "work", b"work", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_work: _TypeAlias = _typing.Literal["invoke", "workflow", "fan_out"]  # noqa: Y015
     _WhichOneofArgType_work: _TypeAlias = _typing.Literal["work", b"work"]  # noqa: Y015
@@ -992,7 +999,9 @@ class ListJobsResponse(_message.Message):
 
     JOBS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """summaries: no result (GetJob has it)"""
+
     def __init__(
         self,
         *,

@@ -149,7 +149,8 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancel a job; its running agent calls are cancelled too.
+        """Cancel a job unless it has ended; answers the state that stands. Its running agent
+        calls are cancelled too.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

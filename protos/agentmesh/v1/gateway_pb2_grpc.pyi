@@ -53,7 +53,9 @@ class GatewayStub:
     WatchJob: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobEvent]
     """The job's events from `from_offset` on, live until the job ends."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]
-    """Cancel a job; its running agent calls are cancelled too."""
+    """Cancel a job unless it has ended; answers the state that stands. Its running agent
+    calls are cancelled too.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]
 
 @_typing.type_check_only
@@ -80,7 +82,9 @@ class GatewayAsyncStub(GatewayStub):
     WatchJob: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobEvent]  # type: ignore[assignment]
     """The job's events from `from_offset` on, live until the job ends."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
-    """Cancel a job; its running agent calls are cancelled too."""
+    """Cancel a job unless it has ended; answers the state that stands. Its running agent
+    calls are cancelled too.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]  # type: ignore[assignment]
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -158,7 +162,9 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.CancelJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
-        """Cancel a job; its running agent calls are cancelled too."""
+        """Cancel a job unless it has ended; answers the state that stands. Its running agent
+        calls are cancelled too.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(

@@ -81,6 +81,7 @@ WORKFLOW_RUNS = Counter(
 )
 JOBS = Counter("agentmesh_jobs", "Jobs that reached a state", ["kind", "state"])
 JOBS_ACTIVE = Gauge("agentmesh_jobs_active", "Jobs submitted or running in this gateway")
+JOB_WORKERS = Gauge("agentmesh_job_workers", "Job worker loops alive in this gateway")
 CACHE_LOOKUPS = Counter(
     "agentmesh_cache_lookups", "Response cache lookups, by result (hit or miss)", ["result"]
 )

@@ -62,7 +62,6 @@ CARD_NAME = "agentmesh"
 CARD_VERSION = "1"
 MAX_REMEMBERED_CONTEXTS = 10_000
 MAX_PAGE_SIZE = 1000  # the job store's listing limit
-CANCEL_WAIT = 10.0  # seconds CancelTask waits for the job to stop
 
 
 def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, Any]:
@@ -146,7 +145,10 @@ class MeshRequestHandler(RequestHandler):
             if remaining <= 0:
                 raise DeadlineExceeded("the call's deadline has passed")
             work.timeout_seconds = remaining
-        job = await self._gateway.jobs.submit(work)
+        if params.message.message_id:
+            # A client that resends a message (same id) gets the task it first made.
+            work.idempotency_key = f"a2a:{params.message.message_id}"
+        job = await self._gateway.jobs.submit(work, scope="" if principal is None else principal.id)
         if principal is not None:
             quota.record(principal, job)
         context_id = params.message.context_id or job.job_id
@@ -204,10 +206,8 @@ class MeshRequestHandler(RequestHandler):
             raise TaskNotCancelableError(
                 f"task {job.job_id!r} has already ended ({a2a.TaskState.Name(job.state)})"
             )
-        remaining = grpc_context.time_remaining()
-        wait = CANCEL_WAIT if remaining is None else max(0.0, min(CANCEL_WAIT, remaining - 0.1))
         try:
-            job = await self._gateway.jobs.cancel(job.job_id, wait=wait)
+            job = await self._gateway.jobs.cancel(job.job_id)
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.CancelTask")
         return task_from_job(job, self._context_of(job.job_id))
