@@ -34,7 +34,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 @dataclass
 class Traced:
     agent: ProbeAgent
-    stub: agent_pb2_grpc.AgentStub
+    stub: agent_pb2_grpc.AgentAsyncStub
     exporter: InMemorySpanExporter
 
     def spans(self, name: str) -> list[ReadableSpan]:
@@ -50,12 +50,13 @@ async def traced() -> AsyncIterator[Traced]:
     server = grpc.aio.server(
         interceptors=[TelemetryInterceptor(tracer=provider.get_tracer("test"))]
     )
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(agent, ServerSettings()), server)  # type: ignore[no-untyped-call]
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(agent, ServerSettings()), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield Traced(agent, agent_pb2_grpc.AgentStub(channel), exporter)
+            stub: agent_pb2_grpc.AgentAsyncStub = agent_pb2_grpc.AgentStub(channel)
+            yield Traced(agent, stub, exporter)
     finally:
         await server.stop(0)
         provider.shutdown()
@@ -109,7 +110,7 @@ async def test_a_card_fetch_is_traced_only_inside_a_callers_trace(traced: Traced
     # A request that is part of a trace is recorded in it. Spans end in call
     # order, so once this one is exported the three before would have been.
     await traced.stub.GetCard(
-        agent_pb2.GetCardRequest(), timeout=5, metadata=[("traceparent", TRACEPARENT)]
+        agent_pb2.GetCardRequest(), timeout=5, metadata=(("traceparent", TRACEPARENT),)
     )
     await wait_until(lambda: traced.spans("agentmesh.v1.Agent/GetCard"))
     await traced.stub.Invoke(_request("echo", "hi"), timeout=5)
@@ -179,7 +180,12 @@ async def test_a_stream_blocked_writing_when_cancelled_is_closed_and_ends_cancel
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_stream("/test.Flood/Flood")(b"", timeout=30)
+            flood_method = channel.unary_stream(
+                "/test.Flood/Flood",
+                request_serializer=bytes,
+                response_deserializer=bytes,
+            )
+            call = flood_method(b"", timeout=30)
             await call.read()
             call.cancel()
             await closed.wait()
