@@ -165,12 +165,13 @@ def test_ports_and_probes_match_the_settings(overlays: dict[str, Rendered]) -> N
                 assert check["port"] == health_port, f"{name}: {probe} port"
                 assert check.get("service", "") == "", f"{name}: {probe} service"
 
-            # The Service reaches the gRPC port by its name.
+            # The Service reaches the gRPC port by its name (and, with the
+            # monitoring component, the metrics port for the ServiceMonitor).
             service = _service_selecting(rendered, deployment)
-            (port,) = service["spec"]["ports"]
-            assert port["name"] == "grpc"
-            assert port["targetPort"] == "grpc"
-            assert port["port"] == grpc_port, name
+            ports = {p["name"]: p for p in service["spec"]["ports"]}
+            assert set(ports) <= {"grpc", "metrics"}, name
+            assert ports["grpc"]["targetPort"] == "grpc"
+            assert ports["grpc"]["port"] == grpc_port, name
 
 
 def test_termination_grace_outlasts_the_drain(overlays: dict[str, Rendered]) -> None:

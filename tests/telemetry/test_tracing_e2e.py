@@ -200,3 +200,51 @@ async def test_with_tracing_off_nothing_is_exported(
     assert reply.artifacts[0].parts[0].text == "2"
     await stop_all([process])
     assert receiver.store.spans() == []
+
+
+async def test_a_stream_its_client_cancels_ends_cancelled_in_every_service_without_error_logs(
+    spawn: Spawn, receiver: Receiver
+) -> None:
+    endpoint = receiver.handle.endpoint
+    agent_port, gateway_port = free_port(), free_port()
+    agent = spawn(
+        "tests/telemetry/flooding_agent.py", "--port", str(agent_port), env=otel_env(endpoint)
+    )
+    await serving(f"127.0.0.1:{agent_port}")
+    gateway = spawn(
+        "-m", "agentmesh.gateway", "--port", str(gateway_port),
+        env=otel_env(endpoint, AGENTMESH_AGENT_FLOODER_ADDRESSES=f"127.0.0.1:{agent_port}"),
+    )  # fmt: skip
+    gateway_address = f"127.0.0.1:{gateway_port}"
+    await serving(gateway_address)
+
+    trace_id, parent = 0x5AF7651916CD43DD8448EB211C80319C, 0xC7AD6B7169203331
+    async with grpc.aio.insecure_channel(gateway_address) as channel:
+        call = gateway_pb2_grpc.GatewayStub(channel).InvokeStream(
+            pb.InvokeRequest(
+                agent="flooder", skill="flood", message=pb.Message(parts=[pb.Part(text="go")])
+            ),
+            metadata=[("traceparent", traceparent(trace_id, parent))],
+            timeout=30,
+        )
+        for _ in range(3):  # the agent is streaming through the gateway
+            await call.read()
+        call.cancel()
+    await stop_all([gateway, agent])
+
+    spans = [s for s in receiver.store.spans() if s.trace_id == f"{trace_id:032x}"]
+    served = {
+        s.service: s for s in spans if s.kind == "SERVER" and s.name.endswith("/InvokeStream")
+    }
+    assert set(served) == {"gateway", "flooder"}
+    for span in served.values():
+        assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+        assert span.status == "UNSET", span
+        assert [e.name for e in span.events] == []
+    assert [s for s in spans if s.status == "ERROR"] == []
+    for process in (gateway, agent):
+        assert process.stdout is not None
+        output = process.stdout.read().decode()
+        assert "Failed to detach context" not in output
+        assert "Traceback" not in output
+        assert '"level": "ERROR"' not in output

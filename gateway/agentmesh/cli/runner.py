@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentmesh.agents import REFERENCE_AGENTS
+from agentmesh.cli.trace import record_latest_run
 from agentmesh.telemetry.collector import ReceiverHandle, SpanStore, start_receiver
 
 TRACE_FILE = "traces.jsonl"
@@ -271,6 +272,7 @@ async def run_up(
         receiver = await start_receiver(SpanStore(log_dir / TRACE_FILE))
         extra = local_tracing_env(receiver.endpoint)
         specs = [replace(spec, env={**spec.env, **extra}) for spec in specs]
+    record_latest_run(log_dir)  # `agentmesh trace` finds this run from any directory
     mesh = LocalMesh(
         specs,
         log_dir=log_dir,

@@ -1,16 +1,25 @@
 """``agentmesh trace [ID]``: recent traces of a local mesh, as a terminal waterfall.
 
 ``agentmesh up`` collects every service's spans into ``LOG_DIR/traces.jsonl``
-(see :mod:`agentmesh.telemetry.collector`). Without an ID this lists the most
-recent traces; with one (any unique prefix, or ``last``) it draws that trace
-span by span: service, span, duration, a bar on the trace's timeline, status.
+(see :mod:`agentmesh.telemetry.collector`) and points ``STATE_DIR/latest`` at
+its ``LOG_DIR``, so that this command finds the current run's traces from any
+directory. ``STATE_DIR`` is ``$AGENTMESH_STATE_DIR``, else
+``$XDG_STATE_HOME/agentmesh``, else ``~/.local/state/agentmesh``.
+
+Without an ID this lists the most recent traces; with one (any unique prefix,
+or ``last``) it draws that trace span by span: service, span, duration, a bar
+on the trace's timeline, status. ``--service``, ``--status`` and ``--min-ms``
+narrow both the list and what ``last`` means.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +30,95 @@ from rich.table import Table
 from rich.text import Text
 
 from agentmesh.telemetry.collector import SpanRecord, read_spans, traces
+from agentmesh.telemetry.rpcstatus import CODE_NAMES, STATUS_CODE_ATTRIBUTE
+
+log = logging.getLogger("agentmesh.cli")
 
 TRACE_FILE = "traces.jsonl"
+STATE_DIR_ENV = "AGENTMESH_STATE_DIR"
+LATEST = "latest"
 BAR_WIDTH = 24
 SHORT_ID = 12
 _STATUS_STYLE = {"ERROR": "red", "OK": "green", "UNSET": "green"}
+# --status takes a trace outcome or the gRPC code its root span ended with.
+STATUS_CHOICES = ("ok", "error", *(code.name.lower() for code in grpc.StatusCode))
+
+
+# -- where `agentmesh up` keeps the current run -------------------------------
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user directory where ``agentmesh up`` records its latest run."""
+    env = os.environ if env is None else env
+    if env.get(STATE_DIR_ENV):
+        return Path(env[STATE_DIR_ENV]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
+    return Path(base) / "agentmesh"
+
+
+def record_latest_run(log_dir: Path, env: Mapping[str, str] | None = None) -> Path | None:
+    """Point ``STATE_DIR/latest`` at ``log_dir`` (replaced atomically); returns the link.
+
+    A state directory that cannot be written is no reason to stop a run: it is
+    logged and ``None`` returned (``agentmesh trace --log-dir`` still works).
+    """
+    directory = state_dir(env)
+    link = directory / LATEST
+    temporary = directory / f".{LATEST}.{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(log_dir.resolve(), target_is_directory=True)
+        os.replace(temporary, link)
+    except OSError as exc:
+        log.warning("cannot record the latest run in %s: %s", directory, exc.strerror or exc)
+        return None
+    return link
+
+
+def latest_run(env: Mapping[str, str] | None = None) -> Path | None:
+    """The ``LOG_DIR`` of the latest ``agentmesh up``, if one was recorded."""
+    link = state_dir(env) / LATEST
+    return link.resolve() if link.is_symlink() or link.is_dir() else None
+
+
+def trace_file(log_dir: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """``log_dir``'s trace file, or the latest run's (None: no run recorded)."""
+    if log_dir is None:
+        log_dir = latest_run(env)
+    return None if log_dir is None else log_dir / TRACE_FILE
+
+
+# -- the command ---------------------------------------------------------------
+
+
+def _status_choice(value: str) -> str:
+    wanted = value.strip().lower()
+    if wanted not in STATUS_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a status; use ok, error or a gRPC code name such as cancelled"
+        )
+    return wanted
+
+
+def _non_negative_ms(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration in milliseconds (>= 0)")
+    return number
 
 
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "trace",
         help="show recent traces of `agentmesh up` as a waterfall",
-        description="List recent traces collected by `agentmesh up`, or draw one as a waterfall.",
+        description=(
+            "List recent traces collected by `agentmesh up` (the latest run, found from any"
+            " directory), or draw one as a waterfall."
+        ),
     )
     parser.add_argument(
         "trace_id", nargs="?", help="trace id or unique prefix ('last': the most recent)"
@@ -40,30 +126,104 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--log-dir",
         type=Path,
-        default=Path(".agentmesh/logs"),
-        help="the --log-dir of `agentmesh up` (default %(default)s)",
+        default=None,
+        help=(
+            "read the traces of `agentmesh up --log-dir DIR` instead of the latest run's"
+            f" (recorded in ${STATE_DIR_ENV}, $XDG_STATE_HOME/agentmesh or"
+            " ~/.local/state/agentmesh)"
+        ),
     )
     parser.add_argument("-n", "--limit", type=int, default=20, help="traces to list (default 20)")
+    parser.add_argument(
+        "--service", help="only traces with a span from this service (gateway, calculator, ...)"
+    )
+    parser.add_argument(
+        "--status",
+        type=_status_choice,
+        metavar="STATUS",
+        help=(
+            "only traces that ended so: ok, error (any span failed), or the gRPC code of the"
+            " request (cancelled, deadline_exceeded, invalid_argument, ...)"
+        ),
+    )
+    parser.add_argument(
+        "--min-ms",
+        type=_non_negative_ms,
+        metavar="MS",
+        help="only traces that took at least MS milliseconds",
+    )
     parser.set_defaults(handler=cmd_trace)
 
 
+@dataclass(frozen=True, slots=True)
+class TraceFilter:
+    """What ``--service``, ``--status`` and ``--min-ms`` keep; unset fields keep everything."""
+
+    service: str | None = None
+    status: str | None = None
+    min_ms: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.service, self.status, self.min_ms))
+
+    def keeps(self, spans: Sequence[SpanRecord]) -> bool:
+        if self.service is not None and all(s.service != self.service for s in spans):
+            return False
+        if self.min_ms is not None and duration_ns(spans) < self.min_ms * 1e6:
+            return False
+        if self.status is not None:
+            code, failed = outcome(spans)
+            if self.status == "error":
+                return failed
+            if self.status == "ok":
+                return code == "OK" and not failed
+            return code == self.status.upper()
+        return True
+
+    def describe(self) -> str:
+        words = [f"--service {self.service}"] if self.service is not None else []
+        words += [f"--status {self.status}"] if self.status is not None else []
+        words += [f"--min-ms {self.min_ms:g}"] if self.min_ms is not None else []
+        return " ".join(words)
+
+
 def cmd_trace(args: argparse.Namespace, console: Console) -> int:
-    path: Path = args.log_dir / TRACE_FILE
+    path = trace_file(args.log_dir)
+    if path is None:
+        console.print(
+            f"no `agentmesh up` recorded in {state_dir() / LATEST}: start the mesh with"
+            " `agentmesh up` (or give --log-dir)"
+        )
+        return 1
     grouped = traces(read_spans(path))
     if not grouped:
         console.print(
             f"no traces in {path}: start the mesh with `agentmesh up` and make a call first"
         )
         return 1
+    wanted = TraceFilter(args.service, args.status, args.min_ms)
+    kept = select(grouped, wanted)
+    if not kept:
+        console.print(f"no trace matches {wanted.describe()} ({len(grouped)} traces in {path})")
+        return 1
     if args.trace_id is None:
-        console.print(trace_list(grouped, limit=args.limit))
+        console.print(trace_list(kept, limit=args.limit, filtered=wanted))
         return 0
-    found = find_trace(grouped, args.trace_id)
+    found = find_trace(kept, args.trace_id)
     if isinstance(found, str):
         console.print(f"[red]error:[/red] {found}")
         return 1
     console.print(waterfall(found))
     return 0
+
+
+def select(
+    grouped: dict[str, list[SpanRecord]], wanted: TraceFilter
+) -> dict[str, list[SpanRecord]]:
+    """The traces ``wanted`` keeps."""
+    if not wanted:
+        return grouped
+    return {tid: spans for tid, spans in grouped.items() if wanted.keeps(spans)}
 
 
 def _newest_first(grouped: dict[str, list[SpanRecord]]) -> list[list[SpanRecord]]:
@@ -97,27 +257,49 @@ def _ms(ns: int) -> str:
     return f"{ns / 1e6:.1f}"
 
 
-def trace_list(grouped: dict[str, list[SpanRecord]], *, limit: int = 20) -> Table:
-    table = Table(
-        title="recent traces, newest first (`agentmesh trace ID` draws one)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-    )
+def duration_ns(spans: Sequence[SpanRecord]) -> int:
+    """From the first span's start to the last span's end."""
+    return max(s.end_ns for s in spans) - min(s.start_ns for s in spans)
+
+
+def outcome(spans: Sequence[SpanRecord]) -> tuple[str, bool]:
+    """The gRPC code name the trace's request ended with, and whether any span failed.
+
+    The code is the root span's ``rpc.grpc.status_code`` (``OK`` when it has
+    none); a cancelled request is ``CANCELLED`` and no failure.
+    """
+    code = _roots(spans)[0].attributes.get(STATUS_CODE_ATTRIBUTE)
+    name = _grpc_code_name(code) if code is not None else "OK"
+    return name, any(s.status == "ERROR" for s in spans)
+
+
+def _outcome_text(spans: Sequence[SpanRecord]) -> Text:
+    code, failed = outcome(spans)
+    if failed:
+        return Text("ERROR" if code == "OK" else code, "red")
+    return Text(code, "green" if code == "OK" else "yellow")
+
+
+def trace_list(
+    grouped: dict[str, list[SpanRecord]], *, limit: int = 20, filtered: TraceFilter | None = None
+) -> Table:
+    title = "recent traces, newest first (`agentmesh trace ID` draws one)"
+    if filtered:
+        title = f"recent traces matching {filtered.describe()}, newest first"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("trace", "started", "request", "services", "spans", "ms", "status"):
         table.add_column(column, no_wrap=column != "services")
     for spans in _newest_first(grouped)[:limit]:
         root = _roots(spans)[0]
         start = min(s.start_ns for s in spans)
-        end = max(s.end_ns for s in spans)
-        failed = any(s.status == "ERROR" for s in spans)
         table.add_row(
             spans[0].trace_id[:SHORT_ID],
             time.strftime("%H:%M:%S", time.localtime(start / 1e9)),
             short_name(root.name),
             ", ".join(dict.fromkeys(s.service for s in spans)),
             str(len(spans)),
-            _ms(end - start),
-            Text("ERROR", "red") if failed else Text("OK", "green"),
+            _ms(duration_ns(spans)),
+            _outcome_text(spans),
         )
     return table
 
@@ -151,18 +333,17 @@ def _bar(span: SpanRecord, start: int, total: int) -> Text:
 
 
 def _status(span: SpanRecord) -> Text:
-    code = span.attributes.get("rpc.grpc.status_code")
+    code = span.attributes.get(STATUS_CODE_ATTRIBUTE)
     label = span.status if code is None else _grpc_code_name(code)
     if span.status == "ERROR" and span.status_message:
         label = span.status_message
+    if label == "CANCELLED":
+        return Text(label, "yellow")
     return Text(label, _STATUS_STYLE.get(span.status, "white"))
 
 
-_CODE_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
-
-
 def _grpc_code_name(code: object) -> str:
-    return _CODE_NAMES.get(code, str(code)) if isinstance(code, int) else str(code)
+    return CODE_NAMES.get(code, str(code)) if isinstance(code, int) else str(code)
 
 
 def _detail(span: SpanRecord) -> str:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import grpc
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from agentmesh.gateway.config import GatewaySettings
 from agentmesh.gateway.registry import AgentEntry, Registry, Replica, StreamCall
@@ -54,6 +54,7 @@ from agentmesh.telemetry.metrics import (
     UPSTREAM_REQUESTS,
     UPSTREAM_RETRIES,
 )
+from agentmesh.telemetry.rpcstatus import set_rpc_status
 from agentmesh.v1 import messages_pb2 as pb
 
 log = logging.getLogger("agentmesh.gateway.upstream")
@@ -370,6 +371,7 @@ class Upstream:
             except BaseException:
                 call.cancel()
                 self._left(entry, replica)
+                _end_span(span, grpc.StatusCode.CANCELLED)
                 raise
             UPSTREAM_REQUESTS.labels(agent=entry.name, code="OK").inc()
             _end_span(span, grpc.StatusCode.OK)
@@ -664,10 +666,7 @@ class _AttemptSpan:
 
 
 def _end_span(span: trace.Span, code: grpc.StatusCode) -> None:
-    if span.is_recording():
-        span.set_attribute("rpc.grpc.status_code", code.value[0])
-        if code != grpc.StatusCode.OK:
-            span.set_status(Status(StatusCode.ERROR, code.name))
+    set_rpc_status(span, code, server=False)  # CANCELLED (a lost hedge, a caller gone): no error
 
 
 def _readdressed(request: pb.InvokeRequest, entry: AgentEntry) -> pb.InvokeRequest:

@@ -6,6 +6,12 @@ that span added, so the gateway's SERVER span becomes its child. Without an
 SDK provider in the calling process the span is a no-op, yet an active
 context (for example one the application extracted from its own incoming
 request) is still propagated.
+
+The span is not made the current span: it only has to reach the gateway, and
+the library's streaming calls are async generators whose consumer runs
+between their messages (its own spans are no children of the call), and which
+may be closed later from another task, where a context attached here could
+not be detached.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
+
+from agentmesh.telemetry.rpcstatus import code_of, set_rpc_status
 
 _tracer = trace.get_tracer("agentmesh.client")
 
@@ -28,31 +36,23 @@ def client_span(
 
     Yields ``metadata`` plus the propagation headers. An error leaving the
     block (a ``grpc.RpcError``, or any exception with a ``code`` attribute
-    holding a ``grpc.StatusCode``) sets the span's status.
+    holding a ``grpc.StatusCode``) sets the span's status; a cancellation
+    (``CancelledError``, the stream closed early) ends it as CANCELLED, no error.
     """
     service, _, name = method.rpartition("/")
-    with _tracer.start_as_current_span(
+    span = _tracer.start_span(
         method,
         kind=SpanKind.CLIENT,
         attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    )
+    try:
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
         try:
             yield (*metadata, *carrier.items())
-        except Exception as exc:
-            code = _status_of(exc)
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            span.set_status(Status(StatusCode.ERROR, code.name))
+        except BaseException as exc:
+            set_rpc_status(span, code_of(exc), server=False)
             raise
-        span.set_attribute("rpc.grpc.status_code", 0)
-
-
-def _status_of(exc: Exception) -> grpc.StatusCode:
-    """The gRPC code an error carries (``RpcError.code()`` or a ``code`` attribute)."""
-    code = getattr(exc, "code", None)
-    if callable(code):
-        code = code()
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        set_rpc_status(span, grpc.StatusCode.OK, server=False)
+    finally:
+        span.end()

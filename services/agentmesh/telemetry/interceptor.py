@@ -4,45 +4,67 @@ For every RPC it records ``agentmesh_rpc_requests``, ``_duration_seconds`` and
 ``_in_flight`` (always), and, when tracing is on, a SERVER span that is the
 current span while the handler runs, continuing the caller's W3C
 ``traceparent``/``tracestate`` from the metadata. Health checks and reflection
-get metrics but no spans (probes would bury the traces).
+get metrics but no spans (probes would bury the traces); ``Agent/GetCard`` gets
+a span only inside a caller's trace, so that the gateway's periodic card
+refreshes start no traces of their own.
 
-Span status follows the OpenTelemetry gRPC conventions: a server span is an
-error for UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and
-DATA_LOSS; every span carries ``rpc.grpc.status_code``. An error records an
-``exception`` event with the exception's type and the status message the
-caller got (already free of secrets and paths), never the raw exception text
-or a stack trace; the log line written under the same trace id has those.
+Span status follows :mod:`agentmesh.telemetry.rpcstatus` (the OpenTelemetry
+gRPC conventions; CANCELLED is never an error) and every span carries
+``rpc.grpc.status_code``. An error records an ``exception`` event with the
+exception's type and the status message the caller got (already free of
+secrets and paths), never the raw exception text or a stack trace; the log
+line written under the same trace id has those.
+
+Streaming responses are written with ``context.write()`` from one coroutine
+rather than yielded to gRPC: gRPC drops a response generator that is suspended
+at a ``yield`` when the call is cancelled, and the event loop closes it later
+from another task, where the span's context can no longer be detached ("Failed
+to detach context"). Here the handler's generator is driven and closed by the
+call's own task, so a cancelled stream ends its span as CANCELLED, cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from agentmesh.telemetry.metrics import RPC_DURATION, RPC_IN_FLIGHT, RPC_REQUESTS
+from agentmesh.telemetry.rpcstatus import set_rpc_status
 from agentmesh.telemetry.tracing import tracing_enabled
 
+
+class Tracing(enum.Enum):
+    """Which calls of a method get a SERVER span (when tracing is on)."""
+
+    ALWAYS = "always"
+    NEVER = "never"  # probes: health checks, reflection
+    IN_TRACE = "in-trace"  # only as part of a caller's trace: background discovery
+
+
 _UNTRACED = ("/grpc.health.v1.", "/grpc.reflection.")
-_SERVER_ERROR_CODES = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-_CODE_VALUES = {code: code.value[0] for code in grpc.StatusCode}
+# Fetched by the gateway every card_refresh_interval from every replica:
+# recorded when a traced request asks for it, not as a trace of its own.
+_TRACED_IN_TRACE_ONLY = frozenset({"/agentmesh.v1.Agent/GetCard"})
+
+
+def method_tracing(method: str) -> Tracing:
+    """How calls to the full method name ``method`` are traced."""
+    if method.startswith(_UNTRACED):
+        return Tracing.NEVER
+    if method in _TRACED_IN_TRACE_ONLY:
+        return Tracing.IN_TRACE
+    return Tracing.ALWAYS
+
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # grpc.aio.Metadata, or a plain sequence of (key, value) pairs.
@@ -100,7 +122,7 @@ class _Call:
 
 
 def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED
     code: grpc.StatusCode | None = context.code()
     if code is not None and isinstance(code, grpc.StatusCode):
@@ -139,19 +161,24 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             wrapped: grpc.RpcMethodHandler[Any, Any] = cached[1]
             return wrapped
-        traced = self._tracer is not None and not method.startswith(_UNTRACED)
-        wrapped = self._wrap(handler, _MethodMetrics(method), traced)
+        tracing = method_tracing(method) if self._tracer is not None else Tracing.NEVER
+        wrapped = self._wrap(handler, _MethodMetrics(method), tracing)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
     # -- per call -------------------------------------------------------------
 
-    def _begin(self, metrics: _MethodMetrics, context: Context, traced: bool) -> _Call:
+    def _begin(self, metrics: _MethodMetrics, context: Context, tracing: Tracing) -> _Call:
         metrics.in_flight.inc()
-        if not traced or self._tracer is None:
+        if tracing is Tracing.NEVER or self._tracer is None:
             return _Call(metrics, None, None)
         metadata: Metadata = context.invocation_metadata() or ()
         parent = propagate.extract(metadata, getter=METADATA_GETTER)
+        if (
+            tracing is Tracing.IN_TRACE
+            and not trace.get_current_span(parent).get_span_context().is_valid
+        ):
+            return _Call(metrics, None, None)
         span = self._tracer.start_span(
             metrics.method,
             context=parent,
@@ -174,11 +201,11 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         span = call.span
         if span is None:
             return
-        span.set_attribute("rpc.grpc.status_code", _CODE_VALUES[code])
-        if code is not grpc.StatusCode.OK:
+        message = ""
+        if code is not grpc.StatusCode.OK and code is not grpc.StatusCode.CANCELLED:
             details = context.details() or ""
             message = details if isinstance(details, str) else ""
-            if error is not None and not isinstance(error, asyncio.CancelledError):
+            if error is not None:
                 # context.abort raises AbortError inside the servicer's except
                 # block: the exception that caused it is its __context__.
                 cause = error.__context__ if isinstance(error, grpc.aio.AbortError) else error
@@ -189,15 +216,14 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                         "exception.message": message,
                     },
                 )
-            if code in _SERVER_ERROR_CODES:
-                span.set_status(Status(StatusCode.ERROR, f"{code.name}: {message}"))
+        set_rpc_status(span, code, server=True, message=message)
         otel_context.detach(call.token)  # type: ignore[arg-type]
         span.end()
 
     # -- handler wrapping -----------------------------------------------------
 
     def _wrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any], metrics: _MethodMetrics, traced: bool
+        self, handler: grpc.RpcMethodHandler[Any, Any], metrics: _MethodMetrics, tracing: Tracing
     ) -> grpc.RpcMethodHandler[Any, Any]:
         begin, end = self._begin, self._end
         deserializer = handler.request_deserializer
@@ -205,7 +231,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
         def unary_response(behaviour: Callable[..., Any]) -> Any:
             async def serve(request: Any, context: Context) -> Any:
-                call = begin(metrics, context, traced)
+                call = begin(metrics, context, tracing)
                 try:
                     response = behaviour(request, context)
                     if inspect.isawaitable(response):
@@ -222,13 +248,20 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             if not inspect.isasyncgenfunction(behaviour):
                 return unary_response(behaviour)  # writes with context.write()
 
-            async def serve(request: Any, context: Context) -> AsyncIterator[Any]:
-                call = begin(metrics, context, traced)
+            async def serve(request: Any, context: Context) -> None:
+                # Written here, not yielded to gRPC: see the module's docstring.
+                call = begin(metrics, context, tracing)
+                responses = behaviour(request, context)
                 try:
-                    async for response in behaviour(request, context):
-                        yield response
+                    async for response in responses:
+                        await context.write(response)
                 except BaseException as exc:
-                    end(call, context, exc)
+                    try:
+                        # Stopped at a write (the call was cancelled): the
+                        # handler's own cleanup runs now, in this task.
+                        await responses.aclose()
+                    finally:
+                        end(call, context, exc)
                     raise
                 end(call, context, None)
 
