@@ -87,13 +87,29 @@ class StreamError:
     source: str
 
 
-Event: TypeAlias = Started | Partial | Final | StreamError
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A step of a composite target (``workflow:NAME``) started or finished."""
+
+    step: str
+    agent: str
+    status: str  # "started", "succeeded", "failed", "skipped" or "fell_back"
+    message: str = ""
+    attempt: int = 0
+
+
+Event: TypeAlias = Started | Partial | Final | StreamError | Progress
 
 
 def parse_target(target: str) -> tuple[str, str]:
-    """``"NAME"``, ``"NAME/SKILL"`` or ``"skill:SKILL"`` as (agent, skill)."""
+    """``"NAME"``, ``"NAME/SKILL"``, ``"skill:SKILL"`` or ``"workflow:NAME"`` as (agent, skill).
+
+    A workflow target travels whole in the agent field; the gateway reads it.
+    """
     if target.startswith("skill:"):
         return "", target.removeprefix("skill:")
+    if target.startswith("workflow:"):
+        return target, ""
     agent, _, skill = target.partition("/")
     return agent, skill
 
@@ -153,6 +169,9 @@ def event_from_proto(event: pb.InvokeEvent) -> Event:
     if kind == "error":
         e = event.error
         return StreamError(_status(e.code), e.message, e.source)
+    if kind == "progress":
+        p = event.progress
+        return Progress(p.step, p.agent, p.status, p.message, p.attempt)
     raise CallError(grpc.StatusCode.INTERNAL, f"unknown stream event {kind!r}")
 
 

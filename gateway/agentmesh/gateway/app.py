@@ -18,6 +18,7 @@ from agentmesh.gateway.auth import (
 )
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
+from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
 from agentmesh.gateway.jobs import JobManager, JobSettings
 from agentmesh.gateway.jobstore import JobStore, MemoryJobStore, RedisJobStore
@@ -65,11 +66,14 @@ class Gateway:
                 max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes
             )
         )
-        self.fanout = FanOut(self.registry, self.upstream, FanOutLimits(settings.max_fanout_legs))
+        # Every unit of work goes through the dispatcher; fan-out and workflows are built on
+        # it and attached back to it, for targets that name a workflow or routes to a fan-out.
+        self.dispatcher = Dispatcher(self.router, self.upstream, self.cache)
+        self.fanout = FanOut(self.registry, self.dispatcher, FanOutLimits(settings.max_fanout_legs))
         self.workflows = WorkflowService(
             workflows,
             self.registry,
-            self.upstream,
+            self.dispatcher,
             max_parts=settings.max_parts,
             max_bytes=settings.workflow_max_bytes,
         )
@@ -78,10 +82,10 @@ class Gateway:
             if self.redis
             else MemoryJobStore(max_bytes=settings.job_store_max_bytes)
         )
+        self.dispatcher.attach(workflows=self.workflows, fanout=self.fanout)
         self.jobs = JobManager(
             store,
-            router=self.router,
-            upstream=self.upstream,
+            dispatcher=self.dispatcher,
             fanout=self.fanout,
             workflows=lambda: self.workflows,
             settings=JobSettings(

@@ -43,6 +43,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agentmesh.gateway.resilience.policy import ClientRate, RateLimitPolicy
+from agentmesh.gateway.targets import parse_target
+from agentmesh.runtime.errors import AgentError
 from agentmesh.runtime.settings import ServerSettings
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
@@ -407,7 +409,14 @@ def _check_workflow(principal: Principal, request: gateway_pb2.RunWorkflowReques
 def authorize(principal: Principal, request: object) -> None:
     """Raise :class:`AuthError` (PERMISSION_DENIED) when ``principal`` may not make ``request``."""
     if isinstance(request, pb.InvokeRequest):
-        _check_target(principal, request.agent, request.skill)
+        try:
+            named = parse_target(request.agent, request.skill)
+        except AgentError:
+            return  # malformed: refused as INVALID_ARGUMENT where the request is read
+        if named.workflow:
+            _check_workflow(principal, gateway_pb2.RunWorkflowRequest(workflow=named.workflow))
+        else:
+            _check_target(principal, named.agent, named.skill)
     elif isinstance(request, gateway_pb2.FanOutRequest):
         for target in request.targets:
             _check_target(principal, target.agent, target.skill or request.skill)

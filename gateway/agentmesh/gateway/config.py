@@ -49,6 +49,8 @@ from agentmesh.gateway.resilience.policy import (
     ResilienceOverrides,
     check_policies,
 )
+from agentmesh.gateway.targets import Target, fan_out_from_spec, parse_target
+from agentmesh.runtime.errors import AgentError
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _ENV_AGENT = re.compile(r"^AGENTMESH_AGENT_([A-Z0-9_]+)_(ADDRESSES|SKILLS|TIMEOUT|A2A)$")
@@ -138,18 +140,39 @@ class GatewaySettings(AuthSettings):
 
 
 class TargetConfig(BaseModel):
-    """Where a route sends a request: an agent, a skill, or both."""
+    """Where a route sends a request: an agent and/or skill, a declared workflow, or a fan-out.
+
+    ``agent`` takes any target form (``NAME``, ``NAME/SKILL``, ``skill:SKILL``,
+    ``workflow:NAME``); ``fan_out`` takes the FanOut request's fields (see
+    :func:`agentmesh.gateway.targets.fan_out_from_spec`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     agent: str = ""
     skill: str = ""
+    workflow: str = ""
+    fan_out: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _names_something(self) -> TargetConfig:
-        if not self.agent and not self.skill:
-            raise ValueError("set agent, skill or both")
+    def _names_one_thing(self) -> TargetConfig:
+        kinds = [bool(self.agent or self.skill), bool(self.workflow), self.fan_out is not None]
+        if kinds.count(True) != 1:
+            raise ValueError("set agent and/or skill, or workflow, or fan_out (exactly one)")
+        try:
+            if self.fan_out is not None:
+                fan_out_from_spec(self.fan_out, where="fan_out")
+            else:
+                parse_target(self.agent, self.skill)
+        except AgentError as exc:
+            raise ValueError(exc.message) from None
         return self
+
+    @property
+    def target(self) -> Target:
+        if self.workflow:
+            return Target(workflow=self.workflow)
+        return parse_target(self.agent, self.skill)
 
 
 class CacheConfig(BaseModel):
@@ -339,8 +362,13 @@ class GatewayConfig(BaseModel):
         ]
         targets += [("default_route", self.default_route), ("router", self.router)]
         for where, target in targets:
-            if target is not None and target.agent and target.agent not in self.agents:
-                raise ValueError(f"{where}: agent {target.agent!r} is not declared under agents")
+            agent = target.target.agent if target is not None and target.fan_out is None else ""
+            if agent and agent not in self.agents:
+                raise ValueError(f"{where}: agent {agent!r} is not declared under agents")
+        if self.router is not None and (self.router.workflow or self.router.fan_out is not None):
+            raise ValueError("router: the router is an agent (set agent and/or skill)")
+        if self.default_route is not None and self.default_route.fan_out is not None:
+            raise ValueError("default_route: send to an agent, skill or workflow")
         names = [r.name for r in self.routes]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

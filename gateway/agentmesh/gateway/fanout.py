@@ -36,9 +36,9 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 
+from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.registry import AgentEntry, Registry
 from agentmesh.gateway.routing import route
-from agentmesh.gateway.upstream import Upstream
 from agentmesh.runtime import wire
 from agentmesh.runtime.errors import AgentError, InvalidInput
 from agentmesh.runtime.status import grpc_code, internal_message
@@ -89,13 +89,14 @@ class _Outcome:
 
 
 class FanOut:
-    """Runs fan-out requests against the registry's agents through ``upstream``."""
+    """Runs fan-out requests; every leg (and the reducer) goes through the dispatcher, so
+    routes, the cache and the guarded upstream apply to legs as to any Invoke."""
 
     def __init__(
-        self, registry: Registry, upstream: Upstream, limits: FanOutLimits | None = None
+        self, registry: Registry, dispatcher: Dispatcher, limits: FanOutLimits | None = None
     ) -> None:
         self._registry = registry
-        self._upstream = upstream
+        self._dispatcher = dispatcher
         self._limits = limits or FanOutLimits()
 
     def validate(self, request: gateway_pb2.FanOutRequest) -> None:
@@ -228,9 +229,8 @@ class FanOut:
                 span.set_attribute("agentmesh.leg", leg.index)
             try:
                 remaining = None if budget is None else budget - (loop.time() - started)
-                leg.response = await self._upstream.invoke(
-                    leg.entry, leg_request, time_remaining=remaining
-                )
+                answer = await self._dispatcher.invoke(leg_request, time_remaining=remaining)
+                leg.response = answer.response
                 leg.code = grpc.StatusCode.OK
             except asyncio.CancelledError:
                 leg.code, leg.message = (
@@ -316,9 +316,8 @@ class FanOut:
         if request.HasField("options"):
             reduce_request.options.CopyFrom(request.options)
         try:
-            response = await self._upstream.invoke(
-                aggregator, reduce_request, time_remaining=time_remaining
-            )
+            answer = await self._dispatcher.invoke(reduce_request, time_remaining=time_remaining)
+            response = answer.response
         except AgentError as exc:
             return _Outcome.failure(
                 f"aggregator {aggregator.name!r} failed: {exc.code.name}: {exc.message}"

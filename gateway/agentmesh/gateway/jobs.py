@@ -29,6 +29,7 @@ from typing import Protocol
 
 from opentelemetry import context as otel_context
 
+from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut
 from agentmesh.gateway.jobstore import (
     OPEN_STATES,
@@ -38,8 +39,6 @@ from agentmesh.gateway.jobstore import (
     IdempotencyConflict,
     JobStore,
 )
-from agentmesh.gateway.routing import Router, addressed, route
-from agentmesh.gateway.upstream import Upstream
 from agentmesh.runtime.errors import AgentError, ErrorCode, InvalidInput, LimitExceeded, NotFound
 from agentmesh.runtime.status import grpc_code, internal_message
 from agentmesh.telemetry.metrics import JOB_WORKERS, JOBS, JOBS_ACTIVE
@@ -85,16 +84,14 @@ class JobManager:
         self,
         store: JobStore,
         *,
-        router: Router,
-        upstream: Upstream,
+        dispatcher: Dispatcher,
         fanout: FanOut,
         workflows: Callable[[], WorkflowRunner | None],
         settings: JobSettings,
         shared: bool,
     ) -> None:
         self._store = store
-        self._router = router
-        self._upstream = upstream
+        self._dispatcher = dispatcher
         self._fanout = fanout
         self._workflows = workflows
         self._settings = settings
@@ -259,10 +256,8 @@ class JobManager:
 
     def _validate(self, request: gateway_pb2.SubmitJobRequest, kind: str) -> str:
         if kind == "invoke":
-            invoke = request.invoke
-            if invoke.agent or invoke.skill:
-                route(self._router.registry, invoke.agent, invoke.skill)
-            return invoke.agent + (f"/{invoke.skill}" if invoke.skill else "") or "routed"
+            target = self._dispatcher.check(request.invoke)
+            return "routed" if target.routed else str(target)
         if kind == "workflow":
             if self._workflows() is None:
                 raise AgentError("workflows are not available", code=ErrorCode.UNIMPLEMENTED)
@@ -434,10 +429,7 @@ class JobManager:
             return deadline - loop.time()
 
         if job.kind == "invoke":
-            selection = await self._router.select(work.invoke, time_remaining=remaining())
-            stream = self._upstream.stream(
-                selection.entry, addressed(work.invoke, selection), time_remaining=remaining()
-            )
+            stream = self._dispatcher.stream(work.invoke, time_remaining=remaining())
             async for event in stream:
                 await emit(gateway_pb2.JobEvent(invoke=event))
                 if event.HasField("final"):

@@ -14,9 +14,11 @@ from agentmesh.gateway.config import (
     TargetConfig,
 )
 from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
+from agentmesh.gateway.targets import Target, fan_out_from_spec, parse_target
 from agentmesh.runtime.errors import AgentError, FailedPrecondition, InvalidInput, NotFound
 from agentmesh.runtime.types import Result
 from agentmesh.runtime.wire import result_from_proto, struct_to_dict
+from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
 if TYPE_CHECKING:
@@ -73,12 +75,21 @@ MATCH_TEXT_CHARS = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The agent and skill a request goes to, how that was decided, and its caching."""
+    """Where a request goes (an agent and skill, a declared workflow, or a fan-out), how
+    that was decided, and its caching."""
 
-    entry: AgentEntry
+    entry: AgentEntry | None  # None for a workflow or a fan-out
     skill: str
-    route: str  # "agent", "skill", a declared route's name, "router" or "default"
+    route: str  # "agent", "skill", "workflow", a declared route's name, "router" or "default"
     cache: CacheConfig | None = None
+    workflow: str = ""
+    fan_out: gateway_pb2.FanOutRequest | None = None
+
+    @property
+    def agent(self) -> AgentEntry:
+        """The agent selected (only for a selection that is neither workflow nor fan-out)."""
+        assert self.entry is not None, "a workflow or fan-out selection has no agent"
+        return self.entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,7 @@ class _Rule:
     config: RouteConfig
     keywords: re.Pattern[str] | None
     pattern: re.Pattern[str] | None
+    fan_out: gateway_pb2.FanOutRequest | None  # compiled once from ``to.fan_out``
 
     def matches(self, text: str, metadata: dict[str, Any]) -> bool:
         match = self.config.match
@@ -118,29 +130,34 @@ class Router:
         return bool(self._rules or self._config.router or self._config.default_route)
 
     async def select(self, request: pb.InvokeRequest, *, time_remaining: float | None) -> Selection:
-        if request.agent or request.skill:
-            entry = route(self.registry, request.agent, request.skill)
-            how = "agent" if request.agent else "skill"
-            return Selection(entry, request.skill, how, _agent_cache(entry, request.skill))
+        target = parse_target(request.agent, request.skill)
+        if not target.routed:
+            return self._target(target, "agent" if target.agent else "skill", None)
         if not self.has_rules:
             raise InvalidInput("agent", "set agent or skill to say which agent should answer")
         text = _text_of(request.message)
         metadata = struct_to_dict(request.message.metadata) if request.message.metadata else {}
         for rule in self._rules:
             if rule.matches(text, metadata):
-                return self._to(rule.config.to, rule.config.name, rule.config.cache)
+                if rule.fan_out is not None:
+                    return Selection(None, "", rule.config.name, fan_out=rule.fan_out)
+                return self._target(rule.config.to.target, rule.config.name, rule.config.cache)
         if self._config.router is not None:
             return await self._ask_router(self._config.router, request, time_remaining)
         if self._config.default_route is not None:
-            return self._to(self._config.default_route, "default", None)
+            return self._target(self._config.default_route.target, "default", None)
         raise InvalidInput(
             "agent",
             "no declared route matched; set agent or skill to say which agent should answer",
         )
 
-    def _to(self, target: TargetConfig, name: str, cache: CacheConfig | None) -> Selection:
+    def _target(self, target: Target, how: str, cache: CacheConfig | None) -> Selection:
+        if target.workflow:
+            return Selection(
+                None, "", "workflow" if how == "agent" else how, workflow=target.workflow
+            )
         entry = route(self.registry, target.agent, target.skill)
-        return Selection(entry, target.skill, name, cache or _agent_cache(entry, target.skill))
+        return Selection(entry, target.skill, how, cache or _agent_cache(entry, target.skill))
 
     async def _ask_router(
         self, router: TargetConfig, request: pb.InvokeRequest, time_remaining: float | None
@@ -152,24 +169,24 @@ class Router:
         if not agent and not skill:
             raise FailedPrecondition(
                 f"router agent {entry.name!r} gave no target: it must answer data "
-                '{"agent": ..., "skill": ...} or text AGENT or AGENT/SKILL'
+                '{"agent": ..., "skill": ...} or text AGENT, AGENT/SKILL or workflow:NAME'
             )
         try:
-            chosen = route(self.registry, agent, skill)
+            return self._target(parse_target(agent, skill), "router", None)
         except AgentError as exc:
             raise FailedPrecondition(
                 f"router agent {entry.name!r} chose an unusable target: {exc.message}"
             ) from None
-        return Selection(chosen, skill, "router", _agent_cache(chosen, skill))
 
 
 def addressed(request: pb.InvokeRequest, selection: Selection) -> pb.InvokeRequest:
     """``request`` naming the selected agent and skill (a copy only when they differ)."""
-    if request.agent == selection.entry.name and request.skill == selection.skill:
+    name = selection.agent.name
+    if request.agent == name and request.skill == selection.skill:
         return request
     forwarded = pb.InvokeRequest()
     forwarded.CopyFrom(request)
-    forwarded.agent, forwarded.skill = selection.entry.name, selection.skill
+    forwarded.agent, forwarded.skill = name, selection.skill
     return forwarded
 
 
@@ -179,7 +196,9 @@ def _compile(rule: RouteConfig) -> _Rule:
         words = "|".join(re.escape(k) for k in rule.match.keywords)
         keywords = re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
     pattern = re.compile(rule.match.pattern) if rule.match.pattern else None
-    return _Rule(rule, keywords, pattern)
+    fan_out = rule.to.fan_out
+    compiled = None if fan_out is None else fan_out_from_spec(fan_out, where=f"{rule.name}.to")
+    return _Rule(rule, keywords, pattern, compiled)
 
 
 def _text_of(message: pb.Message) -> str:

@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from agentmesh.gateway.auth import current_principal
-from agentmesh.gateway.cache import cache_key
 from agentmesh.gateway.registry import AgentEntry, Reachability
 from agentmesh.gateway.resilience.visibility import fill_resilience
-from agentmesh.gateway.routing import addressed
 from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -80,40 +78,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     @unary_errors
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
-        time_remaining = context.time_remaining()
-        selection = await self._gateway.router.select(request, time_remaining=time_remaining)
-        forwarded = addressed(request, selection)
-        policy = selection.cache
-        if policy is None:
-            return await self._upstream.invoke(
-                selection.entry, forwarded, time_remaining=time_remaining
-            )
-        entry = selection.entry
-        key = cache_key(
-            entry.name, entry.card.version if entry.card else "", selection.skill, request
+        answer = await self._gateway.dispatcher.invoke(
+            request, time_remaining=context.time_remaining(), fresh=_bypasses_cache(context)
         )
-        if not _bypasses_cache(context):
-            cached = await self._gateway.cache.get(key)
-            if cached is not None:
-                context.set_trailing_metadata(((CACHE_HEADER, "hit"),))
-                return cached
-        response = await self._upstream.invoke(
-            entry, forwarded, time_remaining=context.time_remaining()
-        )
-        await self._gateway.cache.put(key, response, policy.ttl)
-        context.set_trailing_metadata(((CACHE_HEADER, "miss"),))
-        return response
+        if answer.cache:
+            context.set_trailing_metadata(((CACHE_HEADER, answer.cache),))
+        return answer.response
 
     @stream_errors
     async def InvokeStream(
         self, request: pb.InvokeRequest, context: Context
     ) -> AsyncIterator[pb.InvokeEvent]:
-        time_remaining = context.time_remaining()
-        selection = await self._gateway.router.select(request, time_remaining=time_remaining)
-        async for event in self._upstream.stream(
-            selection.entry,
-            addressed(request, selection),
-            time_remaining=context.time_remaining(),
+        async for event in self._gateway.dispatcher.stream(
+            request, time_remaining=context.time_remaining()
         ):
             yield event
 

@@ -527,6 +527,7 @@ class InvokeEvent(_message.Message):
     PARTIAL_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def started(self) -> Global___TaskStarted: ...
     @_builtins.property
@@ -535,6 +536,8 @@ class InvokeEvent(_message.Message):
     def final(self) -> Global___InvokeResponse: ...
     @_builtins.property
     def error(self) -> Global___ErrorEvent: ...
+    @_builtins.property
+    def progress(self) -> Global___Progress: ...
     def __init__(
         self,
         *,
@@ -542,13 +545,49 @@ class InvokeEvent(_message.Message):
         partial: Global___PartialOutput | None = ...,
         final: Global___InvokeResponse | None = ...,
         error: Global___ErrorEvent | None = ...,
+        progress: Global___Progress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "final", b"final", "partial", b"partial", "started", b"started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "final", b"final", "partial", b"partial", "progress", b"progress", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "final", b"final", "partial", b"partial", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "final", b"final", "partial", b"partial", "progress", b"progress", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "partial", "final", "error"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "partial", "final", "error", "progress"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___InvokeEvent: _TypeAlias = InvokeEvent  # noqa: Y015
+
+@_typing.final
+class Progress(_message.Message):
+    """How a composite target (`workflow:NAME`) advances: one of its steps started or finished."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    agent: _builtins.str
+    status: _builtins.str
+    """"started", "succeeded", "failed", "skipped", "fell_back" """
+    message: _builtins.str
+    attempt: _builtins.int
+    """with "started": 1 for the first try"""
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        status: _builtins.str = ...,
+        message: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "message", b"message", "status", b"status", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Progress: _TypeAlias = Progress  # noqa: Y015

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 from agentmesh.gateway.config import GatewayConfig, GatewaySettings
+from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.routing import route
-from agentmesh.gateway.upstream import Upstream
 from agentmesh.gateway.workflows.catalog import WorkflowCatalog
 from agentmesh.gateway.workflows.engine import Engine, StepFailed
 from agentmesh.gateway.workflows.events import Event, StepOutput
@@ -40,11 +40,12 @@ INLINE_LABEL = (
 
 
 class RegistryAgents:
-    """The engine's view of the agents: the registry for checks, route + upstream for calls."""
+    """The engine's view of the agents: the registry for checks, the dispatcher for calls
+    (so a step is routed, cached and guarded like any Invoke)."""
 
-    def __init__(self, registry: Registry, upstream: Upstream) -> None:
+    def __init__(self, registry: Registry, dispatcher: Dispatcher) -> None:
         self._registry = registry
-        self._upstream = upstream
+        self._dispatcher = dispatcher
 
     def agent_names(self) -> Collection[str]:
         return {e.name for e in self._registry.entries}
@@ -73,15 +74,16 @@ class RegistryAgents:
         wire.message_to_proto(message, request.message)
         wire.dict_to_struct(options, request.options)
         if entry.card is not None and entry.card.capabilities.streaming:
-            async for event in self._upstream.stream(entry, request, time_remaining=time_remaining):
+            events = self._dispatcher.stream(request, time_remaining=time_remaining)
+            async for event in events:
                 kind = event.WhichOneof("event")
                 if kind == "partial":
                     yield wire.partial_from_proto(event.partial)
                 elif kind == "final":
                     yield _output(event.final, entry.name, skill)
             return
-        response = await self._upstream.invoke(entry, request, time_remaining=time_remaining)
-        yield _output(response, entry.name, skill)
+        answer = await self._dispatcher.invoke(request, time_remaining=time_remaining)
+        yield _output(answer.response, entry.name, skill)
 
 
 def _output(response: pb.InvokeResponse, agent: str, skill: str) -> StepOutput:
@@ -112,15 +114,18 @@ class WorkflowService:
         self,
         catalog: WorkflowCatalog,
         registry: Registry,
-        upstream: Upstream,
+        dispatcher: Dispatcher,
         *,
         max_parts: int | None = None,
         max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.catalog = catalog
-        self._agents = RegistryAgents(registry, upstream)
+        self._agents = RegistryAgents(registry, dispatcher)
         self._engine = Engine(self._agents, max_bytes=max_bytes)
         self._max_parts = max_parts
+
+    def declared(self, name: str) -> bool:
+        return name in self.catalog.names()
 
     def resolve(self, request: gateway_pb2.RunWorkflowRequest) -> tuple[CompiledWorkflow, str]:
         """The workflow a request asks for, checked; and its metrics label."""
