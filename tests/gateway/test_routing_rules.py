@@ -170,7 +170,10 @@ async def test_no_route_and_no_default_names_what_to_set() -> None:
             "agents: {a: {address: 'x:1'}}\nroutes: [{name: r, match: {}, to: {agent: a}}]\n",
             "give keywords, pattern or metadata",
         ),
-        ("agents: {a: {address: 'x:1'}}\ndefault_route: {}\n", "set agent and/or skill, or workflow, or fan_out"),
+        (
+            "agents: {a: {address: 'x:1'}}\ndefault_route: {}\n",
+            "set agent and/or skill, or workflow, or fan_out",
+        ),
         (
             "agents: {a: {address: 'x:1'}}\n"
             "routes: [{name: r, match: {keywords: [k]}, to: {agent: a}},"
