@@ -143,6 +143,14 @@ class Dispatcher:
                 await self._cache.put(key, event.final, self._ttl(selection))
             yield event
 
+    async def fan_out(
+        self, request: gateway_pb2.FanOutRequest, *, time_remaining: float | None
+    ) -> gateway_pb2.FanOutResponse:
+        """A fan-out (a workflow's fan_out step): its legs come back through this dispatcher."""
+        if self._fanout is None:
+            raise AgentError("fan-out is not available", code=ErrorCode.UNIMPLEMENTED)
+        return await self._fanout.run(request, time_remaining=time_remaining)
+
     # -- caching -------------------------------------------------------------
 
     @staticmethod
@@ -177,15 +185,13 @@ class Dispatcher:
     async def _fan_out(
         self, selection: Selection, request: pb.InvokeRequest, time_remaining: float | None
     ) -> pb.InvokeResponse:
-        if self._fanout is None:
-            raise AgentError("fan-out is not available", code=ErrorCode.UNIMPLEMENTED)
         assert selection.fan_out is not None
         fan = gateway_pb2.FanOutRequest()
         fan.CopyFrom(selection.fan_out)
         fan.message.CopyFrom(request.message)
         if request.HasField("options") and not fan.HasField("options"):
             fan.options.CopyFrom(request.options)
-        outcome = await self._fanout.run(fan, time_remaining=time_remaining)
+        outcome = await self.fan_out(fan, time_remaining=time_remaining)
         return fan_out_answer(outcome, selection.route)
 
 

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from agentmesh.gateway.resilience.policy import RetryPolicy
+from agentmesh.gateway.resilience.retry import backoff
 from agentmesh.gateway.workflows.events import (
     Event,
     Outcome,
@@ -41,6 +43,7 @@ from agentmesh.gateway.workflows.expr import (
     RenderTooLarge,
     to_text,
 )
+from agentmesh.gateway.workflows.spec import MAX_MAP_ITEMS, ErrorPolicy
 from agentmesh.gateway.workflows.validate import (
     AgentCall,
     CompiledStep,
@@ -60,6 +63,7 @@ from agentmesh.runtime.types import (
     Usage,
 )
 from agentmesh.telemetry.metrics import WORKFLOW_RUNS, WORKFLOW_STEPS
+from agentmesh.v1 import gateway_pb2
 
 _tracer = trace.get_tracer("agentmesh.gateway.workflows")
 
@@ -77,6 +81,17 @@ class AgentCaller(Protocol):
         time_remaining: float | None,
     ) -> AsyncIterator[Partial | StepOutput]:
         """Yield the call's partial outputs, then one StepOutput; AgentError on failure."""
+        ...
+
+    async def fan_out(
+        self,
+        request: gateway_pb2.FanOutRequest,
+        message: Message,
+        options: Mapping[str, JSONValue],
+        *,
+        time_remaining: float | None,
+    ) -> StepOutput:
+        """Run the fan-out on ``message``; its aggregate as one output."""
         ...
 
 
@@ -138,6 +153,18 @@ class _Level:
         if step_timeout is not None:
             left = step_timeout if left is None else min(left, step_timeout)
         return left
+
+
+def _retry_wait(policy: ErrorPolicy, attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1 for the first): the upstream's jittered backoff."""
+    if not policy.retry_delay:
+        return 0.0
+    shape = RetryPolicy(
+        initial_backoff=policy.retry_delay,
+        max_backoff=max(policy.retry_max_delay, policy.retry_delay),
+        multiplier=policy.retry_backoff,
+    )
+    return backoff(shape, attempt)
 
 
 def _now() -> float:
@@ -333,8 +360,10 @@ class Engine:
         started = time.perf_counter()
         attempts = 0
         error: AgentError | None = None
+        # A map retries each item itself; its step runs once.
+        retries = 0 if step.kind == "map" else policy.retry
         try:
-            for attempt in range(1, policy.retry + 2):
+            for attempt in range(1, retries + 2):
                 attempts = attempt
                 span.set_attribute("attempt", attempt)
                 level.shared.emit(StepStarted(name, step.agent, step.skill, attempt))
@@ -342,13 +371,13 @@ class Engine:
                     output = await self._attempt(level, step)
                 except AgentError as exc:
                     error = exc
-                    if attempt <= policy.retry:
+                    if attempt <= retries and exc.code.value in policy.retry_on:
                         level.shared.emit(
                             StepError(name, exc.code, f"attempt {attempt}: {exc.message}")
                         )
-                        if policy.retry_delay:
-                            await asyncio.sleep(policy.retry_delay)
-                    continue
+                        await asyncio.sleep(_retry_wait(policy, attempt))
+                        continue
+                    break
                 self._finish(
                     level,
                     step,
@@ -522,6 +551,10 @@ class Engine:
             return output
         elif step.kind == "parallel":
             work = self._parallel(level, step)
+        elif step.kind == "fan_out":
+            work = self._fan_out(level, step, remaining)
+        elif step.kind == "map":
+            work = self._map(level, step, remaining)
         else:
             work = self._nested(level, step, remaining)
         output = await self._with_timeout(work, step.timeout, name)
@@ -560,6 +593,82 @@ class Engine:
             raise AgentError(f"agent {call.agent or call.skill!r} ended without a result")
         level.shared.usage = level.shared.usage + output.result.usage
         return output
+
+    async def _fan_out(
+        self, level: _Level, step: CompiledStep, remaining: float | None
+    ) -> StepOutput:
+        assert step.call is not None
+        assert step.fan_out is not None
+        scope = level.scope()
+        where = f"steps.{step.id}"
+        message = (
+            build_message(step.call.input, scope, f"{where}.input")
+            if step.call.input is not None
+            else level.input
+        )
+        try:
+            options = step.call.options.render(scope)
+        except ExpressionError as exc:
+            raise _evaluate_error(f"{where}.options", exc) from None
+        output = await level.shared.caller.fan_out(
+            step.fan_out, message, options, time_remaining=remaining
+        )
+        level.shared.usage = level.shared.usage + output.result.usage
+        return output
+
+    async def _map(self, level: _Level, step: CompiledStep, remaining: float | None) -> StepOutput:
+        """The step's call once per item, ``max_parallel`` at a time, results in input order;
+        under ``on_error: skip`` a failed item is null in its slot."""
+        assert step.call is not None
+        assert step.over is not None
+        name = level.prefix + step.id
+        where = f"steps.{step.id}.map"
+        try:
+            items = step.over.evaluate(level.scope())
+        except ExpressionError as exc:
+            raise _evaluate_error(f"{where}.over", exc) from None
+        if not isinstance(items, list):
+            raise InvalidInput(f"{where}.over", f"must yield a list, not {type(items).__name__}")
+        if len(items) > MAX_MAP_ITEMS:
+            raise InvalidInput(f"{where}.over", f"{len(items)} items; at most {MAX_MAP_ITEMS}")
+        policy = step.policy
+        call = step.call
+        gate = asyncio.Semaphore(step.max_parallel)
+        results: list[StepOutput | None] = [None] * len(items)
+
+        async def one(index: int, item: Any) -> None:
+            scope = {**level.scope(), "item": item, "index": index}
+            for attempt in range(1, policy.retry + 2):
+                try:
+                    async with gate:
+                        results[index] = await self._call(
+                            level, f"{name}[{index}]", call, remaining, scope=scope
+                        )
+                    return
+                except AgentError as exc:
+                    retry = attempt <= policy.retry and exc.code.value in policy.retry_on
+                    if retry:
+                        await asyncio.sleep(_retry_wait(policy, attempt))
+                        continue
+                    if policy.then != "skip":
+                        raise StepFailed(f"{name}[{index}]", exc) from None
+                    level.shared.emit(StepError(name, exc.code, f"item {index}: {exc.message}"))
+                    return
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, item in enumerate(items):
+                    group.create_task(one(index, item), name=f"{name}[{index}]")
+        except BaseExceptionGroup as grouped:
+            failures = [e for e in grouped.exceptions if isinstance(e, StepFailed)]
+            if failures:
+                raise failures[0].cause from None
+            raise
+        texts = [r.result.text for r in results if r is not None and r.result.text]
+        data = [
+            None if r is None else {"text": r.result.text, "data": r.result.data} for r in results
+        ]
+        return StepOutput(Result.of(text="\n\n".join(texts) or None, data=data))
 
     async def _parallel(self, level: _Level, step: CompiledStep) -> StepOutput:
         try:

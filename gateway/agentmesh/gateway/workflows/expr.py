@@ -35,7 +35,7 @@ MAX_EXPRESSION_CHARS = 1000
 # Largest string or list an expression or template may build: agent outputs are
 # bounded by the message size, but a template can repeat one many times.
 MAX_VALUE_LENGTH = 8 * 1024 * 1024
-ROOTS = frozenset({"input", "steps", "state", "error"})
+ROOTS = frozenset({"input", "steps", "state", "error", "item", "index"})  # item, index: in a map
 _CONSTANT_NAMES: dict[str, Any] = {"true": True, "false": False, "null": None}
 _FUNCTIONS = ("len", "str")
 

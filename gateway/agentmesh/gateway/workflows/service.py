@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 from agentmesh.gateway.config import GatewayConfig, GatewaySettings
-from agentmesh.gateway.dispatch import Dispatcher
+from agentmesh.gateway.dispatch import Dispatcher, fan_out_answer
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.routing import route
 from agentmesh.gateway.workflows.catalog import WorkflowCatalog
@@ -84,6 +84,22 @@ class RegistryAgents:
             return
         answer = await self._dispatcher.invoke(request, time_remaining=time_remaining)
         yield _output(answer.response, entry.name, skill)
+
+    async def fan_out(
+        self,
+        request: gateway_pb2.FanOutRequest,
+        message: Message,
+        options: Mapping[str, JSONValue],
+        *,
+        time_remaining: float | None,
+    ) -> StepOutput:
+        fan = gateway_pb2.FanOutRequest()
+        fan.CopyFrom(request)
+        wire.message_to_proto(message, fan.message)
+        if options:
+            wire.dict_to_struct(options, fan.options)
+        outcome = await self._dispatcher.fan_out(fan, time_remaining=time_remaining)
+        return StepOutput(wire.result_from_proto(fan_out_answer(outcome, "fan_out")))
 
 
 def _output(response: pb.InvokeResponse, agent: str, skill: str) -> StepOutput:

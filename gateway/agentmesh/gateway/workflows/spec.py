@@ -112,11 +112,37 @@ class CompensationSpec(_Strict):
         return self
 
 
+RETRYABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INTERNAL")
+RETRY_CODES = (*RETRYABLE_CODES, "NOT_FOUND", "FAILED_PRECONDITION", "PERMISSION_DENIED")
+
+
 class ErrorPolicy(_Strict):
-    """What a failed step does: retry, then fall back, then compensate, then fail or skip."""
+    """What a failed step does: retry, then fall back, then compensate, then fail or skip.
+
+    Retries wait with exponential backoff and full jitter (the upstream's backoff):
+    up to ``retry_delay * retry_backoff**(n-1)`` seconds before retry ``n``, at most
+    ``retry_max_delay``. Only failures whose code is in ``retry_on`` are retried;
+    INVALID_ARGUMENT never is (the same input would fail the same way).
+    """
 
     retry: int = Field(0, ge=0, le=MAX_RETRIES)
-    retry_delay: float = Field(0.0, ge=0, le=60)
+    retry_on: tuple[str, ...] = RETRYABLE_CODES
+    retry_delay: float = Field(0.1, ge=0, le=60)
+    retry_backoff: float = Field(2.0, ge=1, le=10)
+    retry_max_delay: float = Field(10.0, ge=0, le=300)
+
+    @field_validator("retry_on")
+    @classmethod
+    def _known_codes(cls, codes: tuple[str, ...]) -> tuple[str, ...]:
+        for code in codes:
+            if code == "INVALID_ARGUMENT":
+                raise ValueError("INVALID_ARGUMENT is never retried: the same input fails again")
+            if code not in RETRY_CODES:
+                raise ValueError(
+                    f"{code!r} is not a code to retry on; use {', '.join(RETRY_CODES)}"
+                )
+        return codes
+
     fallback: TargetSpec | None = None
     compensate: CompensationSpec | None = None
     then: Literal["fail", "skip"] = "fail"
@@ -128,11 +154,32 @@ class ErrorPolicy(_Strict):
         return {"then": data} if isinstance(data, str) else data
 
 
-StepKind = Literal["agent", "parallel", "workflow", "compose"]
+StepKind = Literal["agent", "parallel", "workflow", "compose", "fan_out", "map"]
+
+MAX_MAP_ITEMS = 1000
+
+
+class MapSpec(_Strict):
+    """One agent call per item of a list: ``${item}`` and ``${index}`` in its input and
+    options; results in input order."""
+
+    over: str = Field(description="an expression that yields a list, e.g. ${input.data.files}")
+    max_parallel: int = Field(4, ge=1, le=256)
+    agent: str | None = None
+    skill: str | None = None
+    input: str | MessageSpec | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _calls_something(self) -> MapSpec:
+        if not (self.agent or self.skill):
+            raise ValueError("set agent and/or skill: the call made for each item")
+        return self
 
 
 class StepSpec(_Strict):
-    """One step: an agent call, a parallel group, a nested workflow or a compose."""
+    """One step: an agent call, a parallel group, a nested workflow, a compose, a fan-out
+    (the FanOut request's fields, its aggregate as the output) or a map."""
 
     id: str
     description: str = ""
@@ -149,6 +196,8 @@ class StepSpec(_Strict):
     parallel: list[StepSpec] | None = None
     workflow: str | None = None
     compose: ComposeSpec | None = None
+    fan_out: dict[str, Any] | None = None
+    map: MapSpec | None = None
 
     @field_validator("id")
     @classmethod
@@ -169,19 +218,21 @@ class StepSpec(_Strict):
                 ("parallel", self.parallel is not None),
                 ("workflow", self.workflow is not None),
                 ("compose", self.compose is not None),
+                ("fan_out", self.fan_out is not None),
+                ("map", self.map is not None),
             )
             if present
         ]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
             raise ValueError(
-                f"a step is exactly one of agent/skill, parallel, workflow or compose "
-                f"(found: {found})"
+                f"a step is exactly one of agent/skill, parallel, workflow, compose, fan_out "
+                f"or map (found: {found})"
             )
-        if self.options and self.kind != "agent":
-            raise ValueError("options go with an agent call")
-        if self.input is not None and self.kind not in ("agent", "workflow"):
-            raise ValueError("input goes with an agent call or a nested workflow")
+        if self.options and self.kind not in ("agent", "fan_out"):
+            raise ValueError("options go with an agent call or a fan-out")
+        if self.input is not None and self.kind not in ("agent", "workflow", "fan_out"):
+            raise ValueError("input goes with an agent call, a fan-out or a nested workflow")
         if self.parallel is not None and not self.parallel:
             raise ValueError("parallel needs at least one step")
         return self
@@ -194,6 +245,10 @@ class StepSpec(_Strict):
             return "workflow"
         if self.compose is not None:
             return "compose"
+        if self.fan_out is not None:
+            return "fan_out"
+        if self.map is not None:
+            return "map"
         return "agent"
 
 

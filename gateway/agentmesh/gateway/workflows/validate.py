@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agentmesh.gateway.targets import fan_out_from_spec
 from agentmesh.gateway.workflows.expr import (
     Expression,
     ExpressionError,
@@ -37,6 +38,7 @@ from agentmesh.gateway.workflows.spec import (
     WorkflowSpec,
 )
 from agentmesh.runtime.errors import InvalidInput
+from agentmesh.v1 import gateway_pb2
 
 STEP_FIELDS = ("output", "outcome", "agent", "error")
 OUTPUT_FIELDS = ("text", "data")
@@ -139,6 +141,9 @@ class CompiledStep:
     workflow: CompiledWorkflow | None = None
     fallback: tuple[str, str] | None = None  # (agent, skill)
     compensation: Compensation | None = None
+    fan_out: gateway_pb2.FanOutRequest | None = None  # with ``call`` for its input and options
+    over: Expression | None = None  # a map's list; ``call`` is made once per item
+    max_parallel: int = 1
 
     def walk(self) -> Iterator[CompiledStep]:
         """This step and the steps of its parallel groups (not of nested workflows)."""
@@ -234,6 +239,20 @@ def _compose(text: str | None, data: object, where: str) -> Compose:
         _template(text, f"{where}.text") if text is not None else None,
         _value(data, f"{where}.data") if data is not None else None,
     )
+
+
+MAP_NAMES = ("item", "index")
+
+
+def _unwrapped(source: str) -> str:
+    """``${expr}`` or ``expr``: the expression inside."""
+    text = source.strip()
+    return text[2:-1] if text.startswith("${") and text.endswith("}") else text
+
+
+def _without_item(references: tuple[Path, ...]) -> tuple[Path, ...]:
+    """A map's own names (``item``, ``index``) are not references to check."""
+    return tuple(r for r in references if r[0] not in MAP_NAMES)
 
 
 def _compensation(spec: CompensationSpec, where: str) -> Compensation:
@@ -355,6 +374,31 @@ class _Compiler:
             compose = _compose(spec.compose.text, spec.compose.data, _where(spec, "compose"))
             self._note(spec, "compose", compose.references)
             return CompiledStep(**common, compose=compose)  # type: ignore[arg-type]
+        if spec.kind == "fan_out":
+            assert spec.fan_out is not None
+            fan_out = fan_out_from_spec(spec.fan_out, where=_where(spec, "fan_out"))
+            call = _call("", "", spec.input, spec.options, f"steps.{spec.id}")
+            self._note(spec, "input", call.input.references if call.input else ())
+            self._note(spec, "options", call.options.references)
+            return CompiledStep(**common, call=call, fan_out=fan_out)  # type: ignore[arg-type]
+        if spec.kind == "map":
+            assert spec.map is not None
+            mapped = spec.map
+            over = _expression(_unwrapped(mapped.over), _where(spec, "map.over"))
+            self._note(spec, "map.over", over.references)
+            call = _call(
+                mapped.agent, mapped.skill, mapped.input, mapped.options, f"steps.{spec.id}.map"
+            )
+            self._note(
+                spec, "map.input", _without_item(call.input.references if call.input else ())
+            )
+            self._note(spec, "map.options", _without_item(call.options.references))
+            return CompiledStep(
+                **common,  # type: ignore[arg-type]
+                call=call,
+                over=over,
+                max_parallel=mapped.max_parallel,
+            )
         if spec.kind == "parallel":
             assert spec.parallel is not None
             if len(spec.parallel) > self.limits.max_parallel:
@@ -395,6 +439,10 @@ class _Compiler:
         where = f"steps.{step_id}.{name}"
         shown = format_path(path)
         root = path[0]
+        if root in MAP_NAMES:
+            raise InvalidInput(
+                where, f"{shown}: {root!r} is only defined in a map's input and options"
+            )
         if root == "error" and not name.startswith("on_error.compensate"):
             raise InvalidInput(where, f"{shown}: 'error' is only defined in on_error.compensate")
         if root == "input" and len(path) > 1 and path[1] not in INPUT_FIELDS:
@@ -499,7 +547,11 @@ def _check_agents(
 ) -> None:
     for step in workflow.walk():
         where = f"{within}steps.{step.id}"
-        if step.call is not None:
+        if step.fan_out is not None:
+            for i, leg in enumerate(step.fan_out.targets):
+                skill = leg.skill or step.fan_out.skill
+                _check_target(directory, leg.agent, skill, f"{where}.fan_out.targets[{i}]")
+        elif step.call is not None:
             _check_target(directory, step.call.agent, step.call.skill, where)
         if step.fallback is not None:
             _check_target(directory, *step.fallback, f"{where}.on_error.fallback")
