@@ -3,12 +3,13 @@
 # deploy/k8s/overlays/:
 #   1. render it with `kubectl kustomize`;
 #   2. check its custom resources (the monitoring component's ServiceMonitor
-#      and PrometheusRule) against the CRDs in deploy/schemas, strictly
+#      and PrometheusRule) against the project's JSON Schemas in
+#      deploy/schemas, which admit no field they do not list
 #      (tests/deploy/custom_resources.py), and set them apart;
 #   3. validate every other object against the Kubernetes $K8S_VERSION
 #      schemas with `kubernetes-validate --strict` (unknown fields fail; so
 #      does any warning, e.g. an API version the schemas do not know: a
-#      custom resource without a CRD in deploy/schemas fails here);
+#      custom resource without a schema in deploy/schemas fails here);
 #   4. `promtool check rules` on the PrometheusRules' groups, and
 #      `promtool test rules` with the alert unit tests next to them
 #      (deploy/k8s/components/monitoring/alerts.test.yaml);

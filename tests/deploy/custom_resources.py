@@ -1,7 +1,9 @@
 """The custom resources of the manifests (the Prometheus Operator's ServiceMonitor
-and PrometheusRule), checked against the CustomResourceDefinitions vendored in
-deploy/schemas, strictly: a field the CRD does not declare is an error, as for
-the built-in kinds under ``kubernetes-validate --strict``.
+and PrometheusRule), checked against the project's JSON Schemas in
+deploy/schemas (``*.schema.yaml``, one per kind). Each describes only the part
+of the kind's API that the monitoring component uses and admits no other
+field, so a misspelt or unknown field is an error, as for the built-in kinds
+under ``kubernetes-validate --strict``.
 
 Also the script deploy/check.sh runs on each rendered overlay::
 
@@ -26,68 +28,42 @@ import jsonschema
 import yaml
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "schemas"
+SCHEMA_GLOB = "*.schema.yaml"
 
 Object = dict[str, Any]
 
 
-def _strict(schema: Any) -> Any:
-    """``schema`` with ``additionalProperties: false`` wherever it lists properties.
-
-    Like the API server's field validation: an object schema that declares its
-    properties and neither allows extra ones nor preserves unknown fields
-    admits nothing else.
-    """
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    strict = {key: _strict(value) for key, value in schema.items()}
-    if (
-        "properties" in strict
-        and "additionalProperties" not in strict
-        and not strict.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        strict["additionalProperties"] = False
-    return strict
-
-
 @functools.cache
-def crd_schemas() -> dict[tuple[str, str], Object]:
-    """``(apiVersion, kind)`` -> the strict schema of that custom resource."""
-    schemas: dict[tuple[str, str], Object] = {}
-    for path in sorted(SCHEMA_DIR.glob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
-                continue
-            spec = crd["spec"]
-            for version in spec["versions"]:
-                api_version = f"{spec['group']}/{version['name']}"
-                schema = _strict(version["schema"]["openAPIV3Schema"])
-                schemas[(api_version, spec["names"]["kind"])] = schema
-    return schemas
+def schemas() -> dict[tuple[str, str], Object]:
+    """``(apiVersion, kind)`` -> the schema of that custom resource.
+
+    Each file names its kind with ``const`` on ``apiVersion`` and ``kind``;
+    a file that is not a valid JSON Schema (2020-12) raises.
+    """
+    found: dict[tuple[str, str], Object] = {}
+    for path in sorted(SCHEMA_DIR.glob(SCHEMA_GLOB)):
+        schema: Object = yaml.safe_load(path.read_text(encoding="utf-8"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+        key = (schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"])
+        if key in found:
+            raise ValueError(f"{path}: a second schema for {key[1]} ({key[0]})")
+        found[key] = schema
+    return found
 
 
 def is_custom(obj: Object) -> bool:
-    """Whether ``obj`` is of a kind whose CRD is vendored in deploy/schemas."""
-    return (obj.get("apiVersion"), obj.get("kind")) in crd_schemas()
+    """Whether ``obj`` is of a kind that has a schema in deploy/schemas."""
+    return (obj.get("apiVersion"), obj.get("kind")) in schemas()
 
 
 def problems(obj: Object) -> list[str]:
     """What is wrong with custom resource ``obj``, one line each (empty: valid)."""
-    name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name', '?')}"
-    schema = crd_schemas()[(obj["apiVersion"], obj["kind"])]
-    found = [
+    name = f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name', '?')}"
+    validator = jsonschema.Draft202012Validator(schemas()[(obj["apiVersion"], obj["kind"])])
+    return [
         f"{name}: {'.'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
-        for error in jsonschema.Draft7Validator(schema).iter_errors(obj)
+        for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path)))
     ]
-    metadata = obj.get("metadata") or {}
-    if not isinstance(metadata.get("name"), str) or not metadata["name"]:
-        found.append(f"{name}: metadata.name is missing")
-    for field in ("labels", "annotations"):
-        values = metadata.get(field) or {}
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
-            found.append(f"{name}: metadata.{field} must map strings to strings")
-    return found
 
 
 def rule_groups(objects: Iterable[Object]) -> list[Object]:
