@@ -16,7 +16,7 @@ raw collapsed stacks; :func:`summarize` turns them into:
   it makes), ``asyncio``, ``agentmesh``, ``prometheus``, ``opentelemetry``,
   ``pybreaker``, ``protobuf``, ``redis``, ``other``; with ``--native``, C
   frames split further: ``grpc (cygrpc)``, ``libc (system calls)``,
-  ``asyncio (C)``, ``CPython (C)``;
+  ``asyncio (C)``, ``protobuf (upb)``, ``CPython (C)``;
 * ``top_self``: the functions most often innermost;
 * ``top_agentmesh``: agentmesh's functions by inclusive share (the function or
   anything it calls), i.e. what each layer of the gateway's call path costs.
@@ -113,6 +113,8 @@ def _bucket(frame: str) -> str:
         return "libc (system calls)"
     if where.endswith("_asynciomodule.c"):
         return "asyncio (C)"
+    if "_message.abi3.so" in where:
+        return "protobuf (upb)"
     if where.endswith((".c", ".h")) or ".so" in where:
         return "CPython (C)"
     for name, markers in BUCKETS:
