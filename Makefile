@@ -33,7 +33,9 @@ codegen: $(STAMP)  ## regenerate protos/agentmesh/v1/*_pb2*.py(i) after editing 
 codegen-check: $(STAMP)
 	$(PY) protos/codegen.py --check
 
-bench: $(STAMP)  ## gateway vs a bare gRPC hop, fan-out, fast-fail, memory (docs/performance.md)
+# As root it apt-gets what it lacks (h2load, nginx, redis-server); otherwise it
+# names them and skips their part. About 10 minutes on 2 cores (docs/performance.md).
+bench: $(STAMP)  ## the gateway against direct, a Python hop and nginx; prod settings, streams, scale
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench
 

@@ -39,7 +39,8 @@ from a2a.types import a2a_pb2 as a2a
 
 from agentmesh.v1 import gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
-from bench.mesh import REPO_ROOT, Sample, free_ports, timed
+from bench.common import Sample, free_ports, timed
+from bench.mesh import REPO_ROOT
 
 AGENT_SCRIPT = REPO_ROOT / "tests" / "a2a" / "external_agent.py"
 BINDINGS = ("grpc", "jsonrpc")

@@ -1,31 +1,40 @@
-"""The gateway's cost against a bare Python gRPC hop, measured in one run.
+"""The gateway measured against native and Python floors, at production settings, in one run.
 
-``python -m bench`` (or ``make bench``) starts real processes on 127.0.0.1
-with agentmesh's own runner (:class:`agentmesh.cli.runner.LocalMesh`):
+``python -m bench`` (or ``make bench``) starts real processes on 127.0.0.1:
 
-* ``agent``: :mod:`bench.agent` (``echo``, and ``sleep`` for 50 ms);
-* ``proxy``: :mod:`bench.proxy`, a bare ``grpc.aio`` pass-through to the agent;
-* ``gateway``: the gateway, tracing off;
-* ``gateway-traced``: the gateway, every request sampled, spans exported over
-  OTLP to ``receiver`` (:mod:`bench.receiver`);
-* ``gateway-uvloop``: the gateway, tracing off, on uvloop's event loop;
+* ``agent``: :mod:`bench.agent` (``echo``, ``sleep``, ``stream``, ``hold``);
+* the floors in front of it: ``baseline``, :mod:`bench.proxy`, a bare
+  ``grpc.aio`` pass-through (one Python hop), and ``nginx``, ``grpc_pass`` in
+  one nginx worker (one hop done in C; :mod:`bench.native`);
+* gateways in front of it, one process per setting: ``gateway`` (defaults:
+  tracing off, no auth, in-memory breakers), ``gateway-auth`` (API-key auth
+  and a per-key rate limit high enough to refuse nothing), ``gateway-redis``
+  (breaker state shared through a redis-server the bench starts),
+  ``gateway-prod`` (all three), ``gateway-traced`` and ``gateway-traced-10``
+  (100 % and 10 % of requests traced, spans exported over OTLP to
+  :mod:`bench.receiver`), ``gateway-uvloop`` (with the ``bench`` extra);
 
-then drives bounded load from this process (a fixed number of requests per
-measurement) and reports:
+and reports, in one run:
 
-* ``paths``: direct (client to agent), baseline (client to proxy to agent),
-  gateway and gateway-traced, at each concurrency: throughput, p50, p99;
-* ``fanout``: FanOut to 1, 4 and 16 legs of 50 ms, over one leg called directly;
-* ``fast_fail``: latency of calls to an agent whose breaker is open;
-* ``memory``: resident memory of every service, idle and after the load;
-* ``interceptor``: the server interceptor's tracing cost on one hop
-  (:mod:`bench.tracing_cost`, the same configurations as run alone);
-* ``targets``: issue 9's targets, each with its measured value and whether it is met.
+* ``unary``: every path at each concurrency: throughput from h2load
+  (:mod:`bench.h2load`, pre-framed gRPC requests; with each hop's CPU time per
+  request from /proc) and latency percentiles from the Python client; every
+  path against direct, the bare Python proxy and nginx;
+* ``fanout``, ``fast_fail``: FanOut of 1 to 16 legs of 50 ms; calls to an agent
+  whose breaker is open (on the plain and the production-settings gateway);
+* ``streaming``: :mod:`bench.streaming` (time to first event, events per second);
+* ``jobs``, ``open_streams``, ``registry``: :mod:`bench.scale`;
+* ``profile``: :mod:`bench.profile` of the gateway and of the bare proxy under
+  h2load at concurrency 64;
+* ``memory``, ``interceptor`` (:mod:`bench.tracing_cost`), ``targets``.
 
-Paths are measured interleaved, ``--rounds`` times, and the median of each is
-kept, so noise on a shared machine hits every path alike; every ratio comes
-from the same run. Output: ``latest.json``, ``latest.md`` and ``latency.png``
-(with the ``bench`` extra) in ``--out``.
+Every figure names the generator that produced it (``h2load`` or
+``python``). A tool that is missing (h2load, nginx, redis-server, py-spy) is
+installed with apt-get when running as root (``make bench``), else its part is
+skipped and the reason recorded under ``skipped``. Paths are measured
+interleaved, ``--rounds`` times, and the median kept; the machine's load
+average is recorded before and after. Output: ``latest.json``, ``latest.md``
+and plots in ``--out``.
 """
 
 from __future__ import annotations
@@ -33,15 +42,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import os
 import platform
-import statistics
+import resource
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,160 +59,182 @@ import yaml
 from google.protobuf.internal import api_implementation
 
 from agentmesh.cli.runner import GATEWAY_MODULE, LocalMesh, ServiceSpec
+from agentmesh.gateway.auth import hash_key, new_key
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
-from bench import tracing_cost
+from bench import h2load, native, profile, report, scale, streaming, tracing_cost
+from bench.common import (
+    AGENT_INVOKE,
+    AGENT_INVOKE_STREAM,
+    CALL_TIMEOUT,
+    GATEWAY_FANOUT,
+    GATEWAY_INVOKE,
+    GATEWAY_INVOKE_STREAM,
+    HOST,
+    Route,
+    Sample,
+    drive,
+    free_ports,
+    invoke_request,
+    load_average,
+    median_sample,
+    raw_call,
+    rss_kib,
+    rss_mb,
+    summarize,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
-
-# gateway-uvloop only with uvloop installed (the ``bench`` extra).
-PATHS = ("direct", "baseline", "gateway", "gateway-traced") + (
-    ("gateway-uvloop",) if importlib.util.find_spec("uvloop") is not None else ()
-)
-AGENT_INVOKE = "/agentmesh.v1.Agent/Invoke"
-GATEWAY_INVOKE = "/agentmesh.v1.Gateway/Invoke"
-GATEWAY_FANOUT = "/agentmesh.v1.Gateway/FanOut"
 LEG_MS = 50.0
-CALL_TIMEOUT = 30.0
+FLOORS = ("direct", "baseline", "nginx")
+STREAM_PATHS = ("direct", "baseline", "nginx", "gateway")
+PROFILED = ("gateway", "baseline")
+RATE_LIMIT = 1_000_000.0  # per second and burst: on, but never refusing the bench
 
-# Issue 9's targets: (key, what, goal as text).
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One gateway process and the settings it runs with."""
+
+    name: str
+    what: str
+    auth: bool = False
+    redis_db: int | None = None
+    sampling: float | None = None  # share of requests traced; None: tracing off
+    module: str = GATEWAY_MODULE
+
+
+VARIANTS = (
+    Variant("gateway", "defaults: tracing off, no auth, in-memory breakers"),
+    Variant("gateway-auth", "API-key auth and a per-key rate limit", auth=True),
+    Variant("gateway-redis", "breaker state shared through Redis", redis_db=0),
+    Variant("gateway-prod", "auth, rate limit and the Redis breaker", auth=True, redis_db=1),
+    Variant("gateway-traced", "100 % of requests traced, OTLP export", sampling=1.0),
+    Variant("gateway-traced-10", "10 % of requests traced, OTLP export", sampling=0.1),
+) + (
+    (Variant("gateway-uvloop", "defaults, on uvloop", module="bench.uvloop_gateway"),)
+    if importlib.util.find_spec("uvloop") is not None
+    else ()
+)
+PATH_WHAT = {
+    "direct": "client to the agent",
+    "baseline": "bare Python proxy (bench/proxy.py), one grpc.aio hop",
+    "nginx": "nginx grpc_pass, one worker: one hop in C",
+    **{v.name: v.what for v in VARIANTS},
+}
+
+# (key, what, goal as text, generator of the figure it is judged on).
 TARGETS = (
-    ("throughput_c64", "gateway throughput at concurrency 64 / baseline's", ">= 0.90"),
-    ("p50_c1", "gateway p50 at concurrency 1 / baseline's", "<= 1.15"),
-    ("tracing_cost_c64", "throughput lost to tracing at 100% sampling, concurrency 64", "<= 15%"),
-    ("fanout_16", "fan-out of 16 legs of 50 ms / one leg", "<= 1.20"),
+    ("throughput_c64", "gateway throughput at c64 / bare Python proxy", ">= 0.90"),
+    ("p50_c1", "gateway p50 at c1 / bare Python proxy", "<= 1.15"),
+    ("prod_c64", "auth + rate limit + Redis breaker / plain gateway, throughput c64", ">= 0.85"),
+    ("tracing_100", "throughput lost to tracing at 100 % sampling, c64", "<= 15%"),
+    ("tracing_10", "throughput lost to tracing at 10 % sampling, c64", "<= 5%"),
+    ("stream_rate", "streaming events/s through the gateway / direct", ">= 0.80"),
+    ("first_event", "time to first streamed event through the gateway / direct", "<= 1.20"),
     ("fast_fail_p99", "open-breaker fast-fail p99", "<= 1 ms"),
+    ("stream_memory", "memory per open stream held by the gateway", "<= 64 KB"),
+    ("fanout_16", "fan-out of 16 legs of 50 ms / one leg", "<= 1.20"),
     ("idle_agent_rss", "an idle agent's resident memory", "<= 60 MB"),
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    requests: int = 3000
-    concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    requests: int = 1000  # Python calls per latency measurement
+    concurrency: tuple[int, ...] = (1, 16, 64)  # Python client levels
+    h2load_concurrency: tuple[int, ...] = (64,)
+    h2load_seconds: float = 3.0  # per h2load measurement (0: h2load_requests)
+    h2load_requests: int = 0
+    h2load_warm_up: int = 300
     rounds: int = 3
     fanout_widths: tuple[int, ...] = (1, 4, 16)
     fanout_repeats: int = 40
     fast_fail_requests: int = 2000
+    stream: streaming.StreamOptions = field(default_factory=streaming.StreamOptions)
+    open_streams: scale.OpenStreamOptions = field(default_factory=scale.OpenStreamOptions)
+    registry: scale.RegistryOptions = field(default_factory=scale.RegistryOptions)
+    jobs: scale.JobOptions = field(default_factory=scale.JobOptions)
+    profile_seconds: float = 8.0  # 0: no profile
     interceptor_requests: int = 3000
     interceptor_configs: tuple[str, ...] = tracing_cost.CONFIGS
     settle: float = 2.0
+    install: bool = True  # apt-get missing native tools when root
+    without: tuple[str, ...] = ()  # native tools to do without, as if missing
+    tiny: bool = False
     out: Path = REPO_ROOT / "bench" / "results"
 
 
 TINY = Options(
-    requests=64,
+    requests=40,
     concurrency=(1, 64),
+    h2load_seconds=0.0,
+    h2load_requests=200,
+    h2load_warm_up=0,
     rounds=1,
+    fanout_widths=(1, 4, 16),
     fanout_repeats=2,
     fast_fail_requests=20,
+    stream=streaming.StreamOptions(events=10, calls=5, concurrency=4, requests=20, rounds=1),
+    open_streams=scale.OpenStreamOptions(count=50, batch=50, unary_calls=10),
+    registry=scale.RegistryOptions(agents=20, servers=1, list_calls=2),
+    jobs=scale.JobOptions(latency_jobs=3, throughput_jobs=10, submitters=2),
+    profile_seconds=0.0,
     interceptor_requests=50,
     interceptor_configs=("bare", "lean-on"),
     settle=0.2,
+    install=False,
+    tiny=True,
 )
 """A handful of requests per measurement: proves the harness works, measures nothing."""
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    requests: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-
-
-def percentile(values: Sequence[float], share: float) -> float:
-    """Nearest-rank percentile (``share`` from 0 to 1) of a non-empty sample."""
-    ordered = sorted(values)
-    rank = max(1, round(share * len(ordered) + 0.5 - 1e-9))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def summarize(latencies: Sequence[float], elapsed: float) -> Sample:
-    return Sample(
-        requests=len(latencies),
-        rps=round(len(latencies) / elapsed, 1),
-        p50_ms=round(percentile(latencies, 0.50) * 1000, 3),
-        p99_ms=round(percentile(latencies, 0.99) * 1000, 3),
-    )
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` in MiB (Linux ``/proc``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-async def drive(
-    channel: grpc.aio.Channel, method: str, payload: bytes, *, requests: int, concurrency: int
-) -> Sample:
-    """``requests`` calls of ``method`` with ``payload``, ``concurrency`` in flight at once.
-
-    Requests and responses stay bytes, so the client's own cost is the same
-    on every path and as small as grpc.aio allows.
-    """
-    call = raw_call(channel, method)
-
-    async def once() -> None:
-        await call(payload, timeout=CALL_TIMEOUT)
-
-    return await timed(once, requests=requests, concurrency=concurrency)
-
-
-async def timed(
-    call: Callable[[], Awaitable[None]], *, requests: int, concurrency: int, warm_up: int = 100
-) -> Sample:
-    """``requests`` awaits of ``call()``, ``concurrency`` at once, after ``warm_up`` unmeasured."""
-    for _ in range(min(requests, warm_up)):  # connections, caches, first-call paths
-        await call()
-    latencies: list[float] = []
-    remaining = requests
-    clock = time.perf_counter
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            started = clock()
-            await call()
-            latencies.append(clock() - started)
-
-    started = clock()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(latencies, clock() - started)
-
-
-RawCall = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
-
-
-def raw_call(channel: grpc.aio.Channel, method: str) -> RawCall:
-    """``method`` with bytes in and bytes out (no serializers)."""
-    call: RawCall = channel.unary_unary(method)
-    return call
-
-
-def invoke_request(agent: str, skill: str, text: str = "hello", **options: float) -> bytes:
-    request = pb.InvokeRequest(
-        agent=agent, skill=skill, message=pb.Message(parts=[pb.Part(text=text)])
-    )
-    for key, value in options.items():
-        request.options[key] = value
-    return request.SerializeToString()
-
-
-def fanout_request(width: int) -> bytes:
-    request = gateway_pb2.FanOutRequest(
-        targets=[gateway_pb2.Target(agent=f"slow-{i}", skill="sleep") for i in range(width)],
-        message=pb.Message(parts=[pb.Part(text="wait")]),
-    )
-    request.options["ms"] = LEG_MS
-    return request.SerializeToString()
-
-
 # ------------------------------------------------------------------ the mesh
+
+
+@dataclass
+class Mesh:
+    """Every process of the run, where to reach each path, and what was skipped."""
+
+    workdir: Path
+    options: Options
+    tools: dict[str, native.Tool] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    meshes: list[LocalMesh] = field(default_factory=list)
+    natives: dict[str, native.NativeProcess] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    api_key: str = ""
+    redis_url: str = ""
+    config_path: Path = Path()
+    idle: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self.routes)
+
+    def url(self, path: str, *, stream: bool = False) -> str:
+        route = self.routes[path]
+        return f"http://{route.address}{route.invoke_stream if stream else route.invoke}"
+
+    def servers(self, path: str) -> dict[str, int]:
+        """The processes serving ``path`` (their CPU per request is recorded)."""
+        hop = {"direct": [], "baseline": ["proxy"], "nginx": ["nginx"]}.get(path, [path])
+        variant = next((v for v in VARIANTS if v.name == path), None)
+        extra = []
+        if variant is not None and variant.redis_db is not None:
+            extra.append("redis")
+        if variant is not None and variant.sampling is not None:
+            extra.append("receiver")
+        return {name: self.pids[name] for name in [*hop, "agent", *extra] if name in self.pids}
+
+    def memory(self) -> dict[str, float]:
+        return {name: rss_mb(pid) for name, pid in self.pids.items()}
+
+    @property
+    def h2load(self) -> str | None:
+        tool = self.tools.get("h2load")
+        return tool.path if tool is not None else None
 
 
 def gateway_config(agent: str, dead: str, widest: int) -> dict[str, Any]:
@@ -219,105 +249,247 @@ def gateway_config(agent: str, dead: str, widest: int) -> dict[str, Any]:
     return {"agents": agents}
 
 
-def mesh_specs(ports: Sequence[int], config_path: Path) -> list[ServiceSpec]:
-    receiver, agent, proxy, gateway, traced, uvloop = ports
-    quiet = {"OTEL_SDK_DISABLED": "true", "PYTHONPATH": str(REPO_ROOT)}
-    gateway_env = {**quiet, "AGENTMESH_CONFIG": str(config_path)}
-    traced_env = {
-        **gateway_env,
-        "OTEL_SDK_DISABLED": "false",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver}",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_TRACES_SAMPLER": "always_on",
-    }
-    return [
-        ServiceSpec("receiver", "bench.receiver", HOST, receiver, quiet),
-        ServiceSpec("agent", "bench.agent", HOST, agent, quiet),
+def keys_file(path: Path, key: str) -> Path:
+    """One API key allowed everything, with a per-key rate limit that refuses nothing here."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "keys": [
+                    {
+                        "id": "bench",
+                        "hash": hash_key(key),
+                        "scopes": {"agents": ["*"], "skills": ["*"], "workflows": ["*"]},
+                        "rate_limit": {"rate": RATE_LIMIT, "burst": RATE_LIMIT},
+                    }
+                ]
+            }
+        )
+    )
+    return path
+
+
+def quiet_env() -> dict[str, str]:
+    return {"OTEL_SDK_DISABLED": "true", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def variant_env(mesh: Mesh, variant: Variant, receiver: str) -> dict[str, str]:
+    env = {**quiet_env(), "AGENTMESH_CONFIG": str(mesh.config_path)}
+    if variant.auth:
+        env["AGENTMESH_AUTH_REQUIRED"] = "true"
+        env["AGENTMESH_AUTH_KEYS_FILE"] = str(keys_file(mesh.workdir / "keys.yaml", mesh.api_key))
+    if variant.redis_db is not None:
+        env["AGENTMESH_REDIS_URL"] = f"{mesh.redis_url}/{variant.redis_db}"
+    if variant.sampling is not None:
+        env.update(
+            {
+                "OTEL_SDK_DISABLED": "false",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": f"{variant.sampling:g}",
+            }
+        )
+    return env
+
+
+def find_tools(mesh: Mesh) -> None:
+    for command in native.PACKAGES:
+        if command in mesh.options.without:
+            tool = native.Tool(command, native.PACKAGES[command], None, "left out (--without)")
+        else:
+            tool = native.locate(command, install=mesh.options.install)
+        mesh.tools[command] = tool
+        if not tool.found:
+            mesh.skipped[command] = tool.reason
+    if mesh.options.profile_seconds <= 0:
+        mesh.skipped["profile"] = "not in this mode (tiny)" if mesh.options.tiny else "--no-profile"
+    elif profile.py_spy() is None:
+        mesh.skipped["profile"] = "py-spy not found (pip install py-spy; the bench extra has it)"
+    elif mesh.h2load is None:
+        mesh.skipped["profile"] = "h2load is missing: no native load to profile under"
+
+
+async def start(mesh: Mesh) -> None:
+    """Start every process the tools allow; fill ``mesh.routes`` and ``mesh.pids``."""
+    options = mesh.options
+    names = ["receiver", "agent", "proxy", "nginx", "redis", "dead", *(v.name for v in VARIANTS)]
+    port = dict(zip(names, free_ports(len(names)), strict=True))
+    address = {name: f"{HOST}:{p}" for name, p in port.items()}
+    mesh.api_key = new_key()
+    mesh.config_path = mesh.workdir / "gateway.yaml"
+    config = gateway_config(address["agent"], address["dead"], max(options.fanout_widths))
+    mesh.config_path.write_text(yaml.safe_dump(config))
+    logs = mesh.workdir / "logs"
+    redis_tool = mesh.tools["redis-server"]
+    if redis_tool.found:
+        process = await native.start_redis(redis_tool, mesh.workdir / "redis", port["redis"])
+        mesh.natives["redis"] = process
+        mesh.pids["redis"] = process.pid
+        mesh.redis_url = f"redis://{address['redis']}"
+    base = [
+        ServiceSpec("receiver", "bench.receiver", HOST, port["receiver"], quiet_env()),
+        ServiceSpec("agent", "bench.agent", HOST, port["agent"], quiet_env()),
         ServiceSpec(
             "proxy",
             "bench.proxy",
             HOST,
-            proxy,
-            {**quiet, "BENCH_PROXY_UPSTREAM": f"{HOST}:{agent}"},
+            port["proxy"],
+            {**quiet_env(), "BENCH_PROXY_UPSTREAM": address["agent"]},
         ),
-        ServiceSpec("gateway", GATEWAY_MODULE, HOST, gateway, gateway_env),
-        ServiceSpec("gateway-traced", GATEWAY_MODULE, HOST, traced, traced_env),
-        ServiceSpec("gateway-uvloop", "bench.uvloop_gateway", HOST, uvloop, gateway_env),
-    ][: len(PATHS) + 1]
+    ]
+    variants = [v for v in VARIANTS if v.redis_db is None or redis_tool.found]
+    for v in VARIANTS:
+        if v not in variants:
+            mesh.skipped[v.name] = f"needs redis-server: {redis_tool.reason}"
+    # Agents first, then every gateway at once (each fetches the agent's card as it starts).
+    mesh.meshes.append(LocalMesh(base, log_dir=logs, grace_period=2))
+    await mesh.meshes[0].start()
+    gateways = [
+        LocalMesh(
+            [
+                ServiceSpec(
+                    v.name, v.module, HOST, port[v.name],
+                    variant_env(mesh, v, address["receiver"]),
+                )
+            ],
+            log_dir=logs,
+            grace_period=2,
+            startup_timeout=60,
+        )
+        for v in variants
+    ]  # fmt: skip
+    mesh.meshes += gateways
+    await asyncio.gather(*(g.start() for g in gateways))
+    nginx_tool = mesh.tools["nginx"]
+    if nginx_tool.found:
+        process = await native.start_nginx(
+            nginx_tool, mesh.workdir / "nginx", port["nginx"], address["agent"]
+        )
+        mesh.natives["nginx"] = process
+        mesh.pids["nginx"] = process.pid
+    else:
+        mesh.skipped["nginx path"] = f"needs nginx: {nginx_tool.reason}"
+    for m in mesh.meshes:
+        for running in m.running:
+            mesh.pids[running.spec.name] = running.process.pid
+    auth = (("x-api-key", mesh.api_key),)
+    mesh.routes["direct"] = Route(address["agent"], AGENT_INVOKE, AGENT_INVOKE_STREAM)
+    mesh.routes["baseline"] = Route(address["proxy"], AGENT_INVOKE, AGENT_INVOKE_STREAM)
+    if "nginx" in mesh.natives:
+        mesh.routes["nginx"] = Route(address["nginx"], AGENT_INVOKE, AGENT_INVOKE_STREAM)
+    for v in variants:
+        mesh.routes[v.name] = Route(
+            address[v.name], GATEWAY_INVOKE, GATEWAY_INVOKE_STREAM, auth if v.auth else ()
+        )
 
 
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+async def stop(mesh: Mesh) -> None:
+    for m in reversed(mesh.meshes):
+        await m.stop()
+    for process in mesh.natives.values():
+        await process.stop()
 
 
 # ------------------------------------------------------------------ sections
 
 
-async def measure_paths(address: dict[str, str], options: Options) -> dict[str, dict[str, Sample]]:
-    """Median sample per path and concurrency, the paths interleaved round by round."""
-    routes = {
-        "direct": (address["agent"], AGENT_INVOKE),
-        "baseline": (address["proxy"], AGENT_INVOKE),
-        "gateway": (address["gateway"], GATEWAY_INVOKE),
-        "gateway-traced": (address["gateway-traced"], GATEWAY_INVOKE),
-        "gateway-uvloop": (address.get("gateway-uvloop", ""), GATEWAY_INVOKE),
-    }
-    payload = invoke_request("bench", "echo")
-    samples: dict[str, dict[int, list[Sample]]] = {
-        p: {c: [] for c in options.concurrency} for p in PATHS
-    }
-    channels = {p: grpc.aio.insecure_channel(routes[p][0]) for p in PATHS}
-    try:
-        for path in PATHS:  # every path answers the right thing before it is timed
-            reply = pb.InvokeResponse.FromString(
-                await raw_call(channels[path], routes[path][1])(payload, timeout=CALL_TIMEOUT)
+async def check_paths(mesh: Mesh, payload: bytes) -> dict[str, int]:
+    """Every path answers the echo right; returns each answer's framed size (for h2load)."""
+    sizes: dict[str, int] = {}
+    for path, route in mesh.routes.items():
+        async with grpc.aio.insecure_channel(route.address) as channel:
+            answer = await raw_call(channel, route.invoke)(
+                payload, timeout=CALL_TIMEOUT, metadata=route.metadata or None
             )
-            if reply.artifacts[0].parts[0].text != "hello":
-                raise RuntimeError(f"{path}: unexpected reply {reply}")
+        reply = pb.InvokeResponse.FromString(answer)
+        if reply.artifacts[0].parts[0].text != "hello":
+            raise RuntimeError(f"{path}: unexpected reply {reply}")
+        sizes[path] = len(h2load.grpc_frame(answer))
+    return sizes
+
+
+def h2load_load(options: Options, concurrency: int) -> h2load.Load:
+    return h2load.Load(
+        concurrency=concurrency,
+        duration=options.h2load_seconds,
+        requests=options.h2load_requests,
+        warm_up_requests=options.h2load_warm_up,
+    )
+
+
+async def measure_unary(mesh: Mesh) -> dict[str, Any]:
+    """Python latency and h2load throughput per path and concurrency, interleaved by round."""
+    options = mesh.options
+    payload = invoke_request("bench", "echo")
+    sizes = await check_paths(mesh, payload)
+    body = h2load.write_body(mesh.workdir / "invoke-request.bin", payload)
+    python: dict[str, dict[int, list[Sample]]] = {
+        p: {c: [] for c in options.concurrency} for p in mesh.paths
+    }
+    native_runs: dict[str, dict[int, list[h2load.H2Result]]] = {
+        p: {c: [] for c in options.h2load_concurrency} for p in mesh.paths
+    }
+    channels = {p: grpc.aio.insecure_channel(r.address) for p, r in mesh.routes.items()}
+    try:
         for _ in range(options.rounds):
             for concurrency in options.concurrency:
-                for path in PATHS:
-                    samples[path][concurrency].append(
+                for path, route in mesh.routes.items():
+                    python[path][concurrency].append(
                         await drive(
                             channels[path],
-                            routes[path][1],
+                            route.invoke,
                             payload,
                             requests=max(options.requests, concurrency),
                             concurrency=concurrency,
+                            metadata=route.metadata,
+                        )
+                    )
+            if mesh.h2load is None:
+                continue
+            for concurrency in options.h2load_concurrency:
+                for path, route in mesh.routes.items():
+                    native_runs[path][concurrency].append(
+                        await h2load.run(
+                            mesh.h2load,
+                            mesh.url(path),
+                            body,
+                            h2load_load(options, concurrency),
+                            expected_bytes=sizes[path],
+                            headers=route.metadata,
+                            servers=mesh.servers(path),
                         )
                     )
     finally:
         for channel in channels.values():
             await channel.close()
-    return {
-        path: {str(c): median_sample(s) for c, s in by_concurrency.items()}
-        for path, by_concurrency in samples.items()
+    result: dict[str, Any] = {
+        "python": {
+            path: {str(c): asdict(median_sample(s)) for c, s in by_c.items()}
+            for path, by_c in python.items()
+        }
     }
+    if mesh.h2load is not None:
+        result["h2load"] = {
+            path: {str(c): h2load.median_run(runs) for c, runs in by_c.items()}
+            for path, by_c in native_runs.items()
+        }
+    return result
 
 
-def median_sample(samples: Sequence[Sample]) -> Sample:
-    return Sample(
-        requests=samples[0].requests,
-        rps=round(statistics.median(s.rps for s in samples), 1),
-        p50_ms=round(statistics.median(s.p50_ms for s in samples), 3),
-        p99_ms=round(statistics.median(s.p99_ms for s in samples), 3),
+def fanout_request(width: int) -> bytes:
+    request = gateway_pb2.FanOutRequest(
+        targets=[gateway_pb2.Target(agent=f"slow-{i}", skill="sleep") for i in range(width)],
+        message=pb.Message(parts=[pb.Part(text="wait")]),
     )
+    request.options["ms"] = LEG_MS
+    return request.SerializeToString()
 
 
-async def measure_fanout(address: dict[str, str], options: Options) -> dict[str, Any]:
+async def measure_fanout(mesh: Mesh) -> dict[str, Any]:
     """One 50 ms leg called directly, then FanOut of each width through the gateway."""
-    repeats = options.fanout_repeats
-    async with grpc.aio.insecure_channel(address["agent"]) as channel:
+    repeats = mesh.options.fanout_repeats
+    async with grpc.aio.insecure_channel(mesh.routes["direct"].address) as channel:
         leg = await drive(
             channel,
             AGENT_INVOKE,
@@ -326,8 +498,8 @@ async def measure_fanout(address: dict[str, str], options: Options) -> dict[str,
             concurrency=1,
         )
     widths: dict[str, Any] = {}
-    async with grpc.aio.insecure_channel(address["gateway"]) as channel:
-        for width in options.fanout_widths:
+    async with grpc.aio.insecure_channel(mesh.routes["gateway"].address) as channel:
+        for width in mesh.options.fanout_widths:
             payload = fanout_request(width)
             reply = gateway_pb2.FanOutResponse.FromString(
                 await raw_call(channel, GATEWAY_FANOUT)(payload, timeout=CALL_TIMEOUT)
@@ -342,15 +514,16 @@ async def measure_fanout(address: dict[str, str], options: Options) -> dict[str,
     return {"leg_ms": LEG_MS, "one_leg_direct": asdict(leg), "widths": widths}
 
 
-async def measure_fast_fail(address: dict[str, str], options: Options) -> dict[str, Any]:
+async def fast_fail(route: Route, requests: int) -> dict[str, Any]:
     """Open ``dead``'s breaker with one failed call, then time calls that fail fast."""
     payload = invoke_request("dead", "echo")
-    async with grpc.aio.insecure_channel(address["gateway"]) as channel:
+    metadata = route.metadata or None
+    async with grpc.aio.insecure_channel(route.address) as channel:
         call = raw_call(channel, GATEWAY_INVOKE)
         details = ""
         for _ in range(5):  # the first failure opens it (failure_threshold: 1)
             try:
-                await call(payload, timeout=CALL_TIMEOUT)
+                await call(payload, timeout=CALL_TIMEOUT, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 details = exc.details() or ""
                 if "open" in details:
@@ -360,15 +533,96 @@ async def measure_fast_fail(address: dict[str, str], options: Options) -> dict[s
         latencies: list[float] = []
         codes: set[str] = set()
         started = time.perf_counter()
-        for _ in range(options.fast_fail_requests):
+        for _ in range(requests):
             began = time.perf_counter()
             try:
-                await call(payload, timeout=CALL_TIMEOUT)
+                await call(payload, timeout=CALL_TIMEOUT, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 codes.add(exc.code().name)
             latencies.append(time.perf_counter() - began)
         sample = summarize(latencies, time.perf_counter() - started)
     return {**asdict(sample), "codes": sorted(codes), "detail": details}
+
+
+async def measure_fast_fail(mesh: Mesh) -> dict[str, Any]:
+    return {
+        path: await fast_fail(mesh.routes[path], mesh.options.fast_fail_requests)
+        for path in ("gateway", "gateway-prod")
+        if path in mesh.routes
+    }
+
+
+async def measure_streaming(mesh: Mesh) -> dict[str, Any]:
+    paths = [p for p in STREAM_PATHS if p in mesh.routes]
+    return await streaming.measure(
+        {p: mesh.routes[p] for p in paths},
+        {p: mesh.url(p, stream=True) for p in paths},
+        {p: mesh.servers(p) for p in paths},
+        replace(mesh.options.stream, rounds=mesh.options.rounds),
+        h2load_path=mesh.h2load,
+        workdir=mesh.workdir,
+    )
+
+
+async def measure_profile(mesh: Mesh) -> dict[str, Any]:
+    """py-spy of each PROFILED process while h2load drives its path at c64."""
+    assert mesh.h2load is not None
+    options = mesh.options
+    seconds = options.profile_seconds
+    body = h2load.write_body(mesh.workdir / "profile-request.bin", invoke_request("bench", "echo"))
+    results: dict[str, Any] = {"seconds": seconds, "rate": 100, "concurrency": 64}
+    for path in PROFILED:
+        name = "proxy" if path == "baseline" else path
+        load = h2load.Load(concurrency=64, duration=seconds + 3, warm_up_requests=300)
+        driving = asyncio.create_task(
+            h2load.run(mesh.h2load, mesh.url(path), body, load, expected_bytes=0,
+                       headers=mesh.routes[path].metadata, servers={name: mesh.pids[name]})
+        )  # fmt: skip
+        await asyncio.sleep(1.5)  # past the warm-up, into the measured run
+        raw = await profile.record(
+            mesh.pids[name], seconds, options.out / f"profile-{path}.txt", rate=100
+        )
+        run = await driving
+        results[path] = {
+            **profile.summarize(raw.read_text()),
+            "rps_while_sampled": run.rps,
+            "cpu_us_per_request": run.server_cpu_us_per_request[name],
+            "raw": raw.name,
+        }
+    return results
+
+
+async def measure_jobs(mesh: Mesh) -> dict[str, Any]:
+    stores = {"memory": "gateway", "redis": "gateway-redis"}
+    results: dict[str, Any] = {}
+    for store, path in stores.items():
+        if path not in mesh.routes:
+            results[store] = {"skipped": mesh.skipped.get(path, "not started")}
+            continue
+        results[store] = {
+            "gateway": path,
+            **await scale.jobs(mesh.routes[path].address, mesh.options.jobs),
+        }
+    return results
+
+
+async def measure_open_streams(mesh: Mesh) -> dict[str, Any]:
+    """A gateway of its own (fresh memory), in front of the same agent."""
+    (port,) = free_ports(1)
+    spec = ServiceSpec(
+        "gateway-scale", GATEWAY_MODULE, HOST, port,
+        {**quiet_env(), "AGENTMESH_CONFIG": str(mesh.config_path)},
+    )  # fmt: skip
+    front = LocalMesh([spec], log_dir=mesh.workdir / "logs", grace_period=1, startup_timeout=60)
+    await front.start()
+    try:
+        await asyncio.sleep(mesh.options.settle)
+        return await scale.open_streams(
+            spec.address, mesh.routes["direct"].address, front.running[0].process.pid,
+            mesh.pids["agent"], mesh.options.open_streams,
+        )  # fmt: skip
+    finally:
+        await front.stop()
 
 
 def measure_interceptor(options: Options) -> dict[str, Any]:
@@ -382,41 +636,52 @@ def measure_interceptor(options: Options) -> dict[str, Any]:
     return {"requests": options.interceptor_requests, "concurrency": 16, "results": results}
 
 
-def memory(meshes: Sequence[LocalMesh]) -> dict[str, float]:
-    return {r.spec.name: rss_mb(r.process.pid) for m in meshes for r in m.running}
+# ------------------------------------------------------------------ the run
 
 
-def ratio(numerator: float, denominator: float) -> float:
-    return round(numerator / denominator, 3) if denominator else float("nan")
+async def run_mesh(options: Options, workdir: Path) -> dict[str, Any]:
+    mesh = Mesh(workdir=workdir, options=options)
+    find_tools(mesh)
+    sections: dict[str, Any] = {}
+    timings: dict[str, float] = {}
 
+    async def section(name: str, work: Any) -> None:
+        began = time.monotonic()
+        sections[name] = await work
+        timings[name] = round(time.monotonic() - began, 1)
 
-def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each of issue 9's targets with the value this run measured and whether it is met."""
-    paths = report["paths"]
-    top = str(max(int(c) for c in paths["gateway"]))
-    low = str(min(int(c) for c in paths["gateway"]))
-    values: dict[str, tuple[float, bool, str]] = {}
-    throughput = ratio(paths["gateway"][top]["rps"], paths["baseline"][top]["rps"])
-    values["throughput_c64"] = (throughput, throughput >= 0.9, f"x{throughput}")
-    p50 = ratio(paths["gateway"][low]["p50_ms"], paths["baseline"][low]["p50_ms"])
-    values["p50_c1"] = (p50, p50 <= 1.15, f"x{p50}")
-    lost = round(1 - ratio(paths["gateway-traced"][top]["rps"], paths["gateway"][top]["rps"]), 3)
-    values["tracing_cost_c64"] = (lost, lost <= 0.15, f"{lost:.1%}")
-    widest = report["fanout"]["widths"][str(max(int(w) for w in report["fanout"]["widths"]))]
-    values["fanout_16"] = (
-        widest["over_one_leg"],
-        widest["over_one_leg"] <= 1.2,
-        f"x{widest['over_one_leg']}",
-    )
-    p99 = report["fast_fail"]["p99_ms"]
-    values["fast_fail_p99"] = (p99, p99 <= 1.0, f"{p99} ms")
-    idle = report["memory"]["idle"]["agent"]
-    values["idle_agent_rss"] = (idle, idle <= 60, f"{idle} MB")
-    return [
-        {"key": key, "what": what, "goal": goal, "value": values[key][0],
-         "measured": values[key][2], "met": values[key][1]}
-        for key, what, goal in TARGETS
-    ]  # fmt: skip
+    try:
+        began = time.monotonic()
+        await start(mesh)
+        timings["start"] = round(time.monotonic() - began, 1)
+        await asyncio.sleep(options.settle)  # let start-up settle before reading idle memory
+        idle = mesh.memory()
+        plain_idle_kib = rss_kib(mesh.pids["gateway"])
+        await section("unary", measure_unary(mesh))
+        await section("fanout", measure_fanout(mesh))
+        await section("fast_fail", measure_fast_fail(mesh))
+        await section("streaming", measure_streaming(mesh))
+        if "profile" not in mesh.skipped:
+            await section("profile", measure_profile(mesh))
+        await section("jobs", measure_jobs(mesh))
+        loaded = mesh.memory()
+        await section("open_streams", measure_open_streams(mesh))
+        await section(
+            "registry",
+            scale.registry(
+                options.registry, workdir, env=quiet_env(), plain_idle_kib=plain_idle_kib
+            ),
+        )
+    finally:
+        await stop(mesh)
+    return {
+        **sections,
+        "memory": {"idle": idle, "after_load": loaded},
+        "paths": {p: PATH_WHAT[p] for p in mesh.paths},
+        "tools": {name: tool.describe() for name, tool in mesh.tools.items()},
+        "skipped": mesh.skipped,
+        "section_seconds": timings,
+    }
 
 
 def conditions(options: Options) -> dict[str, Any]:
@@ -427,203 +692,213 @@ def conditions(options: Options) -> dict[str, Any]:
         "protobuf_backend": api_implementation.Type(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "load_average_before": [round(v, 2) for v in os.getloadavg()],
-        "requests_per_measurement": options.requests,
+        "load_average_before": load_average(),
+        "mode": "tiny" if options.tiny else "full",
+        "python_requests_per_measurement": options.requests,
+        "python_concurrency": list(options.concurrency),
+        "h2load_concurrency": list(options.h2load_concurrency),
+        "h2load_seconds": options.h2load_seconds,
+        "h2load_requests": options.h2load_requests,
         "rounds": options.rounds,
-        "concurrency": list(options.concurrency),
-        "client": "one asyncio process, raw bytes over one channel per path",
+        "python_client": "one asyncio process, raw bytes over one channel per path",
+        "h2load_client": f"h2load, one thread, up to {h2load.MAX_CONNECTIONS} connections, "
+        "pre-framed gRPC request body",
     }
 
 
-async def run_mesh(options: Options, workdir: Path) -> dict[str, Any]:
-    ports = free_ports(7)
-    config_path = workdir / "gateway.yaml"
-    dead = f"{HOST}:{ports[6]}"  # nothing listens there
-    config = gateway_config(f"{HOST}:{ports[1]}", dead, max(options.fanout_widths))
-    config_path.write_text(yaml.safe_dump(config))
-    specs = mesh_specs(ports[:6], config_path)
-    logs = workdir / "logs"
-    # Agents first; then the gateways at once (each fetches the agents' cards as it starts).
-    meshes = [LocalMesh(specs[:3], log_dir=logs, grace_period=2)]
-    meshes += [LocalMesh([spec], log_dir=logs, grace_period=2) for spec in specs[3:]]
-    try:
-        await meshes[0].start()
-        await asyncio.gather(*(mesh.start() for mesh in meshes[1:]))
-        await asyncio.sleep(options.settle)  # let start-up settle before reading idle memory
-        idle = memory(meshes)
-        address = {r.spec.name: r.spec.address for m in meshes for r in m.running}
-        paths = await measure_paths(address, options)
-        fanout = await measure_fanout(address, options)
-        fast_fail = await measure_fast_fail(address, options)
-        loaded = memory(meshes)
-    finally:
-        for mesh in reversed(meshes):
-            await mesh.stop()
-    return {
-        "paths": {p: {c: asdict(s) for c, s in by_c.items()} for p, by_c in paths.items()},
-        "fanout": fanout,
-        "fast_fail": fast_fail,
-        "memory": {"idle": idle, "after_load": loaded},
-    }
+def raise_nofile() -> dict[str, int]:
+    """Open-file limit up to its hard limit (10,000 streams; the children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"soft": soft, "hard": hard}
 
 
 def run(options: Options) -> dict[str, Any]:
     """Every section, one run; returns the report (also written to ``options.out``)."""
-    report: dict[str, Any] = {"conditions": conditions(options)}
+    began = time.monotonic()
+    options.out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"conditions": conditions(options)}
+    result["conditions"]["nofile"] = raise_nofile()
     with tempfile.TemporaryDirectory(prefix="agentmesh-bench-") as workdir:
-        report.update(asyncio.run(run_mesh(options, Path(workdir))))
-    report["interceptor"] = measure_interceptor(options)
-    report["conditions"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    report["ratios"] = ratios(report)
-    report["targets"] = targets(report)
-    write(report, options.out)
-    return report
-
-
-def ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per concurrency: gateway and gateway-traced over baseline, baseline over direct."""
-    paths = report["paths"]
-    result: dict[str, dict[str, float]] = {}
-    for concurrency in paths["gateway"]:
-        row = {p: paths[p][concurrency] for p in PATHS}
-        result[concurrency] = {
-            "gateway_rps_over_baseline": ratio(row["gateway"]["rps"], row["baseline"]["rps"]),
-            "gateway_p50_over_baseline": ratio(row["gateway"]["p50_ms"], row["baseline"]["p50_ms"]),
-            "gateway_p99_over_baseline": ratio(row["gateway"]["p99_ms"], row["baseline"]["p99_ms"]),
-            "traced_rps_over_gateway": ratio(row["gateway-traced"]["rps"], row["gateway"]["rps"]),
-            "uvloop_rps_over_gateway": ratio(
-                row.get("gateway-uvloop", {}).get("rps", 0.0), row["gateway"]["rps"]
-            ),
-            "baseline_rps_over_direct": ratio(row["baseline"]["rps"], row["direct"]["rps"]),
-        }
+        result.update(asyncio.run(run_mesh(options, Path(workdir))))
+    interceptor_began = time.monotonic()
+    result["interceptor"] = measure_interceptor(options)
+    result["section_seconds"]["interceptor"] = round(time.monotonic() - interceptor_began, 1)
+    result["conditions"]["load_average_after"] = load_average()
+    result["conditions"]["seconds"] = round(time.monotonic() - began, 1)
+    result["comparisons"] = comparisons(result)
+    result["targets"] = targets(result)
+    report.write(result, options.out)
     return result
 
 
-# ------------------------------------------------------------------ output
+# ------------------------------------------------------------------ figures
 
 
-def markdown(report: dict[str, Any]) -> str:
-    c = report["conditions"]
-    lines = [
-        "# agentmesh benchmark",
-        "",
-        f"{c['date']}; Python {c['python']}, grpcio {c['grpcio']}, "
-        f"protobuf {c['protobuf_backend']}; "
-        f"{c['cpus']} CPUs; load average {c['load_average_before'][0]} before, "
-        f"{c['load_average_after'][0]} after; {c['requests_per_measurement']} requests per "
-        f"measurement, median of {c['rounds']} interleaved rounds.",
-        "",
-        "## Targets",
-        "",
-        "| target | goal | measured | met |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {t['what']} | {t['goal']} | {t['measured']} | {'yes' if t['met'] else 'no'} |"
-        for t in report["targets"]
-    ]
-    lines += [
-        "",
-        "## Paths",
-        "",
-        "| path | concurrency | req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for path, by_c in report["paths"].items():
-        for concurrency, s in by_c.items():
-            lines.append(f"| {path} | {concurrency} | {s['rps']} | {s['p50_ms']} | {s['p99_ms']} |")
-    lines += [
-        "",
-        "## Ratios",
-        "",
-        "| concurrency | gateway/baseline req/s | gateway/baseline p50 | gateway/baseline p99 "
-        "| traced/untraced req/s | uvloop/asyncio gateway req/s | baseline/direct req/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for concurrency, r in report["ratios"].items():
-        lines.append(
-            f"| {concurrency} | {r['gateway_rps_over_baseline']} "
-            f"| {r['gateway_p50_over_baseline']} "
-            f"| {r['gateway_p99_over_baseline']} | {r['traced_rps_over_gateway']} "
-            f"| {r['uvloop_rps_over_gateway']} "
-            f"| {r['baseline_rps_over_direct']} |"
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 3) if denominator else None
+
+
+def comparisons(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Every path against each floor: throughput (h2load, else Python) and p50 (Python)."""
+    unary = result["unary"]
+    python = unary["python"]
+    native_runs = unary.get("h2load")
+    low = str(min(int(c) for c in next(iter(python.values()))))
+    top = str(max(int(c) for c in next(iter(python.values()))))
+    out: dict[str, Any] = {}
+    if native_runs:
+        level = str(max(int(c) for c in next(iter(native_runs.values()))))
+        rps = {p: by_c[level]["rps"] for p, by_c in native_runs.items()}
+        out["throughput"] = {"generator": h2load.GENERATOR, "concurrency": int(level)}
+    else:
+        rps = {p: by_c[top]["rps"] for p, by_c in python.items()}
+        out["throughput"] = {"generator": "python", "concurrency": int(top)}
+    p50 = {p: by_c[low]["p50_ms"] for p, by_c in python.items()}
+    floors = [f for f in FLOORS if f in python]
+    out["throughput"]["over"] = {p: {f: _ratio(rps[p], rps[f]) for f in floors} for p in rps}
+    out["p50"] = {
+        "generator": "python",
+        "concurrency": int(low),
+        "over": {p: {f: _ratio(p50[p], p50[f]) for f in floors} for p in p50},
+    }
+    if native_runs:
+        out["cpu_us_per_request"] = {
+            "generator": h2load.GENERATOR,
+            "concurrency": int(level),
+            "paths": {p: cpu_per_request(by_c[level], p) for p, by_c in native_runs.items()},
+        }
+    return out
+
+
+def cpu_per_request(run: Mapping[str, Any], path: str) -> dict[str, float]:
+    """CPU µs per request of the hop itself and of everything serving the path plus h2load.
+
+    On a machine whose cores are all busy, throughput ratios follow the
+    inverse ratio of ``total``; it moves much less with other load than
+    throughput does, so it cross-checks each throughput figure.
+    """
+    servers = run["server_cpu_us_per_request"]
+    client = run["client_cpu_ms"] * 1000 / max(run["requests"], 1)
+    hop = {"direct": None, "baseline": "proxy"}.get(path, path)
+    return {
+        "hop": round(servers.get(hop, 0.0) if hop else 0.0, 1),
+        "total": round(sum(servers.values()) + client, 1),
+    }
+
+
+def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its measured value, the generator behind it, and whether it is met."""
+    comparison = result["comparisons"]
+    throughput = comparison["throughput"]["over"]
+    rps_generator = comparison["throughput"]["generator"]
+    unary = result["unary"]
+    python = unary["python"]
+    native_runs = unary.get("h2load")
+    level = str(comparison["throughput"]["concurrency"])
+
+    def rps(path: str) -> float | None:
+        source = native_runs if native_runs else python
+        return source[path][level]["rps"] if path in source else None
+
+    cpu = comparison.get("cpu_us_per_request", {}).get("paths", {})
+
+    def cheaper(numerator: str, denominator: str) -> float | None:
+        """Throughput ratio numerator/denominator as CPU per request predicts it."""
+        if numerator not in cpu or denominator not in cpu:
+            return None
+        return _ratio(cpu[denominator]["total"], cpu[numerator]["total"])
+
+    values: dict[str, tuple[float | None, str, str]] = {}
+    checks: dict[str, float | None] = {
+        "throughput_c64": cheaper("gateway", "baseline"),
+        "prod_c64": cheaper("gateway-prod", "gateway"),
+    }
+    for key, path in (("tracing_100", "gateway-traced"), ("tracing_10", "gateway-traced-10")):
+        kept = cheaper(path, "gateway")
+        checks[key] = None if kept is None else round(1 - kept, 3)
+    values["throughput_c64"] = (throughput["gateway"].get("baseline"), "x", rps_generator)
+    values["p50_c1"] = (comparison["p50"]["over"]["gateway"].get("baseline"), "x", "python")
+    plain = rps("gateway")
+    prod = rps("gateway-prod")
+    values["prod_c64"] = (
+        _ratio(prod, plain) if prod is not None and plain else None,
+        "x",
+        rps_generator,
+    )
+    for key, path in (("tracing_100", "gateway-traced"), ("tracing_10", "gateway-traced-10")):
+        traced = rps(path)
+        lost = round(1 - traced / plain, 3) if traced is not None and plain else None
+        values[key] = (lost, "%", rps_generator)
+    stream = result["streaming"]
+    if "h2load" in stream:
+        rate = stream["h2load"]
+        checks["stream_rate"] = _ratio(
+            cpu_per_request(rate["direct"], "direct")["total"],
+            cpu_per_request(rate["gateway"], "gateway")["total"],
         )
-    f = report["fanout"]
-    lines += [
-        "",
-        f"## Fan-out (legs of {f['leg_ms']:g} ms; one leg called directly: "
-        f"p50 {f['one_leg_direct']['p50_ms']} ms)",
-        "",
-        "| width | p50 ms | p99 ms | p50 / one leg |",
-        "|---:|---:|---:|---:|",
-    ]
-    for width, s in f["widths"].items():
-        lines.append(f"| {width} | {s['p50_ms']} | {s['p99_ms']} | {s['over_one_leg']} |")
-    ff = report["fast_fail"]
-    lines += [
-        "",
-        "## Open-breaker fast-fail",
-        "",
-        f"{ff['requests']} calls, codes {', '.join(ff['codes'])}: p50 {ff['p50_ms']} ms, "
-        f"p99 {ff['p99_ms']} ms (client to gateway and back).",
-        "",
-        "## Resident memory (MiB)",
-        "",
-        "| service | idle | after load |",
-        "|---|---:|---:|",
-    ]
-    memory_report = report["memory"]
-    for service, idle in memory_report["idle"].items():
-        lines.append(f"| {service} | {idle} | {memory_report['after_load'][service]} |")
-    i = report["interceptor"]
-    lines += [
-        "",
-        f"## Server interceptor alone ({i['requests']} requests, concurrency {i['concurrency']})",
-        "",
-        "| configuration | req/s | over bare |",
-        "|---|---:|---:|",
-    ]
-    for config, r in i["results"].items():
-        lines.append(f"| {config} | {r['rps']} | {r['ratio_to_bare']} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict[str, Any], path: Path) -> bool:
-    """Latency against concurrency, p50 and p99 per path; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name, by_c in report["paths"].items():
-        levels = sorted(int(c) for c in by_c)
-        p50 = [by_c[str(c)]["p50_ms"] for c in levels]
-        p99 = [by_c[str(c)]["p99_ms"] for c in levels]
-        (line,) = axes.plot(levels, p50, marker="o", label=f"{name} p50")
-        axes.plot(
-            levels, p99, marker="x", linestyle="--", color=line.get_color(), label=f"{name} p99"
+        values["stream_rate"] = (
+            _ratio(rate["gateway"]["events_per_s"], rate["direct"]["events_per_s"]),
+            "x",
+            h2load.GENERATOR,
         )
-    axes.set_xscale("log", base=2)
-    axes.set_yscale("log")
-    axes.set_xlabel("concurrent requests")
-    axes.set_ylabel("latency (ms)")
-    axes.set_title("Invoke latency against concurrency (127.0.0.1)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return True
+    else:
+        rate = stream["python"]
+        values["stream_rate"] = (
+            _ratio(rate["gateway"]["events_per_s_p50"], rate["direct"]["events_per_s_p50"]),
+            "x",
+            "python",
+        )
+    first = stream["python"]
+    values["first_event"] = (
+        _ratio(first["gateway"]["first_event_p50_ms"], first["direct"]["first_event_p50_ms"]),
+        "x",
+        "python",
+    )
+    values["fast_fail_p99"] = (result["fast_fail"]["gateway"]["p99_ms"], "ms", "python")
+    per_stream = result["open_streams"]["bytes_per_open_stream"]["gateway"]
+    values["stream_memory"] = (round(per_stream / 1000, 1), "KB", "python")
+    widths = result["fanout"]["widths"]
+    widest = widths[str(max(int(w) for w in widths))]
+    values["fanout_16"] = (widest["over_one_leg"], "x", "python")
+    values["idle_agent_rss"] = (result["memory"]["idle"]["agent"], "MB", "")
+    out = []
+    for key, what, goal in TARGETS:
+        value, unit, generator = values[key]
+        check = checks.get(key)
+        out.append(
+            {
+                "key": key,
+                "what": what,
+                "goal": goal,
+                "value": value,
+                "measured": _shown(value, unit),
+                "met": None if value is None else meets(value, goal),
+                "generator": generator,
+                "from_cpu": check,
+                "from_cpu_shown": _shown(check, unit) if check is not None else "",
+            }
+        )
+    return out
 
 
-def write(report: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    report["plot"] = "latency.png" if plot(report, out / "latency.png") else None
-    (out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "latest.md").write_text(markdown(report))
+def _shown(value: float | None, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    if unit == "x":
+        return f"x{value}"
+    if unit == "%":
+        return f"{value:.1%}"
+    return f"{value} {unit}"
+
+
+def meets(value: float, goal: str) -> bool:
+    operator, number = goal.split()[:2]
+    limit = float(number.rstrip("%")) / (100 if number.endswith("%") else 1)
+    return value >= limit if operator == ">=" else value <= limit
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -631,14 +906,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument("--tiny", action="store_true", help="a handful of requests (a smoke run)")
-    parser.add_argument("--requests", type=int, help="calls per measurement")
+    parser.add_argument("--requests", type=int, help="Python calls per latency measurement")
+    parser.add_argument("--seconds", type=float, help="seconds per h2load measurement")
     parser.add_argument("--rounds", type=int, help="interleaved repetitions")
-    parser.add_argument("--concurrency", help="comma-separated levels, e.g. 1,4,16,64")
-    parser.add_argument("--out", type=Path, help="directory for latest.json/.md and latency.png")
+    parser.add_argument("--concurrency", help="Python client levels, e.g. 1,16,64")
+    parser.add_argument("--streams", type=int, help="open streams held by one gateway")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument(
+        "--no-install", action="store_true", help="never apt-get a missing native tool"
+    )
+    parser.add_argument(
+        "--without",
+        default="",
+        help=f"comma-separated native tools to do without, of {', '.join(native.PACKAGES)}",
+    )
+    parser.add_argument("--out", type=Path, help="directory for latest.json/.md and the plots")
     args = parser.parse_args(argv)
     options = TINY if args.tiny else Options()
     if args.requests:
         options = replace(options, requests=args.requests, interceptor_requests=args.requests)
+    if args.seconds:
+        options = replace(options, h2load_seconds=args.seconds, h2load_requests=0)
     if args.rounds:
         options = replace(options, rounds=args.rounds)
     if args.concurrency:
@@ -646,8 +934,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not levels or min(levels) < 1:
             parser.error("--concurrency: positive integers, e.g. 1,64")
         options = replace(options, concurrency=levels)
+    if args.streams:
+        options = replace(options, open_streams=replace(options.open_streams, count=args.streams))
+    if args.no_profile:
+        options = replace(options, profile_seconds=0.0)
+    if args.no_install:
+        options = replace(options, install=False)
+    without = tuple(t for t in args.without.split(",") if t)
+    unknown = sorted(set(without) - set(native.PACKAGES))
+    if unknown:
+        parser.error(f"--without: unknown tools {', '.join(unknown)}")
+    options = replace(options, without=without)
     if args.out:
         options = replace(options, out=args.out)
-    report = run(options)
-    print(markdown(report))
-    print(f"written to {options.out}")
+    result = run(options)
+    print(report.markdown(result))
+    print(f"written to {options.out} in {result['conditions']['seconds']:.0f}s")

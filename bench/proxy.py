@@ -1,8 +1,10 @@
 """The floor for one Python hop: a bare ``grpc.aio`` pass-through proxy.
 
-Every unary-unary call, whatever its method, is forwarded as raw bytes to
+Every call, whatever its method, is forwarded as raw bytes to
 ``BENCH_PROXY_UPSTREAM`` over one shared channel, with the caller's remaining
-deadline; the answer or the status comes back unchanged. No parsing, no
+deadline; the answer (or each streamed message) or the status comes back
+unchanged. A method whose name ends in ``Stream`` (``InvokeStream``) is
+forwarded as unary-stream, every other one as unary-unary. No parsing, no
 routing, no interceptors: what the gateway costs beyond this is its own.
 
     BENCH_PROXY_UPSTREAM=127.0.0.1:50061 python -m bench.proxy --port 50070
@@ -14,7 +16,7 @@ import argparse
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -23,7 +25,7 @@ Context = grpc.aio.ServicerContext[bytes, bytes]
 
 
 class PassThrough(grpc.GenericRpcHandler):
-    """Answers every method with a forwarding unary-unary handler."""
+    """Answers every method with a forwarding handler (unary-stream for ``*Stream``)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
@@ -36,7 +38,10 @@ class PassThrough(grpc.GenericRpcHandler):
         method: str = handler_call_details.method
         handler = self._handlers.get(method)
         if handler is None:
-            handler = grpc.unary_unary_rpc_method_handler(self._forwarder(method))
+            if method.endswith("Stream"):
+                handler = grpc.unary_stream_rpc_method_handler(self._stream_forwarder(method))
+            else:
+                handler = grpc.unary_unary_rpc_method_handler(self._forwarder(method))
             self._handlers[method] = handler
         return handler
 
@@ -50,6 +55,21 @@ class PassThrough(grpc.GenericRpcHandler):
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "")
                 raise  # abort raises; this line is never reached
+
+        return forward
+
+    def _stream_forwarder(self, method: str) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
+        call: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = self._channel.unary_stream(method)
+
+        async def forward(request: bytes, context: Context) -> AsyncIterator[bytes]:
+            upstream = call(request, timeout=context.time_remaining())
+            try:
+                async for message in upstream:
+                    yield message
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "")
+            finally:
+                upstream.cancel()  # the caller went away: so does the upstream call
 
         return forward
 
