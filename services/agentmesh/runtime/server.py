@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from agentmesh.runtime.decoding import RequestDecodingInterceptor
 from agentmesh.runtime.limits import LimitsInterceptor
 from agentmesh.runtime.settings import ServerSettings
 from agentmesh.runtime.tls import TLSConfigError, server_credentials
@@ -74,9 +75,15 @@ class GrpcServer:
         self.settings = settings
         self._services = list(services)
         # Telemetry first: its span is current while later interceptors run.
-        # Limits last: callers are authenticated and admitted before their
+        # Then requests that do not parse are refused, before anything reads
+        # them. Limits last: callers are authenticated and admitted before their
         # request's shape is looked at.
-        self._interceptors = [TelemetryInterceptor(), *interceptors, LimitsInterceptor(settings)]
+        self._interceptors = [
+            TelemetryInterceptor(),
+            RequestDecodingInterceptor(),
+            *interceptors,
+            LimitsInterceptor(settings),
+        ]
         self._on_stopped = on_stopped
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
