@@ -13,6 +13,7 @@ from busywork import busy
 from meshtest import running_agent, wait_until
 from prometheus_client import REGISTRY
 
+from agentmesh.runtime import WorkPool
 from agentmesh.v1 import agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -118,3 +119,15 @@ async def test_work_that_ignores_the_interrupt_is_killed_and_replaced(
     with pytest.raises(ProcessLookupError):
         os.kill(deaf, 0)
     assert await _worker_pid(stub) != deaf  # a fresh process took its place
+
+
+async def test_a_function_of_the_main_script_is_refused_with_a_reason() -> None:
+    def work() -> None:
+        pass
+
+    work.__module__ = "__main__"
+    pool = WorkPool(1)
+    with pytest.raises(TypeError, match="not in the script run as __main__"):
+        await pool.run(work)
+    await pool.close()
+    assert pool.pids == []  # nothing was started

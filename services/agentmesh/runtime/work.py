@@ -166,6 +166,12 @@ class WorkPool:
         """``fn(*args, **kwargs)`` in a work process, stopped if this call ends first."""
         if self._closed:
             raise AgentError("the server is shutting down", code=ErrorCode.UNAVAILABLE)
+        if getattr(fn, "__module__", None) == "__main__":
+            # The work process runs its own __main__; it could not find this one.
+            raise TypeError(
+                f"offload({getattr(fn, '__qualname__', fn)!r}): define the function in a "
+                "module the agent imports, not in the script run as __main__"
+            )
         payload = pickle.dumps((fn, args, kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
         loop = asyncio.get_running_loop()
         when = None if deadline is None else loop.time() + (deadline - time.monotonic())
