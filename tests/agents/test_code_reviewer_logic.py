@@ -343,3 +343,9 @@ def test_findings_are_capped_but_all_counted() -> None:
     assert result.summary.high == MAX_FINDINGS + 5
     assert result.findings[-1].line == MAX_FINDINGS
     assert result.findings[-1].col == 8
+
+
+def test_nested_evals_each_see_the_user_input_inside() -> None:
+    source = "x = input()\nprint(eval(eval(eval(x))))\neval(eval([1, 2]))\n"
+    found = [(f.rule, f.line) for f in review(source).findings]
+    assert found == [("eval-user-input", 2)] * 3 + [("eval-exec", 3)] * 2

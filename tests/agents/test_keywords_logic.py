@@ -228,3 +228,8 @@ def test_empty_text_is_invalid(function: object) -> None:
 def test_text_over_the_limit() -> None:
     with pytest.raises(LimitExceeded):
         analyze("x" * (MAX_TEXT_CHARS + 1))
+
+
+def test_an_email_starts_where_its_local_part_can_start() -> None:
+    entities = extract_entities("mail a%b@example.com or " + "a%" * 500 + " d@e.com")
+    assert [e.text for e in entities if e.kind == "email"] == ["a%b@example.com", "d@e.com"]

@@ -130,3 +130,9 @@ def test_size_limits() -> None:
     with pytest.raises(LimitExceeded) as info:
         answer("tower", "x" * (MAX_CONTEXT_CHARS + 1))
     assert info.value.limit == "context"
+
+
+def test_documents_with_the_same_terms_score_the_same_in_any_order() -> None:
+    query = ["alpha", "beta", "gamma", "delta"]
+    scores = bm25_scores(query, [["delta", "gamma", "beta"], ["beta", "gamma", "delta"], ["x"]])
+    assert scores[0] == scores[1] > scores[2] == 0.0

@@ -119,3 +119,11 @@ def test_content_terms_drop_stopwords_and_stem() -> None:
 
 def test_word_set() -> None:
     assert word_set(" a b\n a ") == frozenset({"a", "b"})
+
+
+def test_a_run_of_terminators_is_one_boundary_or_none() -> None:
+    # Runs are matched whole from their first character: a long run of dots
+    # glued to a word ends nothing, one followed by a space ends a sentence.
+    assert split_sentences("." * 5000 + "a b. Next") == ["." * 5000 + "a b.", "Next"]
+    assert split_sentences("Really?!... Yes") == ["Really?!...", "Yes"]
+    assert split_sentences("No!!!x Yes.) Fine") == ["No!!!x Yes.)", "Fine"]

@@ -155,3 +155,25 @@ def test_the_a2a_hop_benchmark_measures_both_bindings_both_ways() -> None:
             assert row["direct"]["requests"] == row["gateway"]["requests"] == 5
             assert row["p50_ratio"] > 0
             assert row["throughput_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_the_worst_case_benchmark_measures_every_reference_agent() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.agents_worst", "--tiny"],
+        cwd=REPO_ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    report = json.loads(finished.stdout)
+    assert set(report) == {
+        "sentiment", "summarizer", "keywords", "qa", "code-reviewer", "calculator",
+    }  # fmt: skip
+    for row in report.values():
+        assert row["ordinary_s"] > 0
+        assert row["worst"] in row["ratios"]
+        assert row["worst_ratio"] == max(row["ratios"].values())

@@ -6,7 +6,8 @@ import asyncio
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from meshtest import ProbeAgent, health_status, running_agent, wait_until
 
@@ -151,8 +152,62 @@ async def test_health_and_reflection_list_the_services() -> None:
                 response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
             )
             v1_replies = [r async for r in v1(iter([request]))]
-    assert {"agentmesh.v1.Agent", "grpc.health.v1.Health"} <= names
+    assert {
+        "agentmesh.v1.Agent",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    } <= names
     assert {s.name for s in v1_replies[0].list_services_response.service} == names
+
+
+async def test_reflection_describes_every_service_it_lists() -> None:
+    async with (
+        running_agent(ProbeAgent()) as (_, address),
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        listed = [
+            r
+            async for r in stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+        ]
+        names = [s.name for s in listed[0].list_services_response.service]
+        asks = [reflection_pb2.ServerReflectionRequest(file_containing_symbol=n) for n in names]
+        replies = [r async for r in stub.ServerReflectionInfo(iter(asks))]
+    for name, reply in zip(names, replies, strict=True):
+        assert reply.WhichOneof("message_response") == "file_descriptor_response", name
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in reply.file_descriptor_response.file_descriptor_proto
+        ]
+        services = {f"{f.package}.{s.name}" for f in files for s in f.service}
+        assert name in services
+
+
+async def test_health_list_gives_every_service_and_follows_the_drain() -> None:
+    server = agent_server(ProbeAgent(), ServerSettings(port=0, drain_delay=1))
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def statuses() -> dict[str, int]:
+                listed = await stub.List(health_pb2.HealthListRequest(), timeout=5)
+                return {name: reply.status for name, reply in listed.statuses.items()}
+
+            assert await statuses() == {"": SERVING, "agentmesh.v1.Agent": SERVING}
+            stopping = asyncio.ensure_future(server.stop())
+
+            async def draining() -> bool:
+                # Within drain_delay the server still answers, and says it is draining.
+                return await statuses() == {"": NOT_SERVING, "agentmesh.v1.Agent": NOT_SERVING}
+
+            await wait_until(draining)
+            await stopping
+    finally:
+        await server.stop(0)
 
 
 async def test_drain_reports_not_serving_finishes_in_flight_and_refuses_new_calls() -> None:

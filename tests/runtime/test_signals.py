@@ -10,8 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from meshtest import free_port, health_status, wait_until
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from meshtest import free_port, health_status, running_gateway, wait_until
 
+from agentmesh.gateway.registry import Health
 from agentmesh.v1 import agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -59,3 +61,33 @@ async def _serving(address: str) -> bool:
         return await health_status(address) == 1
     except grpc.aio.AioRpcError:
         return False
+
+
+async def test_an_idle_agent_watched_by_a_gateway_stops_at_once_on_sigterm(
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    # A grace period far longer than the wait below: waiting it out fails the test.
+    process = spawn(SLOW_AGENT, "--port", str(port), "--grace-period", "120")
+    await wait_until(lambda: _serving(address))
+    async with (
+        running_gateway({"slow": [address]}) as (gateway, _),
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        entry = gateway.registry.get("slow")
+        assert entry is not None
+        await wait_until(lambda: entry.replicas[0].health is Health.SERVING)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+        process.send_signal(signal.SIGTERM)
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await watch.read() is grpc.aio.EOF
+        assert await watch.code() == grpc.StatusCode.OK  # ended by the agent, not broken
+        assert await asyncio.to_thread(process.wait, 60) == 0
+    assert process.stdout is not None
+    log = await asyncio.to_thread(process.stdout.read)
+    assert b'"draining"' in log
+    assert b'"stopped"' in log
+    assert b"grace period over" not in log

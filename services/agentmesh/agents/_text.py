@@ -71,8 +71,10 @@ _MAYBE_FINAL: frozenset[str] = word_set("etc inc ltd co corp jr sr al bros llc p
 _INITIALISM_RE = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]$|^[A-Z]$")
 
 # A terminator run ("." "?!" "..." "…"), optional closing quotes/brackets, then
-# whitespace or the end of the paragraph.
-_BOUNDARY_RE = re.compile(r"([.!?\u2026]+)([\"'\u201d\u2019\u00bb)\]]*)(?=\s|$)")
+# whitespace or the end of the paragraph. A run is only tried from its first
+# character and never given back (possessive), so a long run of dots that is not
+# followed by whitespace costs one scan, not one per dot.
+_BOUNDARY_RE = re.compile(r"(?<![.!?\u2026])([.!?\u2026]++)([\"'\u201d\u2019\u00bb)\]]*+)(?=\s|$)")
 _PARAGRAPH_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _OPENERS = "\"'\u201c\u2018\u00ab([{"
 

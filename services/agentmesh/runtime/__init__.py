@@ -36,6 +36,7 @@ from agentmesh.runtime.types import (
     TextPart,
     Usage,
 )
+from agentmesh.runtime.work import WorkPool, offload
 
 __all__ = [
     "Agent",
@@ -63,10 +64,12 @@ __all__ = [
     "TextPart",
     "Unavailable",
     "Usage",
+    "WorkPool",
     "agent",
     "agent_server",
     "collect",
     "load_settings",
+    "offload",
     "run",
     "serve",
     "wire",

@@ -4,8 +4,10 @@
 server reflection, message-size limits, keepalive and a graceful drain:
 
 1. health turns NOT_SERVING for every service (load balancers stop routing);
-2. after ``drain_delay`` seconds new calls are refused;
-3. in-flight calls get ``grace_period`` seconds to finish, then are cancelled.
+2. after ``drain_delay`` seconds new calls are refused, and health Watch
+   streams end, so that they do not count as calls in flight;
+3. in-flight calls get ``grace_period`` seconds to finish, then are cancelled
+   (logged as "grace period over"); an idle server stops at once.
 
 ``serve_until_signal`` runs that drain on SIGTERM or SIGINT.
 """
@@ -20,9 +22,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from agentmesh.runtime.decoding import RequestDecodingInterceptor
+from agentmesh.runtime.health import SERVING, HealthService, add_health
 from agentmesh.runtime.limits import LimitsInterceptor
 from agentmesh.runtime.settings import ServerSettings
 from agentmesh.runtime.tls import TLSConfigError, server_credentials
@@ -78,12 +83,18 @@ class GrpcServer:
         self.settings = settings
         self._services = list(services)
         # Telemetry first: its span is current while later interceptors run.
-        # Limits last: callers are authenticated and admitted before their
+        # Then requests that do not parse are refused, before anything reads
+        # them. Limits last: callers are authenticated and admitted before their
         # request's shape is looked at.
-        self._interceptors = [TelemetryInterceptor(), *interceptors, LimitsInterceptor(settings)]
+        self._interceptors = [
+            TelemetryInterceptor(),
+            RequestDecodingInterceptor(),
+            *interceptors,
+            LimitsInterceptor(settings),
+        ]
         self._on_stopped = on_stopped
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = HealthService()
         self._stopping: asyncio.Task[None] | None = None
         self._health_server: grpc.aio.Server | None = None
         self.port = 0
@@ -98,13 +109,12 @@ class GrpcServer:
         )
         for service in self._services:
             service.add_to(server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        add_health(self._health, server)
         names = [s.name for s in self._services]
         if self.settings.reflection:
-            reflection.enable_server_reflection(
-                [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-            )
-            _enable_reflection_v1(server, names)
+            listed = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME, ReflectionV1Service]
+            reflection.enable_server_reflection(listed, server)
+            _enable_reflection_v1(server, listed)
         try:
             credentials = server_credentials(self.settings)
         except TLSConfigError as exc:
@@ -113,7 +123,7 @@ class GrpcServer:
         if credentials is not None and self.settings.health_port is not None:
             # Kubelet's gRPC probes cannot speak TLS: health alone, in plaintext.
             self._health_server = grpc.aio.server(options=server_options(self.settings))
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            add_health(self._health, self._health_server)
             self.health_port = _listen(
                 self._health_server, f"{self.settings.host}:{self.settings.health_port}", None
             )
@@ -121,7 +131,7 @@ class GrpcServer:
         await server.start()
         self._server, self.port = server, port
         for name in ("", *names):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self._health.set(name, SERVING)
         return port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -135,10 +145,18 @@ class GrpcServer:
             return
         grace = self.settings.grace_period if grace is None else grace
         log.info("draining", extra={"drain_delay": self.settings.drain_delay, "grace": grace})
-        await self._health.enter_graceful_shutdown()
+        self._health.drain()
         if self.settings.drain_delay:
             await asyncio.sleep(self.settings.drain_delay)
-        await self._server.stop(grace)
+        self._health.end_watches()
+        stopping = asyncio.ensure_future(self._server.stop(grace))
+        if grace:
+            await asyncio.wait([stopping], timeout=grace)
+            if not stopping.done():
+                log.warning(
+                    "grace period over: cancelling the calls still running", extra={"grace": grace}
+                )
+        await stopping
         if self._health_server is not None:
             await self._health_server.stop(0)
         if self._on_stopped is not None:
@@ -195,16 +213,17 @@ def _listen(
     return port
 
 
-def _enable_reflection_v1(server: grpc.aio.Server, names: Sequence[str]) -> None:
+def _enable_reflection_v1(server: grpc.aio.Server, listed: Sequence[str]) -> None:
     """Serve reflection under its v1 name too (wire-identical to v1alpha).
 
     grpcio-reflection only ships v1alpha; grpcurl, buf curl and Postman try v1
     first. The request and response messages of both versions are identical on
-    the wire, so the v1alpha servicer answers v1 calls unchanged.
+    the wire, so the v1alpha servicer answers v1 calls unchanged. The v1
+    service's descriptor (v1alpha's, renamed) joins the default pool so that
+    reflection can describe it like every service it lists.
     """
-    servicer = reflection.aio.ReflectionServicer(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    )
+    _register_reflection_v1_descriptor()
+    servicer = reflection.aio.ReflectionServicer(listed)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
@@ -217,6 +236,30 @@ def _enable_reflection_v1(server: grpc.aio.Server, names: Sequence[str]) -> None
             ),
         )
     )
+
+
+_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def _register_reflection_v1_descriptor() -> None:
+    pool = descriptor_pool.Default()
+    with contextlib.suppress(KeyError):
+        pool.FindFileByName(_V1_FILE)
+        return
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = proto.package, "grpc.reflection.v1"
+    proto.name, proto.package = _V1_FILE, new
+    proto.options.Clear()  # v1alpha's Java/C# package options do not apply
+    for message in proto.message_type:
+        for field in message.field:
+            if field.type_name.startswith(f".{old}."):
+                field.type_name = f".{new}." + field.type_name.removeprefix(f".{old}.")
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = f".{new}." + method.input_type.removeprefix(f".{old}.")
+            method.output_type = f".{new}." + method.output_type.removeprefix(f".{old}.")
+    pool.AddSerializedFile(proto.SerializeToString())
 
 
 async def run_server(server: GrpcServer) -> None:

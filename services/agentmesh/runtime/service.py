@@ -25,6 +25,7 @@ from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import ServerSettings, load_settings
 from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.runtime.types import Request
+from agentmesh.runtime.work import WorkPool, bind
 from agentmesh.telemetry import start_telemetry
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -35,8 +36,11 @@ Context = grpc.aio.ServicerContext[pb.InvokeRequest, object]
 
 
 class AgentServicer(agent_pb2_grpc.AgentServicer):
-    def __init__(self, agent: Agent, settings: ServerSettings) -> None:
+    def __init__(
+        self, agent: Agent, settings: ServerSettings, work: WorkPool | None = None
+    ) -> None:
         self._agent = agent
+        self._work = work
         self._name = agent.card.name
         self._max_parts = settings.max_parts
         self._card = wire.card_to_proto(agent.card)
@@ -51,6 +55,8 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             request, time_remaining=context.time_remaining(), max_parts=self._max_parts
         )
         skill = self._agent.resolve_skill(domain.skill)
+        if self._work is not None:
+            bind(self._work, domain.deadline)  # offload() in this call uses them
         trace.get_current_span().set_attributes(
             {"agentmesh.agent": self._name, "agentmesh.skill": skill}
         )
@@ -97,7 +103,13 @@ def agent_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
     """A :class:`GrpcServer` serving ``agent`` (not started)."""
-    servicer = AgentServicer(agent, settings)
+    work = WorkPool(settings.work_processes, name=agent.card.name)
+    servicer = AgentServicer(agent, settings, work)
+
+    async def stopped() -> None:
+        await work.close()
+        await agent.shutdown()
+
     return GrpcServer(
         settings,
         [
@@ -106,7 +118,7 @@ def agent_server(
             )
         ],
         interceptors=interceptors,
-        on_stopped=agent.shutdown,
+        on_stopped=stopped,
     )
 
 

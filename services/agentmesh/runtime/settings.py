@@ -68,6 +68,13 @@ class ServerSettings(BaseSettings):
         le=86_400,
         description="longest one call may run, a stream included, whatever its deadline",
     )
+    work_processes: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="processes an agent runs its CPU-heavy work in (started on first use); "
+        "more calls at once wait for one",
+    )
     tls_cert_file: Path | None = Field(
         None, description="PEM server certificate (chain); set with tls_key_file to serve TLS"
     )

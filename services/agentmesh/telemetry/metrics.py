@@ -29,6 +29,12 @@ RPC_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RPC_IN_FLIGHT = Gauge("agentmesh_rpc_in_flight", "RPCs being served now", ["method"])
+WORK_ABANDONED = Counter(
+    "agentmesh_work_abandoned",
+    "Agent work stopped because its call was cancelled or ran out of time, by how it "
+    "stopped (interrupted, or killed and replaced)",
+    ["agent", "outcome"],
+)
 
 # -- the gateway's calls to agents --------------------------------------------
 UPSTREAM_REQUESTS = Counter(

@@ -3,7 +3,6 @@ model configured, the model explains the findings and reviews what static checks
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, Field
@@ -11,7 +10,7 @@ from pydantic import BaseModel, Field
 from agentmesh.agents._model import ModelAgent, model_result
 from agentmesh.agents.code_reviewer import logic
 from agentmesh.llm import LLMClient
-from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem
+from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem, offload
 
 #: Most source characters and findings shown to the model (the static review covers all).
 MODEL_SOURCE_CHARS = 24_000
@@ -64,7 +63,7 @@ class CodeReviewerAgent(ModelAgent):
     async def _review(self, request: Request) -> tuple[str, logic.Review]:
         source = request.require_text(max_chars=logic.MAX_SOURCE_BYTES)
         filename = request.str_option("filename", "<input>")
-        return source, await asyncio.to_thread(logic.review, source, filename=filename)
+        return source, await offload(logic.review, source, filename=filename)
 
     async def offline(self, request: Request) -> Result:
         _, review = await self._review(request)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,18 +235,25 @@ def _parse(source: str) -> ast.Module:
         raise LimitExceeded("source", "is nested too deeply to parse") from None
 
 
-def _scoped_nodes(tree: ast.Module) -> list[tuple[ast.AST, ast.AST]]:
-    """Every node with its enclosing scope node, checking the depth on the way."""
+def _scoped_nodes(tree: ast.Module) -> tuple[list[tuple[ast.AST, ast.AST]], list[int]]:
+    """Every node with its enclosing scope node, checking the depth on the way.
+
+    Parents come before their children; the second list gives, for each node,
+    the index of its parent (-1 for the module).
+    """
     nodes: list[tuple[ast.AST, ast.AST]] = []
-    stack: list[tuple[ast.AST, ast.AST, int]] = [(tree, tree, 1)]
+    parents: list[int] = []
+    stack: list[tuple[ast.AST, ast.AST, int, int]] = [(tree, tree, 1, -1)]
     while stack:
-        node, scope, depth = stack.pop()
+        node, scope, depth, parent = stack.pop()
         if depth > MAX_AST_DEPTH:
             raise LimitExceeded("source", f"nesting is deeper than {MAX_AST_DEPTH} levels")
+        index = len(nodes)
         nodes.append((node, scope))
+        parents.append(parent)
         inner = node if isinstance(node, _SCOPES) else scope
-        stack.extend((child, inner, depth + 1) for child in ast.iter_child_nodes(node))
-    return nodes
+        stack.extend((child, inner, depth + 1, index) for child in ast.iter_child_nodes(node))
+    return nodes, parents
 
 
 # --- complexity -------------------------------------------------------------------
@@ -407,12 +414,17 @@ def _is_test_file(filename: str) -> bool:
 class _Checker:
     """Applies the security rules to a parsed module; collects raw findings."""
 
-    def __init__(self, nodes: list[tuple[ast.AST, ast.AST]], filename: str) -> None:
+    def __init__(
+        self, nodes: list[tuple[ast.AST, ast.AST]], parents: list[int], filename: str
+    ) -> None:
         self.nodes = nodes
+        self.parents = parents
         self.aliases = _aliases(nodes)
         self.check_asserts = not _is_test_file(filename)
         self.findings: list[tuple[str, str, ast.AST, str]] = []
+        self.reads_input = self._subtrees_with(self._calls_input)
         self.tainted = self._tainted_names()
+        self.from_user = self._subtrees_with(self._is_user_data) if self.reads_input else set()
 
     def add(self, rule: str, severity: str, node: ast.AST, message: str) -> None:
         self.findings.append((rule, severity, node, message))
@@ -420,10 +432,31 @@ class _Checker:
     def name(self, expr: ast.expr) -> str | None:
         return _dotted(expr, self.aliases)
 
-    def _reads_input(self, expr: ast.AST) -> bool:
-        return any(
-            isinstance(n, ast.Call) and self.name(n.func) in _INPUT_CALLS for n in ast.walk(expr)
-        )
+    def _subtrees_with(self, test: Callable[[ast.AST, ast.AST], bool]) -> set[int]:
+        """Ids of the nodes whose subtree holds a node passing ``test(node, scope)``.
+
+        Every parent precedes its children in ``nodes``, so one pass in reverse
+        order marks a node before its parent is reached: linear, however deeply
+        calls nest (walking each ``eval(...)`` argument anew costs depth x size).
+        """
+        marked = [False] * len(self.nodes)
+        found: set[int] = set()
+        for index in range(len(self.nodes) - 1, -1, -1):
+            node, scope = self.nodes[index]
+            if marked[index] or test(node, scope):
+                found.add(id(node))
+                if self.parents[index] >= 0:
+                    marked[self.parents[index]] = True
+        return found
+
+    def _calls_input(self, node: ast.AST, scope: ast.AST) -> bool:
+        return isinstance(node, ast.Call) and self.name(node.func) in _INPUT_CALLS
+
+    def _is_user_data(self, node: ast.AST, scope: ast.AST) -> bool:
+        """input() itself, or a variable assigned from it in the scope where it is read."""
+        if isinstance(node, ast.Name):
+            return node.id in self.tainted.get(id(scope), ())
+        return id(node) in self.reads_input
 
     def _tainted_names(self) -> dict[int, set[str]]:
         """Per scope (by id), the variables assigned from input() anywhere in it."""
@@ -432,7 +465,7 @@ class _Checker:
             if (
                 isinstance(node, ast.Assign | ast.AnnAssign | ast.NamedExpr)
                 and node.value
-                and self._reads_input(node.value)
+                and id(node.value) in self.reads_input
             ):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for target in targets:
@@ -441,9 +474,9 @@ class _Checker:
         return tainted
 
     def run(self) -> list[tuple[str, str, ast.AST, str]]:
-        for node, scope in self.nodes:
+        for node, _ in self.nodes:
             if isinstance(node, ast.Call):
-                self.call(node, scope)
+                self.call(node)
             elif isinstance(node, ast.ExceptHandler):
                 self.handler(node)
             elif isinstance(node, ast.Assign | ast.AnnAssign):
@@ -536,7 +569,7 @@ class _Checker:
                 f"except {caught}: pass silently swallows every error; log or narrow it",
             )
 
-    def call(self, node: ast.Call, scope: ast.AST) -> None:
+    def call(self, node: ast.Call) -> None:
         name = self.name(node.func)
         for keyword in node.keywords:
             if keyword.arg:
@@ -552,13 +585,7 @@ class _Checker:
             return
         if name in _EVAL_CALLS:
             function = name.rsplit(".", 1)[-1]
-            tainted = self.tainted.get(id(scope), set())
-            from_user = any(
-                self._reads_input(arg)
-                or any(isinstance(n, ast.Name) and n.id in tainted for n in ast.walk(arg))
-                for arg in node.args
-            )
-            if from_user:
+            if any(id(arg) in self.from_user for arg in node.args):
                 self.add(
                     "eval-user-input",
                     _HIGH,
@@ -676,9 +703,9 @@ def review(source: str, *, filename: str = "<input>") -> Review:
     """
     _check_inputs(source, filename)
     tree = _parse(source)
-    nodes = _scoped_nodes(tree)
+    nodes, parents = _scoped_nodes(tree)
 
-    raw = _Checker(nodes, filename).run()
+    raw = _Checker(nodes, parents, filename).run()
     functions: list[FunctionComplexity] = []
     for function, qualname in _functions(tree):
         complexity = cyclomatic_complexity(function)

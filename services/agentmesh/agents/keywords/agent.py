@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from agentmesh.agents.keywords import logic
-from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill
+from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill, offload
 
 
 class KeywordsAgent(Agent):
@@ -32,11 +30,11 @@ class KeywordsAgent(Agent):
     async def invoke(self, request: Request) -> Result:
         text = request.require_text(max_chars=logic.MAX_TEXT_CHARS)
         if request.skill == "entities":
-            entities = await asyncio.to_thread(logic.extract_entities, text)
+            entities = await offload(logic.extract_entities, text)
             lines = [f"{e.kind}: {e.text}" for e in entities]
             return Result.of(
                 text="\n".join(lines), data={"entities": [e.to_dict() for e in entities]}
             )
         limit = request.int_option("max_keywords", 10, minimum=1, maximum=logic.MAX_KEYWORDS)
-        report = await asyncio.to_thread(logic.analyze, text, max_keywords=limit)
+        report = await offload(logic.analyze, text, max_keywords=limit)
         return Result.of(text=", ".join(k.text for k in report.keywords), data=report.to_dict())

@@ -215,8 +215,12 @@ _AMOUNT = r"(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 _NUMBER_END = r"(?![\w])(?![.,]\d)"
 
 _URL_RE = re.compile(r"\b(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
+# An address starts only where its local part can start: after no character the
+# local part may hold ("%" included). Each run of such characters is then tried
+# from its first one only, so input like "a%a%a%..." costs one scan, not one per
+# character of the run.
 _EMAIL_RE = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-])?"
+    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-])?"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}\b"
 )
 _DATE_RES = (

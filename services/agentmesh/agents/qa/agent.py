@@ -3,13 +3,12 @@ and by the configured model over the retrieved passages when there is one."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from agentmesh.agents._model import ModelAgent
 from agentmesh.agents.qa import logic
 from agentmesh.llm import LLMClient
-from agentmesh.runtime import InvalidInput, Request, Result, StreamItem, TextPart
+from agentmesh.runtime import InvalidInput, Request, Result, StreamItem, TextPart, offload
 from agentmesh.runtime.types import AgentCard, JSONValue, Skill
 
 #: Contexts up to this size go to the model whole; longer ones as their best passages.
@@ -43,14 +42,14 @@ class QAAgent(ModelAgent):
     async def offline(self, request: Request) -> Result:
         question, context = _question_and_context(request)
         top_k = request.int_option("top_k", 3, minimum=1, maximum=logic.MAX_TOP_K)
-        answer = await asyncio.to_thread(logic.answer, question, context, top_k=top_k)
+        answer = await offload(logic.answer, question, context, top_k=top_k)
         return Result.of(text=answer.answer, data=answer.to_dict())
 
     async def with_model(self, request: Request, llm: LLMClient) -> AsyncIterator[StreamItem]:
         question, context = _question_and_context(request)
         top_k = request.int_option("top_k", 3, minimum=1, maximum=logic.MAX_TOP_K)
         # Retrieval validates the inputs and ranks the passages the answer rests on.
-        retrieved = await asyncio.to_thread(logic.answer, question, context, top_k=logic.MAX_TOP_K)
+        retrieved = await offload(logic.answer, question, context, top_k=logic.MAX_TOP_K)
         if len(context) <= MODEL_CONTEXT_CHARS:
             shown = context
         else:  # the best passages, in the order they appear in the context

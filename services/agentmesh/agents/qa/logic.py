@@ -94,16 +94,18 @@ def bm25_scores(query: list[str], documents: list[list[str]]) -> list[float]:
     idf = _idf(documents)
     total = sum(len(d) for d in documents)
     average = total / len(documents) if total else 1.0
-    terms = list(dict.fromkeys(query))
+    # Query term -> its position: a document's matching terms are found from the
+    # document's side (linear in the context, whatever the question's length) and
+    # summed in query order, so equal documents get bit-for-bit equal scores.
+    position = {term: index for index, term in enumerate(dict.fromkeys(query))}
     scores: list[float] = []
     for document in documents:
         counts = Counter(document)
         norm = K1 * (1.0 - B + B * len(document) / average)
         score = 0.0
-        for term in terms:
-            tf = counts.get(term, 0)
-            if tf:
-                score += idf[term] * tf * (K1 + 1.0) / (tf + norm)
+        for term in sorted((t for t in counts if t in position), key=position.__getitem__):
+            tf = counts[term]
+            score += idf[term] * tf * (K1 + 1.0) / (tf + norm)
         scores.append(score)
     return scores
 

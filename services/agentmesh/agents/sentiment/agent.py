@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from agentmesh.agents.sentiment import logic
-from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill
+from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill, offload
 
 
 class SentimentAgent(Agent):
@@ -26,5 +24,5 @@ class SentimentAgent(Agent):
 
     async def invoke(self, request: Request) -> Result:
         text = request.require_text(max_chars=logic.MAX_TEXT_CHARS)
-        report = await asyncio.to_thread(logic.analyze, text)
+        report = await offload(logic.analyze, text)
         return Result.of(text=f"{report.label} ({report.score:+.3f})", data=report.to_dict())

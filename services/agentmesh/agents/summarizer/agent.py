@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from agentmesh.agents._model import ModelAgent
 from agentmesh.agents.summarizer import logic
 from agentmesh.llm import LLMClient
-from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem
+from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem, offload
 from agentmesh.runtime.types import JSONValue
 
 ROLE_PROMPT = (
@@ -45,9 +44,7 @@ class SummarizerAgent(ModelAgent):
             if "ratio" in request.options
             else None
         )
-        summary = await asyncio.to_thread(
-            logic.summarize, text, max_sentences=sentences, ratio=ratio
-        )
+        summary = await offload(logic.summarize, text, max_sentences=sentences, ratio=ratio)
         return text, summary
 
     async def offline(self, request: Request) -> Result:
