@@ -377,9 +377,12 @@ async def _watch_health(agent: str, replica: Replica) -> None:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 replica.health = Health.UNKNOWN  # an agent without health: never skipped
                 return
-        # The stream ended: the agent stopped or restarts. Unknown is not a
-        # reason to skip it; failed calls and ejection handle a dead replica.
-        replica.health = Health.UNKNOWN
+        # The stream ended. After NOT_SERVING it is a draining agent closing its
+        # watchers: it stays skipped until a new stream says otherwise. Otherwise
+        # the agent stopped or restarts; unknown is not a reason to skip it
+        # (failed calls and ejection handle a dead replica).
+        if replica.health is not Health.NOT_SERVING:
+            replica.health = Health.UNKNOWN
         await asyncio.sleep(pause)
         pause = min(pause * 2, 2.0)
 
