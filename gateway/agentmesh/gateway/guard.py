@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeAlias
 
 import grpc
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from agentmesh.gateway.auth import (
     ANONYMOUS,
@@ -48,6 +48,7 @@ from agentmesh.gateway.auth import (
 from agentmesh.gateway.resilience.interceptor import RETRY_AFTER, client_identity
 from agentmesh.gateway.resilience.policy import RateLimitPolicy
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
+from agentmesh.telemetry.interceptor import METADATA_GETTER
 from agentmesh.telemetry.metrics import RATE_LIMITED
 from agentmesh.v1 import gateway_pb2
 
@@ -187,10 +188,15 @@ class Guard:
         request: object | None,
         decision: str,
         status: grpc.StatusCode,
+        metadata: Metadata = None,
     ) -> None:
         if self.audit_log is None:
             return
         context = trace.get_current_span().get_span_context()
+        if not context.is_valid and metadata:
+            # Tracing off here: the caller's trace, as it sent it.
+            parent = propagate.extract(metadata, getter=METADATA_GETTER)
+            context = trace.get_current_span(parent).get_span_context()
         self.audit_log.write(
             {
                 "ts": round(time.time(), 3),
@@ -269,6 +275,7 @@ def _wrap(handler: Handler, guard: Guard, method: str, metadata: Metadata) -> Ha
                 request=request,
                 decision=DENY,
                 status=exc.code,
+                metadata=metadata,
             )
             wait = exc.retry_after
             trailing = () if wait is None else ((RETRY_AFTER, f"{wait:.3f}"),)
@@ -285,6 +292,7 @@ def _wrap(handler: Handler, guard: Guard, method: str, metadata: Metadata) -> Ha
             request=request,
             decision=ALLOW,
             status=_status(context, exc),
+            metadata=metadata,
         )
 
     serializers: dict[str, Any] = {
