@@ -272,7 +272,7 @@ async def _serving(address: str) -> bool:
 async def test_callers_with_a_too_short_deadline_leave_the_breaker_closed(spawn: Spawn) -> None:
     port = free_port()
     await start_agent(spawn, "slow", port)
-    config = {"agents": {"slow": {"address": f"127.0.0.1:{port}"}}}
+    config: dict[str, Any] = {"agents": {"slow": {"address": f"127.0.0.1:{port}"}}}
     async with gateway_with(config) as (_, stub, _):
         for _ in range(5):
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -281,8 +281,8 @@ async def test_callers_with_a_too_short_deadline_leave_the_breaker_closed(spawn:
         info_after = await breaker_of(stub, "slow")
         assert info_after.breaker.state == gateway_pb2.BREAKER_STATE_CLOSED
         assert info_after.breaker.failures == 0
-        # The gateway's own per-agent timeout, when it binds, does count.
-    config["agents"]["slow"]["timeout"] = 0.05  # type: ignore[index]
+    # The gateway's own per-agent timeout, when it binds, does count.
+    config["agents"]["slow"]["timeout"] = 0.05
     async with gateway_with(config) as (_, stub, _):
         for _ in range(5):
             with pytest.raises(grpc.aio.AioRpcError):
