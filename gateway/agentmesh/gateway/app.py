@@ -50,7 +50,15 @@ def redis_client(settings: GatewaySettings) -> aioredis.Redis | None:
     if not settings.redis_url:
         return None
     options: dict[str, Any] = {}
-    if settings.redis_password is not None:
+    if settings.redis_password_file is not None:
+        try:
+            secret = settings.redis_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"redis_password_file: cannot read {settings.redis_password_file}: {exc.strerror}"
+            ) from None
+        options["password"] = secret
+    elif settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()
     if settings.redis_tls_ca_file is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)

@@ -148,6 +148,9 @@ class GatewaySettings(AuthSettings):
     redis_password: SecretStr | None = Field(
         None, description="Redis password (AUTH), e.g. from a Secret; overrides one in redis_url"
     )
+    redis_password_file: Path | None = Field(
+        None, description="file holding the Redis password (a mounted Secret); beats redis_password"
+    )
     redis_tls_ca_file: Path | None = Field(
         None, description="PEM CA bundle trusted for a rediss:// Redis (default: the system's)"
     )
