@@ -274,7 +274,7 @@ async def test_a_cancel_and_a_completion_cannot_both_win(
     store: MemoryJobStore | RedisJobStore,
 ) -> None:
     job = new_job("race1")
-    await store.create(job, invoke_job("a", "", "x"))
+    await store.create(job, invoke_job("a", "", "x"), owner="t")
     claim = await store.claim(15, wait=1)
     assert claim is not None
     started = await store.transition(
@@ -302,7 +302,7 @@ async def test_a_runner_whose_lease_lapsed_cannot_overwrite_the_result(
     store: MemoryJobStore | RedisJobStore,
 ) -> None:
     job = new_job("fenced1")
-    await store.create(job, invoke_job("a", "", "x"))
+    await store.create(job, invoke_job("a", "", "x"), owner="t")
     stale = await store.claim(0.05, wait=1)  # a lease that lapses at once
     assert stale is not None
     await store.transition(
@@ -342,7 +342,7 @@ async def test_a_runner_whose_lease_lapsed_cannot_overwrite_the_result(
 
 async def test_a_cancelled_watcher_leaves_the_memory_store_working() -> None:
     store = MemoryJobStore()
-    await store.create(new_job("w1"), invoke_job("a", "", "x"))
+    await store.create(new_job("w1"), invoke_job("a", "", "x"), owner="t")
     claim = await store.claim(15, wait=1)
     assert claim is not None
     waiters = [

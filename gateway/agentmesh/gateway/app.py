@@ -3,40 +3,73 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
+from a2a.types import a2a_pb2 as a2a_types
 
 from agentmesh.gateway.a2a import a2a_binding
-from agentmesh.gateway.auth import (
-    AuthConfigError,
-    Authenticator,
-    AuthInterceptor,
-    JobQuota,
-    authenticated_identity,
-)
+from agentmesh.gateway.a2a.convert import work_for
+from agentmesh.gateway.auth import AuthConfigError, Authenticator
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
 from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
+from agentmesh.gateway.guard import AuditLog, Guard, GuardInterceptor
 from agentmesh.gateway.jobs import JobManager, JobSettings
 from agentmesh.gateway.jobstore import JobStore, MemoryJobStore, RedisJobStore
 from agentmesh.gateway.registry import Registry
-from agentmesh.gateway.resilience.interceptor import RateLimitInterceptor
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.gateway.routing import Router
 from agentmesh.gateway.servicer import GatewayServicer
 from agentmesh.gateway.upstream import Upstream
 from agentmesh.gateway.workflows import WorkflowService, load_catalog
+from agentmesh.runtime.errors import AgentError
 from agentmesh.runtime.logs import configure_logging
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import load_settings
 from agentmesh.runtime.tls import TLSConfigError
 from agentmesh.telemetry import start_telemetry
-from agentmesh.v1 import gateway_pb2_grpc
+from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 
 GATEWAY_SERVICE = "agentmesh.v1.Gateway"
+
+log = logging.getLogger("agentmesh.gateway")
+
+
+def redis_client(settings: GatewaySettings) -> aioredis.Redis | None:
+    """The gateway's Redis client (``redis://`` or TLS ``rediss://``), or None without one.
+
+    A bounded pool that waits for a free connection: many watchers share a few.
+    """
+    if not settings.redis_url:
+        return None
+    options: dict[str, Any] = {}
+    if settings.redis_password_file is not None:
+        try:
+            secret = settings.redis_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"redis_password_file: cannot read {settings.redis_password_file}: {exc.strerror}"
+            ) from None
+        options["password"] = secret
+    elif settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    return aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=10,
+            **options,
+        )
+    )
 
 
 class Gateway:
@@ -48,16 +81,7 @@ class Gateway:
         workflows = load_catalog(config, settings)
         self.registry = Registry(config, settings)
         self.upstream = Upstream(settings, self.registry)
-        # A bounded pool that waits for a free connection: many watchers share a few.
-        self.redis: aioredis.Redis | None = (
-            aioredis.Redis(
-                connection_pool=aioredis.BlockingConnectionPool.from_url(
-                    settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
-                )
-            )
-            if settings.redis_url
-            else None
-        )
+        self.redis = redis_client(settings)
         self.router = Router(self.registry, self.upstream, config)
         self.cache: ResponseCache = (
             RedisCache(self.redis)
@@ -77,14 +101,14 @@ class Gateway:
             max_parts=settings.max_parts,
             max_bytes=settings.workflow_max_bytes,
         )
-        store: JobStore = (
+        self.job_store: JobStore = (
             RedisJobStore(self.redis)
             if self.redis
             else MemoryJobStore(max_bytes=settings.job_store_max_bytes)
         )
         self.dispatcher.attach(workflows=self.workflows, fanout=self.fanout)
         self.jobs = JobManager(
-            store,
+            self.job_store,
             dispatcher=self.dispatcher,
             fanout=self.fanout,
             workflows=lambda: self.workflows,
@@ -105,23 +129,65 @@ class Gateway:
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
         )
         self.authenticator = Authenticator.from_settings(settings)
-        # Per-key max_jobs, counted for SubmitJob and A2A messages alike.
-        self.job_quota = JobQuota(lambda: self.jobs)
-        self.rate_limiter = RateLimiter(self.authenticator.rate_policy(config.rate_limit))
-        # Authentication before the rate limit: callers are limited by their key.
-        limits: list[grpc.aio.ServerInterceptor] = []
-        if self.authenticator.configured:
-            limits.append(AuthInterceptor(self.authenticator, quota=self.job_quota))
-        if self.rate_limiter.enabled:
-            limits.append(
-                RateLimitInterceptor(self.rate_limiter, authenticated=authenticated_identity)
-            )
+        # With Redis, every replica draws from the same buckets.
+        self.rate_limiter = RateLimiter(
+            self.authenticator.rate_policy(config.rate_limit), redis=self.redis
+        )
+        # One check for every method of every service served here (see guard).
+        self.guard = Guard(
+            self.authenticator,
+            self.rate_limiter,
+            base_policy=config.rate_limit,
+            open_jobs=self.job_store.open_jobs,
+            cost=self.cost,
+            work_of=self._work_of,
+            audit=AuditLog.open(settings.audit_log),
+        )
+        limits: list[grpc.aio.ServerInterceptor] = [GuardInterceptor(self.guard)]
         self.server = GrpcServer(
             settings, [binding, a2a_binding(self)], interceptors=limits, on_stopped=self._close
         )
 
+    def cost(self, request: object) -> int:
+        """Rate-limit tokens a request spends: what it will call, counted at admission.
+
+        An invocation 1; a fan-out one per leg (its targets, or the agents offering its
+        skill) plus its aggregator; a declared workflow its steps (nested, parallel and
+        compensation steps counted), an inline one its top-level steps; a job its work.
+        """
+        if isinstance(request, gateway_pb2.SubmitJobRequest):
+            work = request.WhichOneof("work")
+            return 1 if work is None else self.cost(getattr(request, work))
+        if isinstance(request, gateway_pb2.FanOutRequest):
+            legs = len(request.targets) or len(self.registry.with_skill(request.skill))
+            return max(1, legs) + (1 if request.HasField("aggregator") else 0)
+        if isinstance(request, gateway_pb2.RunWorkflowRequest):
+            if request.HasField("definition"):
+                steps = request.definition.fields.get("steps")
+                return max(1, len(steps.list_value.values) if steps is not None else 1)
+            try:
+                return max(1, self.workflows.catalog.get(request.workflow).size)
+            except AgentError:
+                return 1
+        return 1
+
+    def _work_of(self, request: object) -> object | None:
+        """The job an A2A message asks for (its scopes and cost are the job's)."""
+        if isinstance(request, a2a_types.SendMessageRequest):
+            try:
+                return work_for(request, [e.name for e in self.registry.entries])
+            except Exception:  # refused with its own message by the handler
+                return None
+        return None
+
+    def reload_keys(self) -> bool:
+        """Read the keys file again (SIGHUP): revoked keys are refused from the next call."""
+        return self.guard.reload()
+
     async def _close(self) -> None:
         """Release what the parts hold, once the server has stopped serving."""
+        if self.guard.audit_log is not None:
+            self.guard.audit_log.close()
         await self.jobs.close()
         await self.registry.close()
         await self.cache.close()
@@ -140,6 +206,10 @@ class Gateway:
     async def serve(self) -> None:
         await self.registry.start()
         await self.jobs.start()
+        loop = asyncio.get_running_loop()
+        # SIGHUP: reload the keys file (a broken one keeps the keys in force).
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload_keys)
         await run_server(self.server)
 
 

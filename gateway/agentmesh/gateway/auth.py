@@ -10,6 +10,9 @@ stored hashed in a YAML/JSON file (``AGENTMESH_AUTH_KEYS_FILE``)::
         scopes: {agents: [summarizer, qa], skills: ["*"], workflows: [triage]}
         rate_limit: {rate: 5, burst: 10}     # optional, per second
         max_jobs: 10                         # optional, jobs queued or running
+      - id: oncall
+        hash: sha256:...
+        scopes: {agents: ["*"], skills: ["*"], workflows: ["*"], operator: true}
 
 A token's ``sub`` is its identity and its scopes are the ``agentmesh`` claim
 (same shape as a key's ``scopes``). A principal may call an agent, skill or
@@ -17,11 +20,17 @@ declared workflow its scopes list (``"*"``: any); a request that leaves the
 agent or skill to routing needs ``"*"`` there, and an inline workflow
 definition needs ``"*"`` everywhere.
 
-:class:`AuthInterceptor` applies all of this to ``agentmesh.v1`` methods;
-health and reflection stay open (``AGENTMESH_AUTH_OPEN_SERVICES``). Other
-services (e.g. an A2A endpoint) call :meth:`Authenticator.authenticate` and
-:func:`authorize` the same way. Failures are UNAUTHENTICATED or
-PERMISSION_DENIED with a message that never contains the key or token.
+Jobs and A2A tasks belong to the principal that created them
+(:attr:`Principal.owner`); a principal sees only its own unless its scopes
+say ``operator: true`` (:attr:`Principal.viewer` is then None: every job).
+With authentication off every caller is the one :data:`ANONYMOUS` principal.
+
+``agentmesh.gateway.guard`` applies all of this, with the rate limit, the job
+quota and the audit log, to every method of every service the gateway serves;
+health and reflection stay open (``AGENTMESH_AUTH_OPEN_SERVICES``). Failures
+are UNAUTHENTICATED or PERMISSION_DENIED with a message that never contains
+the key or token. The keys file is read again on :meth:`Authenticator.reload`
+(SIGHUP): a file that does not load leaves the keys in force as they were.
 """
 
 from __future__ import annotations
@@ -29,13 +38,12 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-import inspect
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import grpc
 import jwt
@@ -49,9 +57,6 @@ from agentmesh.runtime.settings import ServerSettings
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
-if TYPE_CHECKING:
-    from agentmesh.gateway.jobs import JobManager
-
 API_KEY_METADATA = "x-api-key"
 AUTHORIZATION_METADATA = "authorization"
 HASH_SCHEME = "sha256"
@@ -63,8 +68,6 @@ DEFAULT_OPEN_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only to the type checker
-Context = grpc.aio.ServicerContext[Any, Any]
 Metadata = Sequence[tuple[str, str | bytes]] | None
 
 
@@ -105,10 +108,14 @@ class AuthConfigError(ValueError):
 class AuthError(Exception):
     """A refused call: UNAUTHENTICATED or PERMISSION_DENIED with a caller-safe message."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, for a rate-limited call
+        self.principal: str | None = None  # who was refused, once authenticated
 
 
 def _unauthenticated(message: str) -> AuthError:
@@ -144,10 +151,15 @@ class Scopes(BaseModel):
     agents: tuple[str, ...] = ()
     skills: tuple[str, ...] = ()
     workflows: tuple[str, ...] = ()
+    operator: bool = False  # sees and cancels every principal's jobs and tasks
 
     @classmethod
     def everything(cls) -> Scopes:
         return cls(agents=(ANY,), skills=(ANY,), workflows=(ANY,))
+
+    @property
+    def calls_anything(self) -> bool:
+        return all(ANY in names for names in (self.agents, self.skills, self.workflows))
 
 
 class KeyEntry(BaseModel):
@@ -174,6 +186,16 @@ class Principal:
     scopes: Scopes
     max_jobs: int | None = None
 
+    @property
+    def owner(self) -> str:
+        """The owner recorded on the jobs and tasks this principal creates."""
+        return self.id
+
+    @property
+    def viewer(self) -> str | None:
+        """Whose jobs this principal may see: its own, or None (all) for an operator."""
+        return None if self.scopes.operator else self.id
+
 
 ANONYMOUS = Principal("anonymous", Scopes.everything())
 """The caller when authentication is optional and none was presented."""
@@ -186,6 +208,17 @@ _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 def current_principal() -> Principal | None:
     """The principal of the call being served (None outside an authenticated call)."""
     return _current.get()
+
+
+def caller() -> Principal:
+    """The principal of the call being served; :data:`ANONYMOUS` when none was set
+    (authentication off)."""
+    return _current.get() or ANONYMOUS
+
+
+def set_current_principal(principal: Principal | None) -> None:
+    """Make ``principal`` the current call's (the guard does, once it is admitted)."""
+    _current.set(principal)
 
 
 def authenticated_identity() -> str | None:
@@ -234,6 +267,7 @@ class Authenticator:
     scopes_claim: str = "agentmesh"
     leeway: float = 30.0
     open_services: frozenset[str] = frozenset(DEFAULT_OPEN_SERVICES)
+    keys_file: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Authenticator:
@@ -261,6 +295,7 @@ class Authenticator:
             scopes_claim=settings.auth_jwt_scopes_claim,
             leeway=settings.auth_jwt_leeway,
             open_services=frozenset(settings.auth_open_services),
+            keys_file=settings.auth_keys_file,
         )
         if authenticator.required and not authenticator.configured:
             raise AuthConfigError(
@@ -268,6 +303,16 @@ class Authenticator:
                 "or an auth_jwt_* key"
             )
         return authenticator
+
+    def reload(self) -> int:
+        """Read the keys file again and use its keys from the next call on; the number of
+        keys. Raises :class:`AuthConfigError` (and keeps the keys in force) when the file
+        does not load."""
+        if self.keys_file is None:
+            return len(self.keys)
+        keys = load_keys(self.keys_file).keys
+        self.keys = {k.hash: k for k in keys}
+        return len(keys)
 
     @property
     def configured(self) -> bool:
@@ -394,7 +439,7 @@ def _check_target(principal: Principal, agent: str, skill: str) -> None:
 
 def _check_workflow(principal: Principal, request: gateway_pb2.RunWorkflowRequest) -> None:
     if request.HasField("definition"):
-        if principal.scopes != Scopes.everything():
+        if not principal.scopes.calls_anything:
             raise _denied(
                 f"{principal.id} may run only declared workflows: an inline definition "
                 'needs "*" in every scope'
@@ -430,140 +475,3 @@ def authorize(principal: Principal, request: object) -> None:
         work = request.WhichOneof("work")
         if work is not None:
             authorize(principal, getattr(request, work))
-
-
-# -- the interceptor ---------------------------------------------------------
-
-
-class JobQuota:
-    """Jobs queued or running per principal, for ``max_jobs`` of its key.
-
-    Counts the jobs this gateway accepted for each principal; finished ones are
-    dropped when next counted (read back from the job store).
-    """
-
-    def __init__(self, jobs: Callable[[], JobManager | None]) -> None:
-        self._jobs = jobs
-        self._ids: dict[str, list[str]] = {}
-
-    async def check(self, principal: Principal) -> None:
-        limit = principal.max_jobs
-        manager = self._jobs()
-        if limit is None or manager is None:
-            return
-        active = []
-        for job_id in self._ids.get(principal.id, []):
-            try:
-                job = await manager.get(job_id)
-            except Exception:  # noqa: S112 - gone from the store: no longer counts
-                continue
-            if job.state in (pb.TASK_STATE_SUBMITTED, pb.TASK_STATE_WORKING):
-                active.append(job_id)
-        self._ids[principal.id] = active
-        if len(active) >= limit:
-            raise AuthError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"jobs: {len(active)} jobs of {principal.id} are queued or running; "
-                f"the limit is {limit} (max_jobs of the key)",
-            )
-
-    def record(self, principal: Principal, job: object) -> None:
-        if principal.max_jobs is not None and isinstance(job, gateway_pb2.Job):
-            self._ids.setdefault(principal.id, []).append(job.job_id)
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates every non-open method and authorizes gateway requests by scope.
-
-    The authenticated identity is :func:`authenticated_identity` for the
-    interceptors after this one (the per-client rate limit), so a caller is
-    rate limited by its key, not by the ``x-agentmesh-client`` label it sends.
-    """
-
-    def __init__(self, authenticator: Authenticator, *, quota: JobQuota | None = None) -> None:
-        """``quota`` counts SubmitJob calls (shared with the A2A service, whose tasks are jobs)."""
-        self._authenticator = authenticator
-        self._quota = quota or JobQuota(lambda: None)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method = handler_call_details.method
-        if self._authenticator.is_open(method):
-            return await continuation(handler_call_details)
-        metadata: Metadata = handler_call_details.invocation_metadata
-        try:
-            principal: Principal | AuthError = self._authenticator.authenticate(metadata)
-        except AuthError as exc:
-            principal = exc
-        # Seen by the interceptors after this one in the same call (the rate
-        # limit keys on it), and by the servicer.
-        _current.set(principal if isinstance(principal, Principal) else None)
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return self._wrap(handler, principal, method == f"{GATEWAY_PREFIX}SubmitJob")
-
-    def _wrap(self, handler: Handler, principal: Principal | AuthError, is_submit: bool) -> Handler:
-        quota = self._quota
-
-        async def admit(request: Any, context: Context) -> Principal:
-            try:
-                if isinstance(principal, AuthError):
-                    raise principal
-                authorize(principal, request)
-                if is_submit:
-                    await quota.check(principal)
-            except AuthError as exc:
-                await context.abort(exc.code, exc.message)
-            _current.set(principal)
-            return principal
-
-        serializers: dict[str, Any] = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            unary: Any = handler.unary_unary
-
-            async def unary_unary(request: Any, context: Context) -> Any:
-                admitted = await admit(request, context)
-                response = await unary(request, context)
-                if is_submit:
-                    quota.record(admitted, response)
-                return response
-
-            return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
-        if handler.unary_stream is not None:
-            streaming: Any = handler.unary_stream
-
-            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                await admit(request, context)
-                produced = streaming(request, context)
-                if inspect.isasyncgen(produced):
-                    async for item in produced:
-                        yield item
-                else:
-                    await produced
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
-        if handler.stream_stream is not None:
-            bidi: Any = handler.stream_stream
-
-            async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-                await admit(None, context)
-                async for item in bidi(requests, context):
-                    yield item
-
-            return grpc.stream_stream_rpc_method_handler(stream_stream, **serializers)
-        if handler.stream_unary is not None:
-            collect: Any = handler.stream_unary
-
-            async def stream_unary(requests: Any, context: Context) -> Any:
-                await admit(None, context)
-                return await collect(requests, context)
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
-        return handler

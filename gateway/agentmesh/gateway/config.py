@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentmesh.gateway.auth import AuthSettings
 from agentmesh.gateway.resilience.policy import (
@@ -136,6 +144,19 @@ class GatewaySettings(AuthSettings):
     )
     redis_max_connections: int = Field(
         64, ge=4, le=10_000, description="connections this gateway opens to Redis at most"
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password (AUTH), e.g. from a Secret; overrides one in redis_url"
+    )
+    redis_password_file: Path | None = Field(
+        None, description="file holding the Redis password (a mounted Secret); beats redis_password"
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for a rediss:// Redis (default: the system's)"
+    )
+    audit_log: bool | Path = Field(
+        False,
+        description="one JSON line per gateway call: true (stdout) or a file path to append to",
     )
 
 

@@ -7,6 +7,11 @@ the invocation's or workflow's own events. Watchers read the log from any
 offset, woken as it grows, until its terminal state event (always its last).
 Finished jobs are kept for ``job_ttl`` seconds.
 
+Every job belongs to its *owner* (the submitting principal's id). Reads take
+the ``viewer``: the owner id the caller may see, or None for a caller that
+sees every job (an operator, or the gateway itself). A job of another owner
+is NOT_FOUND with the same message as one that does not exist.
+
 Every state change is a compare-and-set in the store (see ``jobstore``): a
 cancel and a completion cannot both win, and CancelJob answers the state that
 won. A worker never dies with a job: whatever the job's run raises, or however
@@ -49,6 +54,7 @@ log = logging.getLogger("agentmesh.gateway.jobs")
 
 MAX_JOB_ID_CHARS = 64
 MAX_IDEMPOTENCY_KEY_CHARS = 128
+ANONYMOUS_OWNER = "anonymous"  # the one owner when authentication is off
 WATCH_WAIT = 10.0  # a watcher re-reads the job this often when nothing wakes it
 
 
@@ -135,10 +141,16 @@ class JobManager:
     # -- the API -----------------------------------------------------------
 
     async def submit(
-        self, request: gateway_pb2.SubmitJobRequest, *, scope: str = ""
+        self,
+        request: gateway_pb2.SubmitJobRequest,
+        *,
+        owner: str = ANONYMOUS_OWNER,
+        max_jobs: int | None = None,
     ) -> gateway_pb2.Job:
-        """Record and queue the job. A repeated ``idempotency_key`` (within ``scope``, the
-        caller's identity) returns the job the key first made."""
+        """Record and queue the job of ``owner``. A repeated ``idempotency_key`` (within
+        the owner's own keys) returns the job the key first made. ``max_jobs``: the most
+        jobs the owner may have queued or running (counted by the store, so shared by
+        every replica on a shared store)."""
         kind = request.WhichOneof("work")
         if kind is None:
             raise InvalidInput("work", "set invoke, workflow or fan_out")
@@ -181,7 +193,9 @@ class JobManager:
             created, new = await self._store.create(
                 job,
                 request,
-                idempotency_key=f"{scope}\x00{key}" if key else "",
+                owner=owner,
+                max_open=max_jobs,
+                idempotency_key=f"{owner}\x00{key}" if key else "",
                 keep_key_for=self._settings.ttl,
             )
         except IdempotencyConflict:
@@ -194,18 +208,21 @@ class JobManager:
             self._trace_contexts.pop(job.job_id, None)
         return created
 
-    async def get(self, job_id: str) -> gateway_pb2.Job:
+    async def get(self, job_id: str, *, viewer: str | None = None) -> gateway_pb2.Job:
+        """The job; NOT_FOUND when it does not exist or belongs to another than ``viewer``."""
         _check_id(job_id)
-        job = await self._store.get(job_id)
+        job = await self._store.get(job_id, owner=viewer)
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
         return job
 
-    async def watch(self, job_id: str, from_offset: int) -> AsyncIterator[gateway_pb2.JobEvent]:
+    async def watch(
+        self, job_id: str, from_offset: int, *, viewer: str | None = None
+    ) -> AsyncIterator[gateway_pb2.JobEvent]:
         """The job's events from ``from_offset``, each once, until its terminal state event."""
         if from_offset < 0:
             raise InvalidInput("from_offset", "must be 0 or more")
-        await self.get(job_id)
+        await self.get(job_id, viewer=viewer)
         offset = from_offset
         while True:
             events = await self._store.events(job_id, offset, wait=WATCH_WAIT)
@@ -222,9 +239,9 @@ class JobManager:
             if job.state in TERMINAL_STATES and offset >= job.event_count:
                 return
 
-    async def cancel(self, job_id: str) -> gateway_pb2.Job:
+    async def cancel(self, job_id: str, *, viewer: str | None = None) -> gateway_pb2.Job:
         """Cancel the job unless it has ended; the state that stands (CANCELED if this won)."""
-        job = await self.get(job_id)
+        job = await self.get(job_id, viewer=viewer)
         if job.state in TERMINAL_STATES:
             return job
         record = _copy(job)
@@ -245,12 +262,15 @@ class JobManager:
             await self._store.request_cancel(job_id)
         return outcome.job
 
-    async def list(self, limit: int, state: int) -> list[gateway_pb2.Job]:
-        """Summaries (no results), newest first."""
+    async def list(
+        self, limit: int, state: int, *, viewer: str | None = None
+    ) -> list[gateway_pb2.Job]:
+        """Summaries (no results), newest first: ``viewer``'s own (filtered in the store,
+        so a page is full of them), or every owner's when ``viewer`` is None."""
         limit = limit or 100
         if limit > 1000:
             raise InvalidInput("limit", "at most 1000")
-        return await self._store.recent(limit, state)
+        return await self._store.recent(limit, state, owner=viewer)
 
     # -- running -----------------------------------------------------------
 
@@ -527,4 +547,4 @@ def _check_id(job_id: str) -> None:
         raise InvalidInput("job_id", "not a job id (letters and digits, at most 64)")
 
 
-__all__ = ["JobManager", "JobSettings", "WorkflowRunner"]
+__all__ = ["ANONYMOUS_OWNER", "JobManager", "JobSettings", "WorkflowRunner"]

@@ -19,13 +19,22 @@ then run twice: jobs are at-least-once).
 
 Redis layout (``P`` = ``agentmesh:jobs:v2``)::
 
-    P:job:{id}         hash: state, job (Job bytes), request, fence, bytes
+    P:job:{id}         hash: state, job (Job bytes), request, fence, owner
     P:job:{id}:events  list of JobEvent bytes; the index is the offset
     P:idem:{key}       hash: job (the id), digest (of the request); expires
     P:pending          list of job ids waiting to run
     P:running          sorted set: job id -> lease expiry (unix ms)
     P:index            sorted set: job id -> creation time
+    P:owner:{owner}    sorted set: that owner's job ids -> creation time
+    P:open:{owner}     set: that owner's queued or running job ids
     P:events / P:queued / P:cancel   pub/sub: a log grew / work queued / cancel asked
+
+Every job has an *owner* (the principal that submitted it, see ``auth``): reads
+may name the owner they are allowed to see (``owner=None``: any), so a listing of
+one owner's jobs is filtered in the store, before its limit. The open (queued or
+running) jobs of each owner are counted where the job's transitions happen, so
+``create(max_open=...)`` enforces a per-owner quota atomically for every
+replica sharing the store.
 
 Watchers and idle workers are woken through one pub/sub connection per
 gateway, not one connection each.
@@ -86,14 +95,18 @@ class JobStore(Protocol):
         job: gateway_pb2.Job,
         work: gateway_pb2.SubmitJobRequest,
         *,
+        owner: str,
+        max_open: int | None = None,
         idempotency_key: str = "",
         keep_key_for: float = 0.0,
     ) -> tuple[gateway_pb2.Job, bool]:
-        """Record a new job (its SUBMITTED event at offset 0) and queue it.
+        """Record a new job of ``owner`` (its SUBMITTED event at offset 0) and queue it.
 
         With an ``idempotency_key`` seen in the last ``keep_key_for`` seconds,
         nothing is created: returns the job that key made, and False. A key
         reused for a different request raises :class:`IdempotencyConflict`.
+        When ``owner`` already has ``max_open`` jobs queued or running, raises
+        :class:`LimitExceeded` (checked and counted in the same atomic step).
         """
 
     async def claim(self, lease: float, *, wait: float) -> Claim | None:
@@ -124,15 +137,22 @@ class JobStore(Protocol):
     async def append(self, job_id: str, event: gateway_pb2.JobEvent, *, fence: int) -> int:
         """Append to a WORKING job's log; the offset it got. Raises :class:`Fenced`."""
 
-    async def get(self, job_id: str) -> gateway_pb2.Job | None: ...
+    async def get(self, job_id: str, *, owner: str | None = None) -> gateway_pb2.Job | None:
+        """The job, or None when it does not exist or (``owner`` given) is another's."""
 
     async def events(
         self, job_id: str, from_offset: int, *, wait: float, limit: int = 256
     ) -> list[gateway_pb2.JobEvent]:
         """Events from ``from_offset`` on; waits up to ``wait`` seconds for one when none yet."""
 
-    async def recent(self, limit: int, state: int = 0) -> list[gateway_pb2.Job]:
-        """Up to ``limit`` jobs (in ``state``, when not 0), newest first, without results."""
+    async def recent(
+        self, limit: int, state: int = 0, *, owner: str | None = None
+    ) -> list[gateway_pb2.Job]:
+        """Up to ``limit`` jobs (in ``state``, when not 0; of ``owner``, when given), newest
+        first, without results."""
+
+    async def open_jobs(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
 
     async def queued(self) -> int:
         """Jobs waiting to run."""
@@ -230,6 +250,7 @@ def _event_at(raw: bytes | gateway_pb2.JobEvent, offset: int) -> gateway_pb2.Job
 class _MemoryJob:
     job: gateway_pb2.Job
     work: gateway_pb2.SubmitJobRequest
+    owner: str
     events: list[gateway_pb2.JobEvent] = field(default_factory=list)
     fence: int = 0
     lease_until: float | None = None  # set while a runner holds it
@@ -248,6 +269,7 @@ class MemoryJobStore:
         self._signals = _Signals()
         self._cancels: asyncio.Queue[str] = asyncio.Queue()
         self._keys: dict[str, tuple[str, str, float]] = {}  # key -> job id, digest, until
+        self._open: dict[str, set[str]] = {}  # owner -> ids of its queued or running jobs
         self._clock = clock
         self._max_bytes = max_bytes
         self._bytes = 0
@@ -257,6 +279,8 @@ class MemoryJobStore:
         job: gateway_pb2.Job,
         work: gateway_pb2.SubmitJobRequest,
         *,
+        owner: str,
+        max_open: int | None = None,
         idempotency_key: str = "",
         keep_key_for: float = 0.0,
     ) -> tuple[gateway_pb2.Job, bool]:
@@ -269,9 +293,13 @@ class MemoryJobStore:
                 if known[1] != digest:
                     raise IdempotencyConflict(idempotency_key)
                 return self._read(self._jobs[known[0]]), False
+        open_ids = self._open.setdefault(owner, set())
+        if max_open is not None and len(open_ids) >= max_open:
+            raise _quota_exceeded(owner, len(open_ids), max_open)
         size = work.ByteSize() + 2 * job.ByteSize()
         self._make_room(size)
-        entry = _MemoryJob(_copy(job), work, size=size)
+        entry = _MemoryJob(_copy(job), work, owner, size=size)
+        open_ids.add(job.job_id)
         entry.events.append(gateway_pb2.JobEvent(state=_copy(job)))
         self._jobs[job.job_id] = entry
         self._bytes += size
@@ -344,6 +372,7 @@ class MemoryJobStore:
         self._bytes += grown
         if job.state in TERMINAL_STATES:
             entry.lease_until = None
+            self._close_open(entry.owner, job.job_id)
         if keep_for is not None:
             entry.forget_at = self._clock() + keep_for
         if requeue:
@@ -369,10 +398,12 @@ class MemoryJobStore:
             self._evict_finished()
         return len(entry.events) - 1
 
-    async def get(self, job_id: str) -> gateway_pb2.Job | None:
+    async def get(self, job_id: str, *, owner: str | None = None) -> gateway_pb2.Job | None:
         self._expire(self._clock())
         entry = self._jobs.get(job_id)
-        return None if entry is None else self._read(entry)
+        if entry is None or (owner is not None and entry.owner != owner):
+            return None
+        return self._read(entry)
 
     async def events(
         self, job_id: str, from_offset: int, *, wait: float, limit: int = 256
@@ -391,11 +422,13 @@ class MemoryJobStore:
         stored = entry.events[from_offset : from_offset + limit]
         return [_event_at(e, from_offset + i) for i, e in enumerate(stored)]
 
-    async def recent(self, limit: int, state: int = 0) -> list[gateway_pb2.Job]:
+    async def recent(
+        self, limit: int, state: int = 0, *, owner: str | None = None
+    ) -> list[gateway_pb2.Job]:
         self._expire(self._clock())
         found: list[gateway_pb2.Job] = []
         for entry in reversed(self._jobs.values()):
-            if state and entry.job.state != state:
+            if (state and entry.job.state != state) or (owner is not None and entry.owner != owner):
                 continue
             found.append(summary(self._read(entry)))
             if len(found) >= limit:
@@ -404,6 +437,16 @@ class MemoryJobStore:
 
     async def queued(self) -> int:
         return len(self._pending)
+
+    async def open_jobs(self, owner: str) -> int:
+        return len(self._open.get(owner, ()))
+
+    def _close_open(self, owner: str, job_id: str) -> None:
+        open_ids = self._open.get(owner)
+        if open_ids is not None:
+            open_ids.discard(job_id)
+            if not open_ids:
+                del self._open[owner]
 
     async def request_cancel(self, job_id: str) -> None:
         self._cancels.put_nowait(job_id)
@@ -447,6 +490,7 @@ class MemoryJobStore:
     def _forget(self, job_id: str) -> None:
         entry = self._jobs.pop(job_id, None)
         if entry is not None:
+            self._close_open(entry.owner, job_id)
             self._bytes -= entry.size
             self._signals.notify(job_id)
 
@@ -464,20 +508,36 @@ PREFIX = "agentmesh:jobs:v2"
 # Each script is one atomic step. Keys other than KEYS[] are derived from the prefix,
 # so the store needs one Redis (not a cluster).
 _CREATE = """
--- KEYS: job, events, pending, index, idempotency key
+-- KEYS: job, events, pending, index, idempotency key, owner's index, owner's open set
 -- ARGV: id, job bytes, request bytes, created_at, key ttl ms ('0': no key), digest,
---       queued channel, job key prefix, event bytes
+--       queued channel, job key prefix, event bytes, max open ('' no limit), owner
 if ARGV[5] ~= '0' then
   local known = redis.call('HMGET', KEYS[5], 'job', 'digest')
   if known[1] and redis.call('EXISTS', ARGV[8] .. known[1]) == 1 then
     return {0, known[1], known[2]}
   end
+end
+if ARGV[10] ~= '' then
+  local open = redis.call('SCARD', KEYS[7])
+  if open >= tonumber(ARGV[10]) then
+    -- Forget members whose job is gone (expired or evicted) before refusing.
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+      if redis.call('EXISTS', ARGV[8] .. id) == 0 then redis.call('SREM', KEYS[7], id) end
+    end
+    open = redis.call('SCARD', KEYS[7])
+    if open >= tonumber(ARGV[10]) then return {-1, open} end
+  end
+end
+if ARGV[5] ~= '0' then
   redis.call('HSET', KEYS[5], 'job', ARGV[1], 'digest', ARGV[6])
   redis.call('PEXPIRE', KEYS[5], ARGV[5])
 end
-redis.call('HSET', KEYS[1], 'state', '1', 'job', ARGV[2], 'request', ARGV[3], 'fence', '0')
+redis.call('HSET', KEYS[1], 'state', '1', 'job', ARGV[2], 'request', ARGV[3], 'fence', '0',
+           'owner', ARGV[11])
 redis.call('RPUSH', KEYS[2], ARGV[9])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('PUBLISH', ARGV[7], ARGV[1])
 return {1}
@@ -516,7 +576,7 @@ _TRANSITION = """
 -- KEYS: job, events, running, pending
 -- ARGV: id, allowed (',1,2,'), fence ('' any), new state, job bytes, event bytes,
 --       keep ms ('0' none), requeue ('1'), lapsed before ms ('' unchecked), terminal ('1'),
---       events channel, queued channel
+--       events channel, queued channel, owners' open-set prefix
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -2 end
 if not string.find(ARGV[2], ',' .. state .. ',', 1, true) then return -1 end
@@ -527,7 +587,11 @@ if ARGV[9] ~= '' then
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'job', ARGV[5])
 local length = redis.call('RPUSH', KEYS[2], ARGV[6])
-if ARGV[10] == '1' then redis.call('ZREM', KEYS[3], ARGV[1]) end
+if ARGV[10] == '1' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  if owner then redis.call('SREM', ARGV[13] .. owner, ARGV[1]) end
+end
 if ARGV[8] == '1' then
   redis.call('HINCRBY', KEYS[1], 'fence', 1)
   redis.call('ZREM', KEYS[3], ARGV[1])
@@ -627,6 +691,8 @@ class RedisJobStore:
         job: gateway_pb2.Job,
         work: gateway_pb2.SubmitJobRequest,
         *,
+        owner: str,
+        max_open: int | None = None,
         idempotency_key: str = "",
         keep_key_for: float = 0.0,
     ) -> tuple[gateway_pb2.Job, bool]:
@@ -640,6 +706,8 @@ class RedisJobStore:
                 f"{self._p}:pending",
                 f"{self._p}:index",
                 f"{self._p}:idem:{idempotency_key}",
+                f"{self._p}:owner:{owner}",
+                f"{self._p}:open:{owner}",
             ],
             args=[
                 job.job_id,
@@ -651,8 +719,12 @@ class RedisJobStore:
                 f"{self._p}:queued",
                 self._key(""),
                 gateway_pb2.JobEvent(state=job).SerializeToString(),
+                "" if max_open is None else max_open,
+                owner,
             ],
         )
+        if int(reply[0]) == -1:
+            raise _quota_exceeded(owner, int(reply[1]), max_open or 0)
         if int(reply[0]) == 1:
             created = _copy(job)
             created.event_count = 1
@@ -728,6 +800,7 @@ class RedisJobStore:
                 "1" if job.state in TERMINAL_STATES else "0",
                 f"{self._p}:events",
                 f"{self._p}:queued",
+                f"{self._p}:open:",
             ],
         )
         offset = int(offset)
@@ -749,12 +822,12 @@ class RedisJobStore:
             raise Fenced(job_id)
         return offset
 
-    async def get(self, job_id: str) -> gateway_pb2.Job | None:
+    async def get(self, job_id: str, *, owner: str | None = None) -> gateway_pb2.Job | None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hget(self._key(job_id), "job")
+            pipe.hmget(self._key(job_id), ["job", "owner"])
             pipe.llen(self._key(job_id, "events"))
-            raw, count = await pipe.execute()
-        if raw is None:
+            (raw, raw_owner), count = await pipe.execute()
+        if raw is None or (owner is not None and (raw_owner or b"").decode() != owner):
             return None
         job = gateway_pb2.Job.FromString(raw)
         job.event_count = int(count)
@@ -776,11 +849,14 @@ class RedisJobStore:
         )
         return [_event_at(raw, from_offset + i) for i, raw in enumerate(raws)]
 
-    async def recent(self, limit: int, state: int = 0) -> list[gateway_pb2.Job]:
+    async def recent(
+        self, limit: int, state: int = 0, *, owner: str | None = None
+    ) -> list[gateway_pb2.Job]:
         found: list[gateway_pb2.Job] = []
         start, page = 0, max(limit, 100)
+        index = f"{self._p}:index" if owner is None else f"{self._p}:owner:{owner}"
         while len(found) < limit:
-            ids = await self._redis.zrevrange(f"{self._p}:index", start, start + page - 1)
+            ids = await self._redis.zrevrange(index, start, start + page - 1)
             if not ids:
                 break
             start += page
@@ -795,12 +871,15 @@ class RedisJobStore:
                 elif (not state or int(raw_state) == state) and len(found) < limit:
                     found.append(summary(gateway_pb2.Job.FromString(raw_job)))
             if gone:
-                await self._redis.zrem(f"{self._p}:index", *gone)
+                await self._redis.zrem(index, *gone)
                 start -= len(gone)
         return found
 
     async def queued(self) -> int:
         return int(await _redis(self._redis.llen(f"{self._p}:pending")))
+
+    async def open_jobs(self, owner: str) -> int:
+        return int(await _redis(self._redis.scard(f"{self._p}:open:{owner}")))
 
     async def request_cancel(self, job_id: str) -> None:
         await self._redis.publish(f"{self._p}:cancel", job_id)
@@ -821,6 +900,14 @@ class RedisJobStore:
                 await self._listener
             self._listener = None
         self._signals.notify_all()
+
+
+def _quota_exceeded(owner: str, open_jobs: int, limit: int) -> LimitExceeded:
+    return LimitExceeded(
+        "max_jobs",
+        f"{open_jobs} jobs of {owner} are queued or running; the limit is {limit} "
+        "(max_jobs of the key)",
+    )
 
 
 def _ms(seconds: float) -> int:

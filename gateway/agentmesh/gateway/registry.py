@@ -268,7 +268,8 @@ class Registry:
                 if replica.health_watched:
                     self._watchers.append(
                         asyncio.create_task(
-                            _watch_health(entry.name, replica), name=f"health:{replica.address}"
+                            _watch_health(entry.name, replica, entry.guard.breaker.probe_soon),
+                            name=f"health:{replica.address}",
                         )
                     )
         await self.refresh_all()
@@ -352,8 +353,12 @@ class Registry:
                 log.exception("card refresh failed")
 
 
-async def _watch_health(agent: str, replica: Replica) -> None:
-    """Follow ``replica``'s health with a Watch stream, re-opened with backoff when it breaks."""
+async def _watch_health(agent: str, replica: Replica, recovered: Callable[[], None]) -> None:
+    """Follow ``replica``'s health with a Watch stream, re-opened with backoff when it breaks.
+
+    A replica that says SERVING again after saying otherwise leaves ejection, and
+    ``recovered`` (the agent breaker's ``probe_soon``) lets an open breaker probe now.
+    """
     assert replica.channel is not None
     stub = health_pb2_grpc.HealthStub(replica.channel)
     pause = 0.1
@@ -365,6 +370,9 @@ async def _watch_health(agent: str, replica: Replica) -> None:
                     if reply.status == health_pb2.HealthCheckResponse.SERVING
                     else Health.NOT_SERVING
                 )
+                if health is Health.SERVING and replica.health is not Health.SERVING:
+                    replica.stats.ejected_until = 0.0
+                    recovered()
                 if health is not replica.health:
                     log.info(
                         "replica health %s",

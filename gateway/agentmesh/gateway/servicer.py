@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from agentmesh.gateway.auth import current_principal
+from agentmesh.gateway.auth import caller
 from agentmesh.gateway.registry import AgentEntry, Reachability
 from agentmesh.gateway.resilience.visibility import fill_resilience
 from agentmesh.runtime.status import stream_errors, unary_errors
@@ -113,31 +113,32 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def SubmitJob(
         self, request: gateway_pb2.SubmitJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        principal = current_principal()
+        principal = caller()
         return await self._gateway.jobs.submit(
-            request, scope="" if principal is None else principal.id
+            request, owner=principal.owner, max_jobs=principal.max_jobs
         )
 
     @unary_errors
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: Context) -> gateway_pb2.Job:
-        return await self._gateway.jobs.get(request.job_id)
+        return await self._gateway.jobs.get(request.job_id, viewer=caller().viewer)
 
     @stream_errors
     async def WatchJob(
         self, request: gateway_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        async for event in self._gateway.jobs.watch(request.job_id, request.from_offset):
+        jobs = self._gateway.jobs
+        async for event in jobs.watch(request.job_id, request.from_offset, viewer=caller().viewer):
             yield event
 
     @unary_errors
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        return await self._gateway.jobs.cancel(request.job_id)
+        return await self._gateway.jobs.cancel(request.job_id, viewer=caller().viewer)
 
     @unary_errors
     async def ListJobs(
         self, request: gateway_pb2.ListJobsRequest, context: Context
     ) -> gateway_pb2.ListJobsResponse:
-        jobs = await self._gateway.jobs.list(request.limit, request.state)
+        jobs = await self._gateway.jobs.list(request.limit, request.state, viewer=caller().viewer)
         return gateway_pb2.ListJobsResponse(jobs=jobs)

@@ -22,11 +22,22 @@ The breaker counts the logical call's outcome: a call that failed on one
 replica and succeeded on another is a success for the agent, while the
 failing replica is counted (and maybe ejected) on its own. Cancellation and
 the caller's own errors (INVALID_ARGUMENT, NOT_FOUND, ...) count for nothing.
+
+A DEADLINE_EXCEEDED counts only when the gateway's own limit was the binding
+one: the agent's ``timeout`` (shorter than what the caller had left) or the
+gateway's ``default_timeout`` (the caller set no deadline). When the deadline
+sent downstream was the caller's remaining budget, its expiry is the caller's
+doing and counts for nothing, for the agent and for the replica, so a caller
+with a short deadline cannot open a breaker or eject a replica for everyone.
+A hedge that loses the race while still waiting counts as a failure of its
+replica (not of the agent): a hung replica is ejected even when every call
+to it is saved by its hedge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import random
@@ -103,6 +114,19 @@ _FALLBACK_CODES = frozenset(
 
 T = TypeVar("T")
 
+# Whether the current attempt's deadline is the caller's remaining budget (set by the
+# retry loop for each attempt; a hedge, started from it, inherits it).
+_caller_bound: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "agentmesh_caller_bound_deadline", default=False
+)
+
+
+def _attempt_outcome(code: grpc.StatusCode, retry_after: float | None = None) -> Outcome:
+    """:func:`outcome_of`, with a deadline the caller set counting for nothing."""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and _caller_bound.get():
+        return Outcome.NEUTRAL
+    return outcome_of(code, retry_after)
+
 
 def outcome_of(code: grpc.StatusCode, retry_after: float | None = None) -> Outcome:
     """How a status counts for the agent's breaker and the replica's ejection."""
@@ -137,7 +161,7 @@ class _AttemptFailed(Exception):
         self.error = error
         self.replica = replica
         self.retry_after = retry_after_of(error)
-        self.outcome = outcome_of(error.code(), self.retry_after)
+        self.outcome = _attempt_outcome(error.code(), self.retry_after)
 
 
 class _CallFailed(Exception):
@@ -217,9 +241,12 @@ class Upstream:
         """
         deadline = asyncio.get_running_loop().time() + self._budget(entry.name, time_remaining)
         hedge = entry.guard.policy.idempotent if idempotent is None else idempotent
+        caller = time_remaining is not None
         try:
             return await self._guarded(
-                entry, deadline, lambda: self._invoke_attempts(entry, request, deadline, hedge)
+                entry,
+                deadline,
+                lambda: self._invoke_attempts(entry, request, deadline, hedge, caller),
             )
         except AgentError as exc:
             backup = self._fallback_for(entry, exc, use_fallback, fallback)
@@ -230,14 +257,19 @@ class Upstream:
                     backup,
                     deadline,
                     lambda: self._invoke_attempts(
-                        backup, _readdressed(request, backup), deadline, hedge
+                        backup, _readdressed(request, backup), deadline, hedge, caller
                     ),
                 )
             except AgentError as second:
                 raise _both_failed(entry, exc, backup, second) from None
 
     async def _invoke_attempts(
-        self, entry: AgentEntry, request: pb.InvokeRequest, deadline: float, hedge: bool
+        self,
+        entry: AgentEntry,
+        request: pb.InvokeRequest,
+        deadline: float,
+        hedge: bool,
+        caller: bool,
     ) -> pb.InvokeResponse:
         async def attempt(
             replica: Replica, timeout: float, number: int, hedged: bool
@@ -245,7 +277,9 @@ class Upstream:
             return await self._invoke_once(entry, replica, request, timeout, number, hedged)
 
         delay = entry.guard.policy.hedge_delay if hedge else 0.0
-        return await self._with_retries(entry, deadline, attempt, hedge_delay=delay)
+        return await self._with_retries(
+            entry, deadline, attempt, hedge_delay=delay, caller_deadline=caller
+        )
 
     async def _invoke_once(
         self,
@@ -289,9 +323,10 @@ class Upstream:
         that a failure ends the stream with the agent's status.
         """
         deadline = asyncio.get_running_loop().time() + self._budget(entry.name, time_remaining)
+        caller = time_remaining is not None
         target = entry
         try:
-            opened, ticket = await self._open_stream(entry, request, deadline)
+            opened, ticket = await self._open_stream(entry, request, deadline, caller)
         except AgentError as exc:
             backup = self._fallback_for(entry, exc, use_fallback, fallback)
             if backup is None:
@@ -299,7 +334,7 @@ class Upstream:
             target = backup
             try:
                 opened, ticket = await self._open_stream(
-                    backup, _readdressed(request, backup), deadline
+                    backup, _readdressed(request, backup), deadline, caller
                 )
             except AgentError as second:
                 raise _both_failed(entry, exc, backup, second) from None
@@ -316,7 +351,8 @@ class Upstream:
             outcome = Outcome.SUCCESS
             self._answered(target)
         except grpc.aio.AioRpcError as exc:
-            outcome = outcome_of(exc.code(), retry_after_of(exc))
+            _caller_bound.set(self._caller_bound(target, deadline, caller, opened.timeout))
+            outcome = _attempt_outcome(exc.code(), retry_after_of(exc))
             self._count(target, opened.replica, outcome)
             raise translate(target, opened.replica, exc, opened.timeout) from None
         finally:
@@ -328,7 +364,7 @@ class Upstream:
             await guard.breaker.release(ticket, outcome)
 
     async def _open_stream(
-        self, entry: AgentEntry, request: pb.InvokeRequest, deadline: float
+        self, entry: AgentEntry, request: pb.InvokeRequest, deadline: float, caller: bool
     ) -> tuple[_OpenStream, Ticket]:
         """Start the stream (with retries) up to its first event; the bulkhead slot stays taken."""
         self._check_draining(entry)
@@ -340,7 +376,9 @@ class Upstream:
             return await self._open_once(entry, replica, request, timeout, number)
 
         try:
-            opened = await self._with_retries(entry, deadline, attempt, hold_slot=True)
+            opened = await self._with_retries(
+                entry, deadline, attempt, hold_slot=True, caller_deadline=caller
+            )
         except _CallFailed as failed:
             await entry.guard.breaker.release(ticket, failed.outcome)
             raise failed.error from None
@@ -365,7 +403,7 @@ class Upstream:
             except grpc.aio.AioRpcError as exc:
                 call.cancel()
                 self._left(entry, replica)
-                self._count(entry, replica, outcome_of(exc.code(), retry_after_of(exc)))
+                self._count(entry, replica, _attempt_outcome(exc.code(), retry_after_of(exc)))
                 _end_span(span, exc.code())
                 raise _AttemptFailed(exc, replica) from None
             except BaseException:
@@ -422,6 +460,7 @@ class Upstream:
         *,
         hedge_delay: float = 0.0,
         hold_slot: bool = False,
+        caller_deadline: bool = False,
     ) -> T:
         """Attempts until one succeeds, a failure is final, or time or budget run out.
 
@@ -445,6 +484,7 @@ class Upstream:
             if not guard.bulkhead.try_enter():
                 UPSTREAM_REJECTED.labels(agent=entry.name, reason="bulkhead_full").inc()
                 raise _CallFailed(BulkheadFull(entry.name, guard.bulkhead.limit), Outcome.NEUTRAL)
+            _caller_bound.set(self._caller_bound(entry, deadline, caller_deadline, timeout))
             held = False
             try:
                 if hedge_delay > 0:
@@ -517,6 +557,11 @@ class Upstream:
                     for task in done:
                         error = task.exception()
                         if error is None:
+                            if pending:
+                                # The loser was still waiting: slower than its peer by at
+                                # least the hedge delay. Count it against its replica.
+                                loser = second if task is primary else first
+                                self._count(entry, loser, Outcome.FAILURE)
                             return task.result()
                         if task is primary or failure is None:
                             failure = error
@@ -531,6 +576,16 @@ class Upstream:
                 primary.cancel()
 
     # -- bookkeeping ----------------------------------------------------------
+
+    def _caller_bound(
+        self, entry: AgentEntry, deadline: float, caller_deadline: bool, timeout: float
+    ) -> bool:
+        """Whether an attempt given ``timeout`` runs to the caller's deadline (not to a
+        shorter limit of the gateway's own: the agent's timeout or the default timeout)."""
+        if not caller_deadline:
+            return False
+        left = deadline - asyncio.get_running_loop().time()
+        return entry.config.timeout is None or entry.config.timeout >= left or timeout >= left
 
     def _fallback_for(
         self,
@@ -578,7 +633,7 @@ class Upstream:
         if code == grpc.StatusCode.OK:
             replica.stats.succeeded()
         elif code != grpc.StatusCode.CANCELLED:
-            self._count(entry, replica, outcome_of(code))
+            self._count(entry, replica, _attempt_outcome(code))
 
     def _count(self, entry: AgentEntry, replica: Replica, outcome: Outcome) -> None:
         """A failed attempt on ``replica``: maybe eject it."""

@@ -26,7 +26,7 @@ class FakeClock:
 
 
 def breaker(clock: FakeClock, **policy: float) -> AgentBreaker:
-    settings = {"failure_threshold": 3, "reset_timeout": 10.0, **policy}
+    settings = {"failure_threshold": 3, "reset_timeout": 10.0, "first_probe": 10.0, **policy}
     return AgentBreaker("alpha", BreakerPolicy.model_validate(settings), clock=clock)
 
 
@@ -145,3 +145,35 @@ def test_outcomes_of_calls_admitted_before_opening_are_ignored() -> None:
     assert b.state == HALF_OPEN
     b.record(probe, Outcome.SUCCESS)
     assert b.state == CLOSED
+
+
+def test_probes_start_soon_and_back_off_up_to_the_reset_timeout() -> None:
+    clock = FakeClock()
+    b = breaker(clock, first_probe=1.0, reset_timeout=5.0)
+    fail(b, 3)
+    waits = []
+    for _ in range(5):
+        with pytest.raises(BreakerOpen) as info:
+            b.admit()
+        assert info.value.retry_after is not None
+        waits.append(info.value.retry_after)
+        clock.now += info.value.retry_after
+        b.record(b.admit(), Outcome.FAILURE)  # the probe fails: open again, for longer
+    assert waits == pytest.approx([1.0, 2.0, 4.0, 5.0, 5.0])
+    clock.now += 5.0
+    b.record(b.admit(), Outcome.SUCCESS)
+    assert b.state == CLOSED
+    fail(b, 3)  # closed in between: the backoff starts over
+    with pytest.raises(BreakerOpen) as info:
+        b.admit()
+    assert info.value.retry_after == pytest.approx(1.0)
+
+
+def test_a_replica_serving_again_lets_the_next_call_probe_at_once() -> None:
+    clock = FakeClock()
+    b = breaker(clock)
+    fail(b, 3)
+    with pytest.raises(BreakerOpen):
+        b.admit()
+    b.probe_soon()
+    assert b.admit().probe

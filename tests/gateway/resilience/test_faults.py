@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,7 @@ async def test_open_breaker_fails_fast_without_traffic_then_one_probe_closes_it(
     address = f"127.0.0.1:{port}"
     agent = await start_agent(spawn, "alpha", port)
     await start_agent(spawn, "beta", backup_port)
-    breaker = {"failure_threshold": 3, "reset_timeout": 30}
+    breaker = {"failure_threshold": 3, "reset_timeout": 30, "first_probe": 30}
     config = {
         "agents": {
             "alpha": {"address": address, "breaker": breaker},
@@ -127,19 +128,19 @@ async def test_open_breaker_fails_fast_without_traffic_then_one_probe_closes_it(
         assert info.breaker.state == gateway_pb2.BREAKER_STATE_OPEN
         assert info.breaker.failures == 3
 
-        agent = await start_agent(spawn, "alpha", port)
-        entry = gateway.registry.get("alpha")
-        assert entry is not None
-        await wait_until(lambda: entry.replicas[0].health is Health.SERVING, attempts=400)
         for _ in range(5):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Invoke(request("alpha"), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "circuit breaker for agent 'alpha' is open" in (refused.value.details() or "")
             assert (await stub.Invoke(request("alpha-backed"), timeout=5)).agent == "beta"
-        assert (await counts(address))["counts"] == {}  # nothing reached the restarted agent
 
-        # The reset timeout passes; a crowd arrives; exactly one call probes.
+        # The agent is back (its health says SERVING, which also lets the breaker probe at
+        # once) and the reset timeout passes; a crowd arrives; exactly one call probes.
+        agent = await start_agent(spawn, "alpha", port)
+        entry = gateway.registry.get("alpha")
+        assert entry is not None
+        await wait_until(lambda: entry.replicas[0].health is Health.SERVING, attempts=400)
         clock.offset += 30
         calls = [
             asyncio.ensure_future(stub.Invoke(request("alpha", "wait"), timeout=20))
@@ -266,3 +267,64 @@ async def _serving(address: str) -> bool:
         return await health_status(address) == 1
     except grpc.aio.AioRpcError:
         return False
+
+
+async def test_callers_with_a_too_short_deadline_leave_the_breaker_closed(spawn: Spawn) -> None:
+    port = free_port()
+    await start_agent(spawn, "slow", port)
+    config: dict[str, Any] = {"agents": {"slow": {"address": f"127.0.0.1:{port}"}}}
+    async with gateway_with(config) as (_, stub, _):
+        for _ in range(5):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Invoke(request("slow", "slow", seconds=5), timeout=0.06)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        info_after = await breaker_of(stub, "slow")
+        assert info_after.breaker.state == gateway_pb2.BREAKER_STATE_CLOSED
+        assert info_after.breaker.failures == 0
+    # The gateway's own per-agent timeout, when it binds, does count.
+    config["agents"]["slow"]["timeout"] = 0.05
+    async with gateway_with(config) as (_, stub, _):
+        for _ in range(5):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Invoke(request("slow", "slow", seconds=5), timeout=5)
+        opened = await breaker_of(stub, "slow")
+        assert opened.breaker.state == gateway_pb2.BREAKER_STATE_OPEN
+
+
+async def test_one_stopped_replica_of_two_under_load(spawn: Spawn) -> None:
+    """SIGSTOP one of two replicas: hedges save the calls sent to it, their lost races eject
+    it, and the healthy replica serves the rest."""
+    ports = [free_port(), free_port()]
+    processes = [await start_agent(spawn, "twin", port) for port in ports]
+    config = {
+        "agents": {
+            "twin": {
+                "addresses": [f"127.0.0.1:{p}" for p in ports],
+                "idempotent": True,
+                "hedge_delay": 0.1,
+            }
+        }
+    }
+    stopped = processes[0]
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        async with gateway_with(config) as (_, stub, _):
+            outcomes: list[grpc.StatusCode] = []
+            queue = list(range(200))
+
+            async def worker() -> None:
+                while queue:
+                    queue.pop()
+                    try:
+                        await stub.Invoke(request("twin"), timeout=2.0)
+                        outcomes.append(grpc.StatusCode.OK)
+                    except grpc.aio.AioRpcError as exc:
+                        outcomes.append(exc.code())
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        kill(stopped)
+    succeeded = outcomes.count(grpc.StatusCode.OK)
+    assert len(outcomes) == 200
+    assert succeeded >= 190, f"{succeeded} of 200 succeeded: {set(outcomes)}"

@@ -25,7 +25,7 @@ from agentmesh.gateway.resilience.policy import (
 
 
 async def test_a_breaker_opened_by_one_gateway_is_open_for_the_other(redis_db: str) -> None:
-    policy = BreakerPolicy(failure_threshold=2, reset_timeout=30.0)
+    policy = BreakerPolicy(failure_threshold=2, reset_timeout=30.0, first_probe=30.0)
     first = AgentBreaker("alpha", policy, storage=redis_storage(redis_db, "alpha"))
     second = AgentBreaker("alpha", policy, storage=redis_storage(redis_db, "alpha"))
     assert first.shared

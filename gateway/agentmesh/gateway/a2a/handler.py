@@ -41,7 +41,7 @@ from agentmesh.gateway.a2a.convert import (
     work_for,
     workflow_skill,
 )
-from agentmesh.gateway.auth import AuthError, authorize, current_principal
+from agentmesh.gateway.auth import caller
 from agentmesh.gateway.jobstore import TERMINAL_STATES
 from agentmesh.runtime.errors import (
     AgentError,
@@ -89,7 +89,7 @@ class MeshRequestHandler(RequestHandler):
         try:
             job, context_id = await self._submit(params, grpc_context)
             if not params.configuration.return_immediately:
-                async for _ in self._gateway.jobs.watch(job.job_id, 0):
+                async for _ in self._gateway.jobs.watch(job.job_id, 0):  # the caller's own job
                     pass  # until the job has ended
                 job = await self._gateway.jobs.get(job.job_id)
             return task_from_job(job, context_id)
@@ -132,14 +132,8 @@ class MeshRequestHandler(RequestHandler):
             raise InvalidParamsError("message.parts: required (at least one part)")
         names = [entry.name for entry in self._gateway.registry.entries]
         work = work_for(params, names)
-        principal = current_principal()  # set by the server's authentication, when configured
-        quota = self._gateway.job_quota
-        if principal is not None:
-            try:
-                authorize(principal, work)  # the scopes a native SubmitJob of it would need
-                await quota.check(principal)  # and the key's max_jobs, as for SubmitJob
-            except AuthError as exc:
-                await grpc_context.abort(exc.code, exc.message)
+        # Scopes, rate limit and max_jobs were checked by the gateway's guard (on this job).
+        principal = caller()
         remaining = grpc_context.time_remaining()
         if remaining is not None:
             if remaining <= 0:
@@ -148,9 +142,9 @@ class MeshRequestHandler(RequestHandler):
         if params.message.message_id:
             # A client that resends a message (same id) gets the task it first made.
             work.idempotency_key = f"a2a:{params.message.message_id}"
-        job = await self._gateway.jobs.submit(work, scope="" if principal is None else principal.id)
-        if principal is not None:
-            quota.record(principal, job)
+        job = await self._gateway.jobs.submit(
+            work, owner=principal.owner, max_jobs=principal.max_jobs
+        )
         context_id = params.message.context_id or job.job_id
         if params.message.context_id:
             self._contexts[job.job_id] = context_id
@@ -184,7 +178,9 @@ class MeshRequestHandler(RequestHandler):
             raise InvalidParamsError(f"page_size: at most {MAX_PAGE_SIZE}")
         grpc_context = _grpc_context(context)
         try:
-            jobs = await self._gateway.jobs.list(params.page_size, params.status)
+            jobs = await self._gateway.jobs.list(
+                params.page_size, params.status, viewer=caller().viewer
+            )
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.ListTasks")
         tasks = [
@@ -207,7 +203,7 @@ class MeshRequestHandler(RequestHandler):
                 f"task {job.job_id!r} has already ended ({a2a.TaskState.Name(job.state)})"
             )
         try:
-            job = await self._gateway.jobs.cancel(job.job_id)
+            job = await self._gateway.jobs.cancel(job.job_id, viewer=caller().viewer)
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.CancelTask")
         return task_from_job(job, self._context_of(job.job_id))
@@ -218,7 +214,7 @@ class MeshRequestHandler(RequestHandler):
         if not task_id:
             raise InvalidParamsError("id: required")
         try:
-            return await self._gateway.jobs.get(task_id)
+            return await self._gateway.jobs.get(task_id, viewer=caller().viewer)
         except NotFound:
             raise TaskNotFoundError(f"task {task_id!r} does not exist (or has expired)") from None
         except InvalidInput:

@@ -118,6 +118,9 @@ class AgentBreaker:
         # Local copy of when an open breaker may probe: the fast-fail path
         # reads only this float.
         self._open_until = 0.0
+        # Openings in a row without closing: the wait before the next probe doubles.
+        self._opened_in_row = 0
+        self._probe_now = False  # a replica reported SERVING again: probe at once
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=policy.failure_threshold,
             reset_timeout=policy.reset_timeout,
@@ -197,20 +200,38 @@ class AgentBreaker:
     def state(self) -> str:
         return str(self._breaker.current_state)
 
+    def probe_soon(self) -> None:
+        """Let the next call probe an open breaker now (a replica's health says SERVING)."""
+        if self._open_until or self._breaker.current_state == OPEN:
+            self._probe_now = True
+            self._open_until = 0.0
+
+    def _wait(self) -> float:
+        """Seconds an open breaker waits before its probe: ``first_probe``, doubled for
+        each failed probe in a row, at most ``reset_timeout``."""
+        first = min(self.policy.first_probe, self.policy.reset_timeout)
+        doublings = min(max(self._opened_in_row - 1, 0), 32)
+        return float(min(self.policy.reset_timeout, first * 2.0**doublings))
+
     def _retry_at(self) -> float:
         opened = self._storage.opened_at
-        if opened is None:  # unknown (e.g. shared state written elsewhere): probe now
+        if opened is None or self._probe_now:  # unknown (shared state) or asked: probe now
             return 0.0
-        return opened.timestamp() + self.policy.reset_timeout
+        return opened.timestamp() + self._wait()
 
     def _on_transition(self, old: str | None, new: str) -> None:
         if new == OPEN:
             now = self.clock()
+            self._opened_in_row += 1
+            self._probe_now = False
             # pybreaker stamps the opening with the wall clock; use ours so
             # an injected clock drives the reset timeout.
             self._storage.opened_at = datetime.fromtimestamp(now, UTC)
-            self._open_until = now + self.policy.reset_timeout
+            self._open_until = now + self._wait()
         else:
+            if new == CLOSED:
+                self._opened_in_row = 0
+            self._probe_now = False
             self._open_until = 0.0
         BREAKER_STATE.labels(agent=self.agent).set(_GAUGE.get(new, 0))
         BREAKER_TRANSITIONS.labels(agent=self.agent, to=new).inc()

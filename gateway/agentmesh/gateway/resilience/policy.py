@@ -33,7 +33,16 @@ class BreakerPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     failure_threshold: int = Field(5, ge=1, le=10_000, description="failed calls in a row to open")
-    reset_timeout: float = Field(30.0, gt=0, le=3600, description="seconds open before a probe")
+    reset_timeout: float = Field(
+        30.0, gt=0, le=3600, description="longest an open breaker waits before a probe (seconds)"
+    )
+    first_probe: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="seconds open before the first probe; doubled after each failed probe, "
+        "up to reset_timeout",
+    )
     success_threshold: int = Field(1, ge=1, le=1000, description="probe successes to close")
 
 

@@ -3,6 +3,15 @@
 A hand-written bucket rather than a library: the available ones either wait
 for a token (aiolimiter) or count in windows (limits), and the gateway needs
 to refuse at once and say when a token will be there.
+
+Without Redis each gateway process keeps its own buckets (a client talking to
+N replicas gets up to N times its rate). With a Redis client the buckets live
+in Redis: each take is one Lua script (refill by Redis's own clock, then take),
+so every replica draws from the same bucket atomically.
+
+A call costs ``cost`` tokens (a fan-out its legs, a workflow its steps: see
+``agentmesh.gateway.guard``); a cost above the bucket's burst is charged the
+burst, so such a call needs a full bucket rather than never passing.
 """
 
 from __future__ import annotations
@@ -11,7 +20,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+
 from agentmesh.gateway.resilience.policy import RateLimitPolicy
+
+PREFIX = "agentmesh:ratelimit:v1"
+
+# KEYS: the bucket; ARGV: rate, burst, cost. Returns the wait in seconds ("0": granted).
+_TAKE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(held[1]) or burst
+local updated = tonumber(held[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
 
 
 @dataclass(slots=True)
@@ -23,45 +52,90 @@ class TokenBucket:
     tokens: float
     updated: float
 
-    def take(self, now: float) -> float:
-        """Take one token: 0.0 when granted, else the seconds until one is there."""
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens: 0.0 when granted, else the seconds until they are there."""
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return (cost - self.tokens) / self.rate
 
 
 class RateLimiter:
-    """One bucket per client key; ``check`` says whether a request may go."""
+    """One bucket per client key; ``check`` (this process) or ``take`` (shared, when a
+    Redis client is given) says whether a request may go."""
 
     def __init__(
-        self, policy: RateLimitPolicy, *, clock: Callable[[], float] = time.monotonic
+        self,
+        policy: RateLimitPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        redis: aioredis.Redis | None = None,
+        prefix: str = PREFIX,
     ) -> None:
         self.policy = policy
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
+        self._redis = redis
+        self._prefix = prefix
+        self._script = redis.register_script(_TAKE) if redis is not None else None
 
     @property
     def enabled(self) -> bool:
         return self.policy.rate > 0 or bool(self.policy.clients)
 
-    def check(self, client: str) -> float:
-        """0.0 when ``client`` may proceed, else the seconds until it may retry."""
+    @property
+    def shared(self) -> bool:
+        """Whether the buckets live in Redis (shared by every gateway replica)."""
+        return self._script is not None
+
+    def limits(self, client: str) -> tuple[float, float] | None:
+        """``client``'s (rate, burst), or None when it is not limited."""
+        limits = self.policy.clients.get(client)
+        if limits is not None:
+            return limits.rate, limits.burst
+        if self.policy.rate > 0:
+            return self.policy.rate, self.policy.burst or max(1.0, self.policy.rate)
+        return None
+
+    async def take(self, client: str, cost: float = 1.0) -> float:
+        """0.0 when ``client`` may proceed (``cost`` tokens taken), else the seconds until
+        it may retry; counted in Redis when the limiter has a Redis client."""
+        if self._script is None:
+            return self.check(client, cost)
+        limits = self.limits(client)
+        if limits is None:
+            return 0.0
+        rate, burst = limits
+        wait = await self._script(
+            keys=[f"{self._prefix}:{client}"], args=[rate, burst, min(max(cost, 1.0), burst)]
+        )
+        return float(wait)
+
+    def check(self, client: str, cost: float = 1.0) -> float:
+        """0.0 when ``client`` may proceed, else the seconds until it may retry (this
+        process's buckets)."""
         now = self._clock()
         bucket = self._buckets.pop(client, None)
         if bucket is None:
-            limits = self.policy.clients.get(client)
-            if limits is not None:
-                rate, burst = limits.rate, limits.burst
-            elif self.policy.rate > 0:
-                rate, burst = self.policy.rate, self.policy.burst or max(1.0, self.policy.rate)
-            else:
+            limits = self.limits(client)
+            if limits is None:
                 return 0.0  # no default limit and none for this client
+            rate, burst = limits
             bucket = TokenBucket(rate, burst, burst, now)
             if len(self._buckets) >= self.policy.max_clients:
                 # Least recently seen first: dict order is kept by re-inserting.
                 del self._buckets[next(iter(self._buckets))]
         self._buckets[client] = bucket
-        return bucket.take(now)
+        return bucket.take(now, min(max(cost, 1.0), bucket.burst))
+
+    def update(self, policy: RateLimitPolicy) -> None:
+        """Use ``policy`` from now on (keys reloaded); buckets of changed clients restart."""
+        changed = {
+            c for c in set(policy.clients) | set(self.policy.clients)
+            if policy.clients.get(c) != self.policy.clients.get(c)
+        }  # fmt: skip
+        self.policy = policy
+        for client in changed:
+            self._buckets.pop(client, None)
