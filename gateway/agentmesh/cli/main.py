@@ -33,6 +33,7 @@ from rich.table import Table
 
 from agentmesh.client import (
     DEFAULT_GATEWAY,
+    AgentInfo,
     CallError,
     Client,
     Final,
@@ -289,6 +290,12 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> int:
             ]
         )
         return 0
+    console.print(agents_table(agents))
+    return 0
+
+
+def agents_table(agents: Sequence[AgentInfo]) -> Table:
+    """Agent, status (and protocol) stay whole on an 80-column terminal; the rest wraps."""
     table = Table()
     # The protocol column only when some agent speaks A2A: the table stays narrow otherwise.
     external = any(a.protocol != "agentmesh" for a in agents)
@@ -311,8 +318,7 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> int:
             ", ".join(a.addresses),
             (a.card.description if a.card else a.detail) or "",
         )
-    console.print(table)
-    return 0
+    return table
 
 
 def _print_reply_body(text: str, data: Any) -> None:
