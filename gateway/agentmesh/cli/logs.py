@@ -124,6 +124,9 @@ class LogFile:
         chunk = self._partial + self._file.read()
         lines = chunk.split("\n")
         self._partial = lines.pop()
+        return self._take(lines)
+
+    def _take(self, lines: list[str]) -> list[Record]:
         done: list[Record] = []
         for line in lines:
             record = parse_line(line, self.service)
@@ -139,9 +142,11 @@ class LogFile:
         return done
 
     def flush(self) -> list[Record]:
-        """The record still open at the end of what has been read."""
+        """What is still open: a last line without its newline, the last record."""
+        partial, self._partial = self._partial, ""
+        done = self._take([partial]) if partial else []
         last, self._last = self._last, None
-        return [last] if last is not None else []
+        return [*done, last] if last is not None else done
 
     def close(self) -> None:
         if self._file is not None:
