@@ -62,7 +62,7 @@ def test_agentmesh_trace_draws_the_last_request_made_against_agentmesh_up(
     log_dir = tmp_path / "logs"
     env = {k: v for k, v in service_env().items() if not k.startswith("OTEL_")}
     runner = spawn(
-        "-m", "agentmesh.cli", "up", "--agents", "calculator",
+        "-m", "agentmesh.cli", "up", "--no-file", "--agents", "calculator",
         "--port", gateway.rsplit(":", 1)[1], "--agent-port-base", str(free_port_range(1)),
         "--log-dir", str(log_dir),
         env=env,

@@ -17,7 +17,7 @@ from meshtest import service_env
 def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """A CLI's environment: no inherited AGENTMESH_* or OTEL_*, this test's state directory."""
     env = {k: v for k, v in service_env().items() if not k.startswith("OTEL_")}
-    env.update(AGENTMESH_STATE_DIR=str(state_dir), COLUMNS="200", **extra)
+    env.update({"AGENTMESH_STATE_DIR": str(state_dir), "COLUMNS": "200", **extra})
     return env
 
 
