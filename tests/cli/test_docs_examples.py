@@ -23,6 +23,7 @@ now is what runs. How a page's examples are run (also in README.md, "Docs that r
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -116,21 +117,43 @@ class DocsMesh:
 
 def _fresh_copy(target: Path) -> None:
     """The repository as a clone has it: tracked files and new ones not ignored."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, check=True,
-    ).stdout.decode()  # fmt: skip
-    for name in filter(None, listed.split("\0")):
+    for name in _repository_files():
         source = REPO_ROOT / name
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
 
 
+def _repository_files() -> list[str]:
+    if shutil.which("git") is not None and (REPO_ROOT / ".git").exists():
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO_ROOT, capture_output=True, check=True,
+        ).stdout.decode()  # fmt: skip
+        return [name for name in listed.split("\0") if name]
+    # Not a git checkout (an unpacked archive): every file but what .gitignore names.
+    patterns = [".git"] + [
+        line.strip().rstrip("/")
+        for line in (REPO_ROOT / ".gitignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    names = []
+    for path in REPO_ROOT.rglob("*"):
+        relative = path.relative_to(REPO_ROOT).as_posix()
+        parts = relative.split("/")
+        ignored = any(
+            fnmatch.fnmatch(relative, p) or relative.startswith(f"{p}/")
+            if "/" in p
+            else any(fnmatch.fnmatch(part, p) for part in parts)
+            for p in patterns
+        )
+        if path.is_file() and not ignored:
+            names.append(relative)
+    return names
+
+
 @pytest.fixture(scope="module")
 def docs_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsMesh]:
-    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
-        pytest.skip("needs a git checkout to copy the repository as a clone has it")
     base = tmp_path_factory.mktemp("docs")
     clone = base / "agentmesh"
     clone.mkdir()
