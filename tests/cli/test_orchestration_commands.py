@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 
 import yaml
@@ -103,6 +104,20 @@ async def test_jobs_commands_submit_watch_list_get_and_cancel() -> None:
         )
         held = json.loads(out)["jobId"]
         await asyncio.wait_for(probe.entered.wait(), 15)
+        # Ctrl-C on a watch leaves the job running and says how to resume.
+        watcher = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agentmesh.cli", "jobs", "watch", "--gateway", gw, held,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=service_env(),
+        )  # fmt: skip
+        assert watcher.stderr is not None
+        first = await asyncio.wait_for(watcher.stderr.readline(), 60)
+        assert first.startswith(b"[0] job")  # it follows the job's events
+        watcher.send_signal(signal.SIGINT)
+        _, rest = await asyncio.wait_for(watcher.communicate(), 60)
+        assert watcher.returncode == 130
+        assert f"Resume with: agentmesh jobs watch {held} --from " in rest.decode()
+        assert "Traceback" not in rest.decode()
+
         status, out, _ = await agentmesh("jobs", "cancel", "--gateway", gw, held)
         assert status == 0  # it ended cancelled
         assert "canceled" in out

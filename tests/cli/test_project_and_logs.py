@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,39 @@ def test_logs_merges_services_in_time_and_filters(tmp_path: Path) -> None:
     assert missing.returncode == 1
     assert "no log of 'ghost'" in missing.stderr
     assert "gateway, mine-1, mine-2" in missing.stderr
+
+
+def test_metrics_from_the_environment_give_each_service_the_next_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTMESH_METRICS_PORT", "9464")
+    project = _project(tmp_path, "reference_agents: [calculator, qa]\n")
+    plan = plan_mesh(project, UpOptions(), project_file=None)
+    assert {s.name: s.metrics_port for s in plan.specs} == {
+        "gateway": 9464,
+        "calculator": 9465,
+        "qa": 9466,
+    }
+
+
+def test_logs_follow_prints_what_is_written_after_it_started(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "calculator.log").write_text(_record("12:00:00.000", "INFO", "serving") + "\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentmesh.cli", "logs", "-f", "--log-dir", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=cli_env(tmp_path / "state"),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert "serving" in process.stdout.readline()
+        with (run / "qa.log").open("a") as later:  # a service whose log appears later
+            later.write(_record("12:00:05.000", "WARNING", "slow answer") + "\n")
+        assert "qa             slow answer" in process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
