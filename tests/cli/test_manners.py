@@ -247,9 +247,8 @@ async def test_up_table_keeps_service_address_and_pid_whole() -> None:
     process = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
     await process.wait()
     spec = ServiceSpec(
-        "word-counter-2", "word-counter", "project",
-        ("/a/very/long/path/to/a/project/directory/agents/wordcount_agent_script.py",),
-        "127.0.0.1", 50070, metrics_port=9465,
+        "word-counter-2", "/a/very/long/path/to/a/project/directory/agents/wordcount_script.py",
+        "127.0.0.1", 50070, agent="word-counter", kind="project", script=True, metrics_port=9465,
     )  # fmt: skip
     service = RunningService(spec, process, Path("x.log"), io.BytesIO())
     shown = _rendered(up_table([service]))

@@ -70,19 +70,27 @@ EXIT_PORT_TAKEN = 3
 
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:
-    """One process of the mesh."""
+    """One process of the mesh: ``python -m MODULE`` (or ``python MODULE`` for a script)."""
 
     name: str  # calculator, word-counter, word-counter-2, gateway
-    agent: str  # the agent it serves; "gateway" for the gateway
-    kind: str  # reference, project or gateway
-    command: tuple[str, ...]  # after the interpreter: ("-m", MODULE) or (SCRIPT,)
+    module: str  # a module name, or a script's path with script=True
     host: str
     port: int
     env: Mapping[str, str] = field(default_factory=dict)
+    agent: str = ""  # the agent it serves (default: its name; "gateway" for the gateway)
+    kind: str = ""  # reference, project or gateway (default: from the module)
+    script: bool = False
     cwd: Path | None = None
     args: tuple[str, ...] = ()
     metrics_port: int | None = None
     watch: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        kind = self.kind or ("gateway" if self.module == GATEWAY_MODULE else "reference")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(
+            self, "agent", self.agent or ("gateway" if kind == "gateway" else self.name)
+        )
 
     @property
     def address(self) -> str:
@@ -93,8 +101,9 @@ class ServiceSpec:
         return self.kind == "gateway"
 
     @property
-    def module(self) -> str:
-        return self.command[1] if self.command[:1] == ("-m",) else self.command[0]
+    def command(self) -> tuple[str, ...]:
+        """What follows the interpreter on the command line."""
+        return (self.module,) if self.script else ("-m", self.module)
 
 
 @dataclass(slots=True)
@@ -201,14 +210,10 @@ def plan_mesh(project: Project, options: UpOptions, *, project_file: Path | None
 
     specs: list[ServiceSpec] = []
     for i, name in enumerate(reference):
-        specs.append(
-            ServiceSpec(
-                name, name, "reference", ("-m", REFERENCE_AGENTS[name]), host, port_base + i
-            )
-        )
+        specs.append(ServiceSpec(name, REFERENCE_AGENTS[name], host, port_base + i))
     for name in chosen_project:
         agent = project.agents[name]
-        command = ("-m", agent.module) if agent.module else (str(project.path(agent.script)),)  # type: ignore[arg-type]
+        module = agent.module or str(project.path(agent.script or Path()))
         watch = tuple(project.path(p) for p in agent.watch) or default_watch(
             project, agent.script, agent.module
         )
@@ -218,12 +223,13 @@ def plan_mesh(project: Project, options: UpOptions, *, project_file: Path | None
             specs.append(
                 ServiceSpec(
                     name if agent.replicas == 1 else f"{name}-{replica + 1}",
-                    name,
-                    "project",
-                    command,
+                    module,
                     host,
                     port,
                     env=env,
+                    agent=name,
+                    kind="project",
+                    script=agent.module is None,
                     cwd=project.root,
                     args=tuple(agent.args),
                     watch=watch,
@@ -245,16 +251,7 @@ def plan_mesh(project: Project, options: UpOptions, *, project_file: Path | None
             raise PlanError(f"workflow directory {workflow_dir} does not exist")
         args += ["--workflow-dir", str(workflow_dir.resolve())]
     specs.append(
-        ServiceSpec(
-            "gateway",
-            "gateway",
-            "gateway",
-            ("-m", GATEWAY_MODULE),
-            host,
-            gateway_port,
-            env=gateway_env,
-            args=tuple(args),
-        )
+        ServiceSpec("gateway", GATEWAY_MODULE, host, gateway_port, gateway_env, args=tuple(args))
     )
     specs = _with_metrics(specs, options.metrics_port, project.metrics_port)
     ports = [s.port for s in specs] + [s.metrics_port for s in specs if s.metrics_port]
@@ -822,7 +819,7 @@ def up_table(services: Sequence[RunningService]) -> Table:
         row = [Text(_cell(service, c)) for c in ("service", "address", "pid")]
         if metrics:
             row.append(Text(f":{spec.metrics_port}/metrics" if spec.metrics_port else "-"))
-        row.append(Text(spec.module if spec.kind != "gateway" else GATEWAY_MODULE))
+        row.append(Text(spec.module))
         table.add_row(*row)
     return table
 
