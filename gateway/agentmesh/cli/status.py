@@ -35,7 +35,8 @@ def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "status",
         help="what the local mesh runs: services, pids, ports, uptime, restarts, health, breakers",
-        description="Show the services of a running `agentmesh up` (from any terminal).",
+        description="Show the services of a running `agentmesh up` (from any terminal). "
+        "Exit status 1 when no mesh runs or one of its services is not serving.",
     )
     parser.add_argument(
         "--gateway",
