@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 
 import yaml
@@ -20,6 +21,16 @@ from agentmesh.agents.keywords.agent import KeywordsAgent
 from agentmesh.agents.sentiment.agent import SentimentAgent
 from agentmesh.agents.summarizer.agent import SummarizerAgent
 from agentmesh.client import AsyncClient, CallError, Reply, WorkflowFinished
+from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill
+
+
+class Mirror(Agent):
+    """Answers with the options and data it was sent."""
+
+    card = AgentCard(name="mirror", description="test agent", skills=(Skill(id="mirror"),))
+
+    async def invoke(self, request: Request) -> Result:
+        return Result.of(data={"options": dict(request.options), "data": request.message.data})
 
 
 async def agentmesh(*args: str) -> tuple[int, str, str]:
@@ -68,15 +79,18 @@ async def test_jobs_commands_submit_watch_list_get_and_cancel() -> None:
     probe = ProbeAgent("probe")
     async with (
         running_agent(probe) as (_, address),
-        running_gateway({"probe": [address]}) as (_, gw),
+        running_agent(Mirror()) as (_, mirror),
+        running_gateway({"probe": [address], "mirror": [mirror]}) as (_, gw),
     ):
         status, out, err = await agentmesh(
             "jobs", "submit", "--gateway", gw, "probe/spell", "abc", "--watch"
         )
         assert status == 0
         assert out.startswith("abc")  # the streamed letters, as they came
+        assert err.startswith("job ")  # the id before anything else
+        job_id = err.split()[1]
+        assert f"job {job_id}  completed" in out
         assert "job completed" in err
-        assert "completed" in out
 
         status, out, _ = await agentmesh("jobs", "list", "--gateway", gw, "--json")
         (listed,) = json.loads(out)
@@ -90,11 +104,42 @@ async def test_jobs_commands_submit_watch_list_get_and_cancel() -> None:
         )
         held = json.loads(out)["jobId"]
         await asyncio.wait_for(probe.entered.wait(), 15)
+        # Ctrl-C on a watch leaves the job running and says how to resume.
+        watcher = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agentmesh.cli", "jobs", "watch", "--gateway", gw, held,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=service_env(),
+        )  # fmt: skip
+        assert watcher.stderr is not None
+        first = await asyncio.wait_for(watcher.stderr.readline(), 60)
+        assert first.startswith(b"[0] job")  # it follows the job's events
+        watcher.send_signal(signal.SIGINT)
+        _, rest = await asyncio.wait_for(watcher.communicate(), 60)
+        assert watcher.returncode == 130
+        assert f"Resume with: agentmesh jobs watch {held} --from " in rest.decode()
+        assert "Traceback" not in rest.decode()
+
         status, out, _ = await agentmesh("jobs", "cancel", "--gateway", gw, held)
-        assert status == 1
+        assert status == 0  # it ended cancelled
         assert "canceled" in out
         assert "cancelled by request" in out
         await asyncio.wait_for(probe.cancelled.wait(), 15)
+
+        # Nothing left to cancel: said plainly, and not a success.
+        status, out, _ = await agentmesh("jobs", "cancel", "--gateway", gw, job_id)
+        assert status == 1
+        assert f"job {job_id} had already ended (completed): nothing to cancel" in out
+
+        # -o and --data reach the agent as call's do; -q prints the id alone.
+        status, out, _ = await agentmesh(
+            "jobs", "submit", "--gateway", gw, "mirror", "hi", "-o", "n=1",
+            "--data", '{"k": 98}', "-q",
+        )  # fmt: skip
+        assert status == 0
+        (quiet_id,) = out.split()
+        status, out, _ = await agentmesh("jobs", "watch", "--gateway", gw, quiet_id)
+        assert status == 0
+        assert '"n": 1' in out  # integral, as sent
+        assert '"k": 98' in out
 
         status, _, err = await agentmesh("jobs", "get", "--gateway", gw, "nosuchjob")
         assert status == 1

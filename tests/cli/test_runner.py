@@ -44,7 +44,7 @@ def local_mesh(spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) ->
     """`agentmesh up` on free ports, once it has printed that it is up."""
     gateway_port = free_port()
     process = spawn(
-        "-m", "agentmesh.cli", "up",
+        "-m", "agentmesh.cli", "up", "--no-file",
         "--port", str(gateway_port),
         "--agent-port-base", str(free_port_range(len(REFERENCE_AGENTS))),
         "--log-dir", str(tmp_path / "logs"),

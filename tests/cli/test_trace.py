@@ -14,13 +14,13 @@ from meshtest import free_port, free_port_range, service_env
 from rich.console import Console
 
 from agentmesh.cli.main import main
+from agentmesh.cli.state import state_dir
 from agentmesh.cli.trace import (
     TraceFilter,
     find_trace,
     latest_run,
     record_latest_run,
     select,
-    state_dir,
     waterfall,
 )
 from agentmesh.client import CallError, Client
@@ -200,7 +200,7 @@ def test_agentmesh_trace_finds_the_runs_traces_from_anywhere_without_background_
     env = {k: v for k, v in service_env().items() if not k.startswith("OTEL_")}
     env["AGENTMESH_STATE_DIR"] = str(tmp_path / "state")
     runner = spawn(
-        "-m", "agentmesh.cli", "up", "--agents", "calculator",
+        "-m", "agentmesh.cli", "up", "--no-file", "--agents", "calculator",
         "--port", gateway.rsplit(":", 1)[1], "--agent-port-base", str(free_port_range(1)),
         "--log-dir", str(log_dir),
         env=env,

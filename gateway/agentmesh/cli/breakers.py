@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 import grpc
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.cli.main import EXIT_FAILED, gateway_flag
+from agentmesh.cli.main import gateway_flag, print_json
+from agentmesh.client import CallError
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 
 _STATES = {
@@ -73,16 +72,23 @@ def cmd_breakers(args: argparse.Namespace, console: Console) -> int:
                 gateway_pb2.ListAgentsRequest(), timeout=10.0
             )
     except grpc.RpcError as exc:
-        failed: Any = exc  # a grpc.Call too, which the stubs do not say
-        print(f"error: {failed.code().name}: {failed.details()}", file=sys.stderr)
-        return EXIT_FAILED
+        raise CallError.from_rpc(exc) from None
     rows = breaker_rows(response)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
+    console.print(breakers_table(rows))
+    return 0
+
+
+def breakers_table(rows: list[dict[str, Any]]) -> Table:
+    """Agent, status and breaker stay whole on an 80-column terminal; replicas wrap."""
     table = Table()
-    for column in ("agent", "status", "breaker", "failures", "retry in", "in flight", "fallback"):
-        table.add_column(column, no_wrap=True)
+    for column, key in (("agent", "agent"), ("status", "status"), ("breaker", "breaker")):
+        width = max([len(column), *(len(r[key]) for r in rows)])
+        table.add_column(column, no_wrap=True, min_width=width)
+    for column in ("failures", "retry in", "in flight", "fallback"):
+        table.add_column(column)
     table.add_column("replicas")
     for row in rows:
         colour = dict(_STATES.values()).get(row["breaker"], "white")
@@ -102,5 +108,4 @@ def cmd_breakers(args: argparse.Namespace, console: Console) -> int:
             row["fallback"] or "-",
             "\n".join(replicas),
         )
-    console.print(table)
-    return 0
+    return table

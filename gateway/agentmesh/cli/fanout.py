@@ -6,16 +6,20 @@ import argparse
 import json
 from typing import Any, get_args
 
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from agentmesh.cli.main import (
     EXIT_FAILED,
+    call_input_flags,
     connect,
     gateway_flag,
+    integral,
+    message_json,
     parse_data,
     parse_options,
+    print_json,
     read_input,
 )
 from agentmesh.client import FanOutResult, Reply
@@ -37,13 +41,22 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("input", nargs="?", default=None, help="text, @FILE, or - for stdin")
     parser.add_argument("--skill", help="skill to call (all agents offering it when no targets)")
-    parser.add_argument("--data", help="a JSON value sent as a data part")
-    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--policy", choices=get_args(Policy), default="all")
+    call_input_flags(parser)
+    parser.add_argument(
+        "--policy",
+        choices=get_args(Policy),
+        default="all",
+        help="when the fan-out counts as a success (default %(default)s)",
+    )
     parser.add_argument(
         "--quorum", type=int, default=0, help="successes needed with --policy quorum"
     )
-    parser.add_argument("--aggregate", choices=get_args(Aggregation), default="collect")
+    parser.add_argument(
+        "--aggregate",
+        choices=get_args(Aggregation),
+        default="collect",
+        help="how the legs' answers become one (default %(default)s)",
+    )
     parser.add_argument("--field", default="", help="data field voted on or scored, e.g. label")
     parser.add_argument("--aggregator", help="NAME or NAME/SKILL that reduces the legs")
     parser.add_argument("--max-width", type=int, default=0, help="legs in flight at once")
@@ -72,7 +85,7 @@ def cmd_fanout(args: argparse.Namespace, console: Console) -> int:
             leg_timeout=args.leg_timeout,
         )
     if args.json:
-        print(json_format.MessageToJson(result.raw, indent=2))
+        print_json(message_json(result.raw))
     else:
         print_fan_out(console, result)
     return 0 if result.ok else EXIT_FAILED
@@ -81,7 +94,7 @@ def cmd_fanout(args: argparse.Namespace, console: Console) -> int:
 def preview(reply: Reply | None) -> str:
     if reply is None:
         return ""
-    body = reply.text or (json.dumps(reply.data) if reply.data is not None else "")
+    body = reply.text or (json.dumps(integral(reply.data)) if reply.data is not None else "")
     body = " ".join(body.split())
     return body if len(body) <= PREVIEW_CHARS else body[: PREVIEW_CHARS - 1] + "…"
 
@@ -90,20 +103,25 @@ def print_fan_out(console: Console, result: FanOutResult) -> None:
     table = Table(
         title=f"{result.succeeded} succeeded, {result.failed} failed", title_justify="left"
     )
-    for column in ("agent", "status", "ms", "output"):
-        table.add_column(column, no_wrap=column != "output")
-    for leg in result.legs:
+    names = [f"{leg.agent}/{leg.skill}" if leg.skill else leg.agent for leg in result.legs]
+    codes = ["OK" if leg.reply is not None else leg.code.name for leg in result.legs]
+    # Agent and status stay whole on an 80-column terminal; the output wraps.
+    for column, values in (("agent", names), ("status", codes)):
+        table.add_column(column, no_wrap=True, min_width=max([len(column), *map(len, values)]))
+    table.add_column("ms", no_wrap=True, justify="right")
+    table.add_column("output")
+    for leg, name, code in zip(result.legs, names, codes, strict=True):
         ok = leg.reply is not None
-        status = "[green]OK[/green]" if ok else f"[red]{leg.code.name}[/red]"
         table.add_row(
-            f"{leg.agent}/{leg.skill}" if leg.skill else leg.agent,
-            status,
+            Text(name),
+            Text(code, style="green" if ok else "red"),
             f"{leg.latency_ms:.0f}",
-            preview(leg.reply) if ok else leg.message,
+            Text(preview(leg.reply) if ok else leg.message),
         )
     console.print(table)
     colour = "green" if result.ok else "red"
     console.print(f"[{colour}]{result.detail}[/{colour}]")
     if result.result is not None:
         reply = result.result
-        console.print(reply.text or json.dumps(reply.data, indent=2), markup=False, highlight=False)
+        body = reply.text or json.dumps(integral(reply.data), indent=2)
+        console.print(body, markup=False, highlight=False)

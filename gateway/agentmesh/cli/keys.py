@@ -9,8 +9,6 @@ from typing import Any
 
 from rich.console import Console
 
-from agentmesh.gateway.auth import hash_key, new_key
-
 
 def register(commands: Any) -> None:
     keys = commands.add_parser("keys", help="make API keys and their hashes for the keys file")
@@ -22,6 +20,9 @@ def register(commands: Any) -> None:
 
 
 def cmd_keys_new(args: argparse.Namespace, console: Console) -> int:
+    # Imported here: the gateway package is heavy, and every other command starts faster.
+    from agentmesh.gateway.auth import hash_key, new_key
+
     key = new_key()
     print(f"key:  {key}")
     print(f"hash: {hash_key(key)}")
@@ -29,6 +30,8 @@ def cmd_keys_new(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_keys_hash(args: argparse.Namespace, console: Console) -> int:
+    from agentmesh.gateway.auth import hash_key
+
     # Never from argv: a key on the command line ends up in shell history and `ps`.
     key = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
     key = key.strip()

@@ -16,14 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from google.protobuf import json_format
 from rich.console import Console, Group
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.main import connect, gateway_flag, parse_data, parse_options, read_input
+from agentmesh.cli.main import (
+    connect,
+    gateway_flag,
+    integral,
+    message_json,
+    parse_data,
+    parse_options,
+    print_json,
+    read_input,
+)
 from agentmesh.client import (
     StepError,
     StepFinished,
@@ -179,8 +187,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         events = client.run_workflow(workflow, text, data=data, state=state)
         if args.json:
             for event in events:
-                row = json_format.MessageToDict(event.raw, preserving_proto_field_name=True)
-                print(json.dumps(row), flush=True)
+                print_json(message_json(event.raw, preserving_proto_field_name=True), indent=None)
             return 0
         progress = Progress()
         with Live(progress.render(), console=console, refresh_per_second=8) as live:
@@ -199,7 +206,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _print_result(console: Console, finished: WorkflowFinished) -> None:
     body: Any = finished.text
     if not body and finished.data is not None:
-        body = json.dumps(finished.data, indent=2)
+        body = json.dumps(integral(finished.data), indent=2)
     usage = finished.usage
     summary = f"completed in {finished.latency_ms:,.0f} ms"
     if usage.total_tokens or usage.cost_usd:

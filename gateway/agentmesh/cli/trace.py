@@ -29,13 +29,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agentmesh.cli.state import STATE_DIR_ENV, state_dir
 from agentmesh.telemetry.collector import SpanRecord, read_spans, traces
 from agentmesh.telemetry.rpcstatus import CODE_NAMES, STATUS_CODE_ATTRIBUTE
 
 log = logging.getLogger("agentmesh.cli")
 
 TRACE_FILE = "traces.jsonl"
-STATE_DIR_ENV = "AGENTMESH_STATE_DIR"
 LATEST = "latest"
 BAR_WIDTH = 24
 SHORT_ID = 12
@@ -45,15 +45,6 @@ STATUS_CHOICES = ("ok", "error", *(code.name.lower() for code in grpc.StatusCode
 
 
 # -- where `agentmesh up` keeps the current run -------------------------------
-
-
-def state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The per-user directory where ``agentmesh up`` records its latest run."""
-    env = os.environ if env is None else env
-    if env.get(STATE_DIR_ENV):
-        return Path(env[STATE_DIR_ENV]).expanduser()
-    base = env.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
-    return Path(base) / "agentmesh"
 
 
 def record_latest_run(log_dir: Path, env: Mapping[str, str] | None = None) -> Path | None:
