@@ -37,7 +37,8 @@ from google.protobuf import struct_pb2
 
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
-from bench.common import REPO_ROOT, free_ports, percentile
+from bench.common import free_ports, percentile
+from bench.mesh import REPO_ROOT
 
 
 def _invoke(ms: float) -> pb.InvokeRequest:
