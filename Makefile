@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint typecheck codegen codegen-check bench clean
+.PHONY: install up test lint typecheck layers codegen codegen-check bench clean
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -17,7 +17,7 @@ install: $(STAMP)  ## virtualenv with agentmesh and its dev tools
 up: $(STAMP)  ## run the gateway and the six agents on 127.0.0.1 (Ctrl-C stops them)
 	$(VENV)/bin/agentmesh up
 
-test: lint typecheck codegen-check  ## everything CI checks
+test: lint typecheck layers codegen-check  ## everything CI checks
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
@@ -26,6 +26,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy services gateway tests protos/codegen.py
+
+layers: $(STAMP)  ## the import layering contract in pyproject.toml ([tool.importlinter])
+	$(VENV)/bin/lint-imports
 
 codegen: $(STAMP)  ## regenerate protos/agentmesh/v1/*_pb2*.py(i) after editing a .proto
 	$(PY) protos/codegen.py

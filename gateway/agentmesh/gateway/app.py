@@ -15,6 +15,7 @@ from a2a.types import a2a_pb2 as a2a_types
 
 from agentmesh.gateway.a2a import a2a_binding
 from agentmesh.gateway.a2a.convert import work_for
+from agentmesh.gateway.a2a.handler import MeshRequestHandler
 from agentmesh.gateway.auth import AuthConfigError, Authenticator
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
@@ -123,7 +124,13 @@ class Gateway:
             ),
             shared=self.redis is not None,
         )
-        servicer = GatewayServicer(self)
+        servicer = GatewayServicer(
+            registry=self.registry,
+            dispatcher=self.dispatcher,
+            fanout=self.fanout,
+            workflows=self.workflows,
+            jobs=self.jobs,
+        )
         binding = ServiceBinding(
             GATEWAY_SERVICE,
             lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server),
@@ -144,8 +151,18 @@ class Gateway:
             audit=AuditLog.open(settings.audit_log),
         )
         limits: list[grpc.aio.ServerInterceptor] = [GuardInterceptor(self.guard)]
+        a2a_handler = MeshRequestHandler(
+            registry=self.registry,
+            jobs=self.jobs,
+            workflows=self.workflows.catalog,
+            # The card names the address the server bound (known once it started).
+            url=lambda: f"{settings.host}:{self.server.port or settings.port}",
+        )
         self.server = GrpcServer(
-            settings, [binding, a2a_binding(self)], interceptors=limits, on_stopped=self._close
+            settings,
+            [binding, a2a_binding(a2a_handler)],
+            interceptors=limits,
+            on_stopped=self._close,
         )
 
     def cost(self, request: object) -> int:

@@ -50,7 +50,7 @@ import jwt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from agentmesh.gateway.resilience.policy import ClientRate, RateLimitPolicy
+from agentmesh.gateway.policy import ClientRate, RateLimitPolicy
 from agentmesh.gateway.targets import parse_target
 from agentmesh.runtime.errors import AgentError
 from agentmesh.runtime.settings import ServerSettings

@@ -51,7 +51,7 @@ from pydantic import (
 )
 
 from agentmesh.gateway.auth import AuthSettings
-from agentmesh.gateway.resilience.policy import (
+from agentmesh.gateway.policy import (
     RateLimitPolicy,
     ResilienceDefaults,
     ResilienceOverrides,

@@ -45,8 +45,8 @@ from agentmesh.gateway.auth import (
     authorize,
     set_current_principal,
 )
+from agentmesh.gateway.policy import RateLimitPolicy
 from agentmesh.gateway.resilience.interceptor import RETRY_AFTER, client_identity
-from agentmesh.gateway.resilience.policy import RateLimitPolicy
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.telemetry.interceptor import METADATA_GETTER
 from agentmesh.telemetry.metrics import RATE_LIMITED

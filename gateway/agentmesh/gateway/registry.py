@@ -34,9 +34,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh.gateway.config import AgentConfig, GatewayConfig, GatewaySettings
 from agentmesh.gateway.external import A2AAgentStub
+from agentmesh.gateway.policy import agent_policy
 from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.outlier import ReplicaStats
-from agentmesh.gateway.resilience.policy import agent_policy
 from agentmesh.runtime.tls import channel_credentials
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb

@@ -6,20 +6,22 @@ response back untouched: the gateway reads only the routing fields.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from agentmesh.gateway.auth import caller
-from agentmesh.gateway.registry import AgentEntry, Reachability
-from agentmesh.gateway.resilience.visibility import fill_resilience
+from agentmesh.gateway.dispatch import Dispatcher
+from agentmesh.gateway.fanout import FanOut
+from agentmesh.gateway.jobs import JobManager
+from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
+from agentmesh.gateway.resilience.breaker import CLOSED, HALF_OPEN, OPEN
+from agentmesh.gateway.workflows import WorkflowService
 from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
-
-if TYPE_CHECKING:
-    from agentmesh.gateway.app import Gateway
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -44,6 +46,39 @@ def agent_info(entry: AgentEntry) -> gateway_pb2.AgentInfo:
     return info
 
 
+_BREAKER_STATE = {
+    CLOSED: gateway_pb2.BREAKER_STATE_CLOSED,
+    OPEN: gateway_pb2.BREAKER_STATE_OPEN,
+    HALF_OPEN: gateway_pb2.BREAKER_STATE_HALF_OPEN,
+}
+
+
+def fill_resilience(info: gateway_pb2.AgentInfo, entry: AgentEntry) -> None:
+    """Set ``info``'s breaker, replicas, in-flight, cap and fallback from ``entry``."""
+    guard = entry.guard
+    snapshot = guard.breaker.snapshot()
+    info.breaker.state = _BREAKER_STATE.get(snapshot.state, gateway_pb2.BREAKER_STATE_UNSPECIFIED)
+    info.breaker.failures = snapshot.failures
+    info.breaker.opened_at = snapshot.opened_at
+    info.breaker.retry_after_seconds = snapshot.retry_after
+    now = time.monotonic()
+    for replica in entry.replicas:
+        stats = replica.stats
+        info.replicas.add(
+            address=replica.address,
+            ejected=stats.ejected(now),
+            ejected_for_seconds=max(0.0, stats.ejected_until - now),
+            consecutive_failures=stats.consecutive_failures,
+            in_flight=stats.in_flight,
+        )
+    info.in_flight = guard.bulkhead.in_flight
+    info.max_concurrency = guard.bulkhead.limit
+    info.fallback = guard.policy.fallback or ""
+    if entry.draining:
+        info.status = gateway_pb2.AGENT_STATUS_NOT_SERVING
+        info.detail = info.detail or "every replica's health is NOT_SERVING (draining)"
+
+
 CACHE_HEADER = "x-agentmesh-cache"
 """Trailing metadata on cacheable calls: "hit" or "miss"."""
 
@@ -59,12 +94,20 @@ def _bypasses_cache(context: Context) -> bool:
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     """Maps the Gateway service's wire messages onto the gateway's parts."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        # The gateway's parts (registry, upstream, fan-out, workflows, jobs...)
-        # are read through ``gateway`` so each RPC here stays a thin mapping.
-        self._gateway = gateway
-        self._registry = gateway.registry
-        self._upstream = gateway.upstream
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        dispatcher: Dispatcher,
+        fanout: FanOut,
+        workflows: WorkflowService,
+        jobs: JobManager,
+    ) -> None:
+        self._registry = registry
+        self._dispatcher = dispatcher
+        self._fanout = fanout
+        self._workflows = workflows
+        self._jobs = jobs
 
     @unary_errors
     async def ListAgents(
@@ -78,7 +121,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     @unary_errors
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
-        answer = await self._gateway.dispatcher.invoke(
+        answer = await self._dispatcher.invoke(
             request, time_remaining=context.time_remaining(), fresh=_bypasses_cache(context)
         )
         if answer.cache:
@@ -89,7 +132,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def InvokeStream(
         self, request: pb.InvokeRequest, context: Context
     ) -> AsyncIterator[pb.InvokeEvent]:
-        async for event in self._gateway.dispatcher.stream(
+        async for event in self._dispatcher.stream(
             request, time_remaining=context.time_remaining()
         ):
             yield event
@@ -98,13 +141,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def FanOut(
         self, request: gateway_pb2.FanOutRequest, context: Context
     ) -> gateway_pb2.FanOutResponse:
-        return await self._gateway.fanout.run(request, time_remaining=context.time_remaining())
+        return await self._fanout.run(request, time_remaining=context.time_remaining())
 
     @stream_errors
     async def RunWorkflow(
         self, request: gateway_pb2.RunWorkflowRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.WorkflowEvent]:
-        async for event in self._gateway.workflows.run_workflow(
+        async for event in self._workflows.run_workflow(
             request, time_remaining=context.time_remaining()
         ):
             yield event
@@ -114,19 +157,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.SubmitJobRequest, context: Context
     ) -> gateway_pb2.Job:
         principal = caller()
-        return await self._gateway.jobs.submit(
-            request, owner=principal.owner, max_jobs=principal.max_jobs
-        )
+        return await self._jobs.submit(request, owner=principal.owner, max_jobs=principal.max_jobs)
 
     @unary_errors
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: Context) -> gateway_pb2.Job:
-        return await self._gateway.jobs.get(request.job_id, viewer=caller().viewer)
+        return await self._jobs.get(request.job_id, viewer=caller().viewer)
 
     @stream_errors
     async def WatchJob(
         self, request: gateway_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        jobs = self._gateway.jobs
+        jobs = self._jobs
         async for event in jobs.watch(request.job_id, request.from_offset, viewer=caller().viewer):
             yield event
 
@@ -134,11 +175,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: Context
     ) -> gateway_pb2.Job:
-        return await self._gateway.jobs.cancel(request.job_id, viewer=caller().viewer)
+        return await self._jobs.cancel(request.job_id, viewer=caller().viewer)
 
     @unary_errors
     async def ListJobs(
         self, request: gateway_pb2.ListJobsRequest, context: Context
     ) -> gateway_pb2.ListJobsResponse:
-        jobs = await self._gateway.jobs.list(request.limit, request.state, viewer=caller().viewer)
+        jobs = await self._jobs.list(request.limit, request.state, viewer=caller().viewer)
         return gateway_pb2.ListJobsResponse(jobs=jobs)

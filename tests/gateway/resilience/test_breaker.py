@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from agentmesh.gateway.policy import BreakerPolicy
 from agentmesh.gateway.resilience.breaker import (
     CLOSED,
     HALF_OPEN,
@@ -14,7 +15,6 @@ from agentmesh.gateway.resilience.breaker import (
     BreakerOpen,
     Outcome,
 )
-from agentmesh.gateway.resilience.policy import BreakerPolicy
 
 
 class FakeClock:

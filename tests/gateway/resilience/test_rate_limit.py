@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agentmesh.gateway.policy import RateLimitPolicy
 from agentmesh.gateway.resilience.interceptor import client_identity
-from agentmesh.gateway.resilience.policy import RateLimitPolicy
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agentmesh.gateway.resilience.policy import RetryPolicy
+from agentmesh.gateway.policy import RetryPolicy
 from agentmesh.gateway.resilience.retry import RetryBudget, backoff
 
 

@@ -7,6 +7,12 @@ import time
 import pytest
 import redis
 
+from agentmesh.gateway.policy import (
+    BreakerPolicy,
+    ResilienceDefaults,
+    ResilienceOverrides,
+    agent_policy,
+)
 from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.breaker import (
     CLOSED,
@@ -15,12 +21,6 @@ from agentmesh.gateway.resilience.breaker import (
     BreakerOpen,
     Outcome,
     redis_storage,
-)
-from agentmesh.gateway.resilience.policy import (
-    BreakerPolicy,
-    ResilienceDefaults,
-    ResilienceOverrides,
-    agent_policy,
 )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from a2a.server.context import ServerCallContext
@@ -42,7 +42,10 @@ from agentmesh.gateway.a2a.convert import (
     workflow_skill,
 )
 from agentmesh.gateway.auth import caller
+from agentmesh.gateway.jobs import JobManager
 from agentmesh.gateway.jobstore import TERMINAL_STATES
+from agentmesh.gateway.registry import Registry
+from agentmesh.gateway.workflows.catalog import WorkflowCatalog
 from agentmesh.runtime.errors import (
     AgentError,
     DeadlineExceeded,
@@ -52,9 +55,6 @@ from agentmesh.runtime.errors import (
 from agentmesh.runtime.status import abort
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
-
-if TYPE_CHECKING:
-    from agentmesh.gateway.app import Gateway
 
 Event = a2a.Task | a2a.Message | a2a.TaskStatusUpdateEvent | a2a.TaskArtifactUpdateEvent
 
@@ -72,9 +72,17 @@ def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, A
 class MeshRequestHandler(RequestHandler):
     """a2a-sdk's request handler interface, served by the gateway's parts."""
 
-    def __init__(self, gateway: Gateway, *, url: Callable[[], str]) -> None:
-        # Parts are read through ``gateway`` at call time, like the native servicer.
-        self._gateway = gateway
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        jobs: JobManager,
+        workflows: WorkflowCatalog,
+        url: Callable[[], str],
+    ) -> None:
+        self._registry = registry
+        self._jobs = jobs
+        self._catalog = workflows
         self._url = url
         # Jobs do not record an A2A context id: remember the ones clients sent
         # (a task read on another replica shows its own id as its context).
@@ -89,9 +97,9 @@ class MeshRequestHandler(RequestHandler):
         try:
             job, context_id = await self._submit(params, grpc_context)
             if not params.configuration.return_immediately:
-                async for _ in self._gateway.jobs.watch(job.job_id, 0):  # the caller's own job
+                async for _ in self._jobs.watch(job.job_id, 0):  # the caller's own job
                     pass  # until the job has ended
-                job = await self._gateway.jobs.get(job.job_id)
+                job = await self._jobs.get(job.job_id)
             return task_from_job(job, context_id)
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.SendMessage")
@@ -130,7 +138,7 @@ class MeshRequestHandler(RequestHandler):
             )
         if not params.message.parts:
             raise InvalidParamsError("message.parts: required (at least one part)")
-        names = [entry.name for entry in self._gateway.registry.entries]
+        names = [entry.name for entry in self._registry.entries]
         work = work_for(params, names)
         # Scopes, rate limit and max_jobs were checked by the gateway's guard (on this job).
         principal = caller()
@@ -142,9 +150,7 @@ class MeshRequestHandler(RequestHandler):
         if params.message.message_id:
             # A client that resends a message (same id) gets the task it first made.
             work.idempotency_key = f"a2a:{params.message.message_id}"
-        job = await self._gateway.jobs.submit(
-            work, owner=principal.owner, max_jobs=principal.max_jobs
-        )
+        job = await self._jobs.submit(work, owner=principal.owner, max_jobs=principal.max_jobs)
         context_id = params.message.context_id or job.job_id
         if params.message.context_id:
             self._contexts[job.job_id] = context_id
@@ -157,7 +163,7 @@ class MeshRequestHandler(RequestHandler):
 
     async def _events(self, job_id: str, offset: int, context_id: str) -> AsyncIterator[Event]:
         """The job's events from ``offset`` as A2A status and artifact updates, until it ends."""
-        async for job_event in self._gateway.jobs.watch(job_id, offset):
+        async for job_event in self._jobs.watch(job_id, offset):
             for event in _a2a_events(job_event, job_id, context_id):
                 yield event
 
@@ -178,9 +184,7 @@ class MeshRequestHandler(RequestHandler):
             raise InvalidParamsError(f"page_size: at most {MAX_PAGE_SIZE}")
         grpc_context = _grpc_context(context)
         try:
-            jobs = await self._gateway.jobs.list(
-                params.page_size, params.status, viewer=caller().viewer
-            )
+            jobs = await self._jobs.list(params.page_size, params.status, viewer=caller().viewer)
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.ListTasks")
         tasks = [
@@ -203,7 +207,7 @@ class MeshRequestHandler(RequestHandler):
                 f"task {job.job_id!r} has already ended ({a2a.TaskState.Name(job.state)})"
             )
         try:
-            job = await self._gateway.jobs.cancel(job.job_id, viewer=caller().viewer)
+            job = await self._jobs.cancel(job.job_id, viewer=caller().viewer)
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.CancelTask")
         return task_from_job(job, self._context_of(job.job_id))
@@ -214,7 +218,7 @@ class MeshRequestHandler(RequestHandler):
         if not task_id:
             raise InvalidParamsError("id: required")
         try:
-            return await self._gateway.jobs.get(task_id, viewer=caller().viewer)
+            return await self._jobs.get(task_id, viewer=caller().viewer)
         except NotFound:
             raise TaskNotFoundError(f"task {task_id!r} does not exist (or has expired)") from None
         except InvalidInput:
@@ -229,8 +233,8 @@ class MeshRequestHandler(RequestHandler):
     async def on_get_extended_agent_card(
         self, params: a2a.GetExtendedAgentCardRequest, context: ServerCallContext
     ) -> a2a.AgentCard:
-        skills = [s for entry in self._gateway.registry.entries for s in agent_skills(entry)]
-        catalog = self._gateway.workflows.catalog
+        skills = [s for entry in self._registry.entries for s in agent_skills(entry)]
+        catalog = self._catalog
         skills += [workflow_skill(n, catalog.get(n).description) for n in catalog.names()]
         return mesh_card(name=CARD_NAME, url=self._url(), version=CARD_VERSION, skills=skills)
 

@@ -7,28 +7,18 @@ interceptors (telemetry, rate limits, authentication) apply to it unchanged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from a2a.server.request_handlers.grpc_handler import GrpcHandler
 from a2a.types import a2a_pb2_grpc
 
 from agentmesh.gateway.a2a.handler import MeshRequestHandler
 from agentmesh.runtime.server import ServiceBinding
 
-if TYPE_CHECKING:
-    from agentmesh.gateway.app import Gateway
-
 A2A_SERVICE = "lf.a2a.v1.A2AService"
 
 
-def a2a_binding(gateway: Gateway) -> ServiceBinding:
-    """The A2A service for ``gateway``'s server; its card names the address the server bound."""
-
-    def url() -> str:
-        settings = gateway.settings
-        return f"{settings.host}:{gateway.server.port or settings.port}"
-
-    servicer = GrpcHandler(MeshRequestHandler(gateway, url=url))
+def a2a_binding(handler: MeshRequestHandler) -> ServiceBinding:
+    """The A2A service over ``handler``, for the gateway's server."""
+    servicer = GrpcHandler(handler)
     return ServiceBinding(
         A2A_SERVICE,
         lambda server: a2a_pb2_grpc.add_A2AServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -13,9 +13,9 @@ import logging
 import time
 from dataclasses import dataclass
 
+from agentmesh.gateway.policy import AgentPolicy
 from agentmesh.gateway.resilience.breaker import AgentBreaker, BreakerOpen, Clock, Outcome
 from agentmesh.gateway.resilience.bulkhead import Bulkhead, BulkheadFull
-from agentmesh.gateway.resilience.policy import AgentPolicy
 from agentmesh.gateway.resilience.retry import RetryBudget
 
 log = logging.getLogger("agentmesh.gateway.resilience")

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 import pybreaker
 
-from agentmesh.gateway.resilience.policy import BreakerPolicy
+from agentmesh.gateway.policy import BreakerPolicy
 from agentmesh.runtime.errors import Unavailable
 from agentmesh.telemetry.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentmesh.gateway.resilience.policy import EjectionPolicy
+from agentmesh.gateway.policy import EjectionPolicy
 
 
 @dataclass(slots=True)

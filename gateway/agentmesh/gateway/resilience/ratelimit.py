@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from agentmesh.gateway.resilience.policy import RateLimitPolicy
+from agentmesh.gateway.policy import RateLimitPolicy
 
 PREFIX = "agentmesh:ratelimit:v1"
 

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from agentmesh.gateway.resilience.policy import RetryPolicy
+from agentmesh.gateway.policy import RetryPolicy
 
 
 def backoff(policy: RetryPolicy, retry: int, *, rng: random.Random | None = None) -> float:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from agentmesh.gateway.resilience.policy import RetryPolicy
+from agentmesh.gateway.policy import RetryPolicy
 from agentmesh.gateway.resilience.retry import backoff
 from agentmesh.gateway.workflows.events import (
     Event,
