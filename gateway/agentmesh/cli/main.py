@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         handler: Handler = args.handler
         status = handler(args, console)
     except CallError as exc:
-        print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        print("error: " + "\n".join(exc.describe()), file=sys.stderr)
         status = EXIT_FAILED
     except KeyboardInterrupt:
         status = 130

@@ -43,7 +43,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agentmesh.gateway.resilience.policy import ClientRate, RateLimitPolicy
+from agentmesh.runtime.errors import Reason
 from agentmesh.runtime.settings import ServerSettings
+from agentmesh.runtime.status import StatusDetails, abort_status
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -103,10 +105,11 @@ class AuthConfigError(ValueError):
 class AuthError(Exception):
     """A refused call: UNAUTHENTICATED or PERMISSION_DENIED with a caller-safe message."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason  # the ErrorInfo reason; default: the code's name
 
 
 def _unauthenticated(message: str) -> AuthError:
@@ -456,6 +459,7 @@ class JobQuota:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"jobs: {len(active)} jobs of {principal.id} are queued or running; "
                 f"the limit is {limit} (max_jobs of the key)",
+                reason=Reason.QUOTA_EXCEEDED,
             )
 
     def record(self, principal: Principal, job: object) -> None:
@@ -508,7 +512,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 if is_submit:
                     await quota.check(principal)
             except AuthError as exc:
-                await context.abort(exc.code, exc.message)
+                await abort_status(context, exc.code, exc.message, StatusDetails(exc.reason))
             _current.set(principal)
             return principal
 

@@ -40,7 +40,14 @@ from agentmesh.gateway.jobstore import (
 )
 from agentmesh.gateway.routing import Router, addressed, route
 from agentmesh.gateway.upstream import Upstream
-from agentmesh.runtime.errors import AgentError, ErrorCode, InvalidInput, LimitExceeded, NotFound
+from agentmesh.runtime.errors import (
+    AgentError,
+    ErrorCode,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    Reason,
+)
 from agentmesh.runtime.status import grpc_code, internal_message
 from agentmesh.telemetry.metrics import JOB_WORKERS, JOBS, JOBS_ACTIVE
 from agentmesh.v1 import gateway_pb2
@@ -201,7 +208,9 @@ class JobManager:
         _check_id(job_id)
         job = await self._store.get(job_id)
         if job is None:
-            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+            raise NotFound(
+                f"job {job_id!r} does not exist (or has expired)", reason=Reason.JOB_NOT_FOUND
+            )
         return job
 
     async def watch(self, job_id: str, from_offset: int) -> AsyncIterator[gateway_pb2.JobEvent]:
@@ -241,7 +250,9 @@ class JobManager:
             record, allowed=OPEN_STATES, keep_for=self._settings.ttl
         )
         if outcome.job is None:
-            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+            raise NotFound(
+                f"job {job_id!r} does not exist (or has expired)", reason=Reason.JOB_NOT_FOUND
+            )
         if outcome.won:
             JOBS.labels(kind=record.kind, state="canceled").inc()
             # The state is final; now stop the work, wherever it runs.

@@ -49,7 +49,7 @@ from agentmesh.runtime.errors import (
     InvalidInput,
     NotFound,
 )
-from agentmesh.runtime.status import abort
+from agentmesh.runtime.status import StatusDetails, abort, abort_status
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -139,7 +139,7 @@ class MeshRequestHandler(RequestHandler):
                 authorize(principal, work)  # the scopes a native SubmitJob of it would need
                 await quota.check(principal)  # and the key's max_jobs, as for SubmitJob
             except AuthError as exc:
-                await grpc_context.abort(exc.code, exc.message)
+                await abort_status(grpc_context, exc.code, exc.message, StatusDetails(exc.reason))
         remaining = grpc_context.time_remaining()
         if remaining is not None:
             if remaining <= 0:
