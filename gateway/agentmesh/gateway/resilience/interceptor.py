@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeAlias
+import contextvars
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
+from agentmesh.runtime.errors import Reason
+from agentmesh.runtime.interceptors import Handler, MethodInterceptor, PerMethod, checked
+from agentmesh.runtime.status import StatusDetails, abort_status
 from agentmesh.telemetry.metrics import RATE_LIMITED
 
 CLIENT_METADATA = "x-agentmesh-client"
-RETRY_AFTER = "retry-after"
 _MAX_CLIENT_CHARS = 128
 
-Metadata = Sequence[tuple[str, str | bytes]] | None
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only to the type checker
+Metadata = Iterable[tuple[str, str | bytes]] | None
+
+# (client, seconds to wait) of a call refused in intercept_service; None: decide in the call.
+_refusal: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar(
+    "agentmesh_rate_refusal", default=None
+)
 
 
 def client_identity(metadata: Metadata, peer: Callable[[], str]) -> str:
@@ -38,11 +44,18 @@ def client_identity(metadata: Metadata, peer: Callable[[], str]) -> str:
     return f"peer:{rest}"
 
 
-class RateLimitInterceptor(grpc.aio.ServerInterceptor):
+class RateLimitInterceptor(MethodInterceptor):
     """Refuses calls to ``service_prefix`` methods beyond the caller's rate.
 
     A refused call ends with RESOURCE_EXHAUSTED, a message saying when to
-    retry, and the same figure in seconds as ``retry-after`` trailing metadata.
+    retry, and the rich details of :mod:`agentmesh.runtime.status`: ErrorInfo
+    reason ``RATE_LIMITED`` and a RetryInfo delay (also sent as the
+    ``retry-after`` trailer, in seconds).
+
+    When the caller's identity is known from the call's metadata or its
+    authentication, the decision is made here and an admitted call reaches the
+    servicer untouched; otherwise (or to refuse) the method's wrapper, built
+    once per method, decides or refuses in the call itself.
     """
 
     def __init__(
@@ -57,78 +70,41 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         self._limiter = limiter
         self._prefix = service_prefix
         self._authenticated = authenticated
+        self._wrapped = PerMethod()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefix):
+    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        method: str = details.method
+        if not method.startswith(self._prefix):
             return handler
-        metadata: Metadata = handler_call_details.invocation_metadata
-        principal = self._authenticated()
-        if principal is not None:
-            wait = self._limiter.check(principal)
-            return handler if not wait else _wrap(handler, lambda _context: (principal, wait))
-        if any(key == CLIENT_METADATA for key, _ in metadata or ()):
+        client = self._authenticated()
+        if client is None:
+            metadata: Metadata = details.invocation_metadata
+            if any(key == CLIENT_METADATA for key, _ in metadata or ()):
+                client = client_identity(metadata, lambda: "")
+        if client is not None:
             # Identity known without the call's context: decide now, and pass
             # admitted calls to the servicer untouched.
-            client = client_identity(metadata, lambda: "")
             wait = self._limiter.check(client)
             if not wait:
                 return handler
-            return _wrap(handler, lambda _context: (client, wait))
+            _refusal.set((client, wait))
+        else:
+            _refusal.set(None)  # decided in the call, from its peer
+        return self._wrapped.get(method, handler, checked, self._check)
 
-        def decide(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, float]:
-            client = client_identity(metadata, context.peer)
-            return client, self._limiter.check(client)
-
-        return _wrap(handler, decide)
-
-
-Decide = Callable[[grpc.aio.ServicerContext[Any, Any]], tuple[str, float]]
-
-
-async def _refuse(context: grpc.aio.ServicerContext[Any, Any], client: str, wait: float) -> None:
-    RATE_LIMITED.labels(client=client).inc()
-    await context.abort(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"rate limit exceeded for {client}; retry in {wait:.3f}s",
-        trailing_metadata=((RETRY_AFTER, f"{wait:.3f}"),),
-    )
-
-
-def _wrap(handler: Handler, decide: Decide) -> Handler:
-    serializers: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        unary: Any = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            client, wait = decide(context)
-            if wait:
-                await _refuse(context, client, wait)
-            return await unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
-    if handler.unary_stream is not None:
-        streaming: Any = handler.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            client, wait = decide(context)
-            if wait:
-                await _refuse(context, client, wait)
-            produced = streaming(request, context)
-            if inspect.isasyncgen(produced):
-                async for item in produced:
-                    yield item
-            else:  # a handler that writes through the context
-                await produced
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
-    return handler  # client- and bidi-streaming: the gateway serves none
+    async def _check(self, request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        refusal = _refusal.get()
+        if refusal is None:
+            client = client_identity(context.invocation_metadata(), context.peer)
+            wait = self._limiter.check(client)
+            if not wait:
+                return
+            refusal = (client, wait)
+        client, wait = refusal
+        RATE_LIMITED.labels(client=client).inc()
+        await abort_status(
+            context,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"rate limit exceeded for {client}; retry in {wait:.3f}s",
+            StatusDetails(Reason.RATE_LIMITED, retry_after=wait),
+        )
