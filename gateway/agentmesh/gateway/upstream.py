@@ -236,7 +236,7 @@ class Upstream:
         number: int,
         hedged: bool,
     ) -> pb.InvokeResponse:
-        with self._span(_INVOKE, entry, replica, request, number, hedged) as attempt:
+        with _AttemptSpan(_INVOKE, entry, replica, request, number, hedged) as attempt:
             started = self._started(entry, replica)
             try:
                 response: pb.InvokeResponse = await replica.stub.Invoke(
@@ -337,7 +337,7 @@ class Upstream:
         timeout: float,
         number: int,
     ) -> _OpenStream:
-        with self._span(_INVOKE_STREAM, entry, replica, request, number, False) as attempt:
+        with _AttemptSpan(_INVOKE_STREAM, entry, replica, request, number, False) as attempt:
             self._entered(entry, replica)
             call = replica.stub.InvokeStream(request, timeout=timeout, metadata=attempt.metadata)
             try:
@@ -581,17 +581,6 @@ class Upstream:
         if entry.card is None:
             self._registry.refresh_soon(entry)
         entry.mark_serving()
-
-    def _span(
-        self,
-        method: str,
-        entry: AgentEntry,
-        replica: Replica,
-        request: pb.InvokeRequest,
-        number: int,
-        hedged: bool,
-    ) -> _AttemptSpan:
-        return _AttemptSpan(method, entry, replica, request, number, hedged)
 
 
 class _AttemptSpan(ClientSpan):

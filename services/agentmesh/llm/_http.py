@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -219,17 +219,11 @@ class HTTPProvider(abc.ABC):
     # -- public calls -----------------------------------------------------------------------
 
     async def complete(self, req: ChatRequest, *, timeout: float | None = None) -> ChatResponse:
-        span = self._start_span(stream=False)
-        try:
+        with self._call_span(stream=False) as span:
             with _current(span):  # the HTTP requests' spans are its children
                 response = await self._complete_retrying(req, timeout)
             _span_answered(span, response.model, response.usage, response.attempts)
             return response
-        except ProviderError as exc:
-            _span_failed(span, exc)
-            raise
-        finally:
-            span.end()
 
     async def stream(
         self,
@@ -239,8 +233,7 @@ class HTTPProvider(abc.ABC):
     ) -> AsyncGenerator[ChatChunk, None]:
         # The span is current only while the next chunk is awaited, never across a
         # yield: the caller may resume or close this generator from another context.
-        span = self._start_span(stream=True)
-        try:
+        with self._call_span(stream=True) as span:
             async with contextlib.aclosing(self._stream_retrying(req, timeout)) as chunks:
                 while True:
                     with _current(span):
@@ -250,11 +243,6 @@ class HTTPProvider(abc.ABC):
                     if chunk.final:
                         _span_answered(span, chunk.model, chunk.usage, chunk.attempts)
                     yield chunk
-        except ProviderError as exc:
-            _span_failed(span, exc)
-            raise
-        finally:
-            span.end()
 
     async def _complete_retrying(self, req: ChatRequest, timeout: float | None) -> ChatResponse:
         deadline = Deadline.start(timeout=timeout)
@@ -303,6 +291,19 @@ class HTTPProvider(abc.ABC):
                             self._record_failure(exc)
                             raise
             await self._before_retry(failure, tries, deadline)
+
+    @contextlib.contextmanager
+    def _call_span(self, *, stream: bool) -> Iterator[Span]:
+        """The client span of one provider call (retries included), ended on the way out;
+        a ProviderError leaving it is recorded. It is not made current here."""
+        span = self._start_span(stream=stream)
+        try:
+            yield span
+        except ProviderError as exc:
+            _span_failed(span, exc)
+            raise
+        finally:
+            span.end()
 
     def _start_span(self, *, stream: bool) -> Span:
         """A client span of one provider call (retries included); never carries the key."""
