@@ -164,3 +164,21 @@ async def test_a_shape_limit_names_the_field_and_an_unexpected_error_has_a_reaso
     assert crash.code == grpc.StatusCode.INTERNAL.value[0]
     assert detail(crash, error_details_pb2.ErrorInfo).reason == "INTERNAL"
     assert "secret" not in crash.message
+
+
+async def test_a_caller_known_only_by_its_peer_is_limited_in_the_call_itself() -> None:
+    config = {"rate_limit": {"rate": 0.5, "burst": 2}}
+    async with gateway_with(config) as (_, stub, _):
+        listing = gateway_pb2.ListAgentsRequest()
+        for _ in range(2):
+            await stub.ListAgents(listing, timeout=5)
+        streamed = stub.RunWorkflow(gateway_pb2.RunWorkflowRequest(workflow="none"), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            async for _ in streamed:
+                pass
+        status = await rpc_status.aio.from_call(streamed)
+    assert status is not None
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "peer:127.0.0.1" in status.message
+    assert detail(status, error_details_pb2.ErrorInfo).reason == "RATE_LIMITED"
+    assert detail(status, error_details_pb2.RetryInfo).retry_delay.ToNanoseconds() > 0
