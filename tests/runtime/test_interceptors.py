@@ -11,7 +11,6 @@ from meshtest import ProbeAgent
 
 from agentmesh.runtime import ServerSettings, agent_server
 from agentmesh.runtime.errors import Reason
-from agentmesh.runtime.interceptors import Handler, MethodInterceptor, PerMethod, checked
 from agentmesh.runtime.resilience import (
     Backoff,
     Deadline,
@@ -20,6 +19,7 @@ from agentmesh.runtime.resilience import (
     retry_wait,
 )
 from agentmesh.runtime.status import StatusDetails, abort_status, details_of
+from agentmesh.telemetry.handlers import Handler, MethodInterceptor, PerMethod, checked
 from agentmesh.v1 import agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 

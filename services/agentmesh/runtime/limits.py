@@ -24,7 +24,9 @@ import grpc
 from google.protobuf.message import Message as ProtoMessage
 
 from agentmesh.runtime.errors import FieldViolation, Reason
-from agentmesh.runtime.interceptors import (
+from agentmesh.runtime.settings import ServerSettings
+from agentmesh.runtime.status import StatusDetails, abort_status
+from agentmesh.telemetry.handlers import (
     Behaviour,
     Context,
     Handler,
@@ -33,8 +35,6 @@ from agentmesh.runtime.interceptors import (
     responses,
     rewrap,
 )
-from agentmesh.runtime.settings import ServerSettings
-from agentmesh.runtime.status import StatusDetails, abort_status
 from agentmesh.v1 import messages_pb2 as pb
 
 LIMITED_PREFIX = "/agentmesh.v1."

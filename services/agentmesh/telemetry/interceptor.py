@@ -38,7 +38,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind
 
-from agentmesh.runtime.interceptors import (
+from agentmesh.telemetry.handlers import (
     Behaviour,
     Handler,
     MethodInterceptor,

@@ -10,8 +10,8 @@ import grpc
 
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.runtime.errors import Reason
-from agentmesh.runtime.interceptors import Handler, MethodInterceptor, PerMethod, checked
 from agentmesh.runtime.status import StatusDetails, abort_status
+from agentmesh.telemetry.handlers import Handler, MethodInterceptor, PerMethod, checked
 from agentmesh.telemetry.metrics import RATE_LIMITED
 
 CLIENT_METADATA = "x-agentmesh-client"

@@ -10,6 +10,10 @@ method's first call and reused after, and nothing but the work itself happens
 per call. What a call needs to know (the authenticated principal, a refusal
 decided in ``intercept_service``) travels in a ``contextvars.ContextVar``:
 ``intercept_service`` and the handler run in the same context.
+
+It lives beside the telemetry interceptor, its first user, because the
+runtime's server imports that interceptor: a module of ``agentmesh.runtime``
+could not be imported from here without an import cycle.
 """
 
 from __future__ import annotations
