@@ -64,6 +64,7 @@ async def test_call_list_stream_and_errors(tmp_path: Path) -> None:
             status, _, err = await agentmesh("call", "--gateway", gw, "nobody", "hi")
             assert status == 1
             assert "error: NOT_FOUND: agent 'nobody' is not registered" in err
+            assert "  reason: AGENT_NOT_FOUND" in err
             assert "Traceback" not in err
 
             status, _, err = await agentmesh("call", "--gateway", gw, "calculator", "@/nonexistent")

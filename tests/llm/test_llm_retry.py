@@ -22,11 +22,11 @@ from agentmesh.llm import (
     RateLimited,
     ServerError,
     StreamError,
-    full_jitter_backoff,
     parse_retry_after,
     to_agent_error,
 )
 from agentmesh.runtime.errors import ErrorCode
+from agentmesh.runtime.resilience import Backoff
 
 if TYPE_CHECKING:
     from llm.fakellm import FakeLLMServer, MakeClient, SleepRecorder
@@ -256,11 +256,12 @@ async def test_connection_refused_is_a_retryable_network_error(
 
 def test_full_jitter_backoff_bounds() -> None:
     rng = random.Random(7)
-    for retry in range(8):
-        cap = min(10.0, 0.5 * 2**retry)
-        delays = [full_jitter_backoff(retry, initial=0.5, maximum=10.0, rng=rng) for _ in range(50)]
+    backoff = Backoff(initial=0.5, maximum=10.0)
+    for retry in range(1, 9):
+        cap = min(10.0, 0.5 * 2 ** (retry - 1))
+        delays = [backoff.delay(retry, rng=rng) for _ in range(50)]
         assert all(0.0 <= d <= cap for d in delays)
-    assert full_jitter_backoff(1000, initial=1.0, maximum=3.0, rng=rng) <= 3.0
+    assert Backoff(initial=1.0, maximum=3.0).delay(1000, rng=rng) <= 3.0
 
 
 async def _collect(stream: AsyncIterator[ChatChunk], into: list[str]) -> None:

@@ -457,16 +457,33 @@ def unreachable(exc: CallError) -> bool:
     return exc.code.name == "UNAVAILABLE" and exc.message.startswith(_UNREACHABLE)
 
 
-def _report(args: argparse.Namespace, code: str | None, message: str, hint: str | None) -> None:
+def _report(
+    args: argparse.Namespace,
+    code: str | None,
+    message: str,
+    hint: str | None,
+    exc: CallError | None = None,
+) -> None:
+    """An error on stderr (or as JSON on stdout), with a call error's rich details."""
     if getattr(args, "json", False):
-        error: dict[str, str] = {"message": message}
+        error: dict[str, Any] = {"message": message}
         if code is not None:
             error = {"code": code, **error}
         if hint is not None:
             error["hint"] = hint
+        if exc is not None and exc.reason:
+            error["reason"] = exc.reason
+        if exc is not None and exc.field_violations:
+            error["field_violations"] = [
+                {"field": field, "description": text} for field, text in exc.field_violations
+            ]
+        if exc is not None and exc.retry_after is not None:
+            error["retry_after"] = exc.retry_after
         print_json({"error": error})
         return
     print(f"error: {code}: {message}" if code else f"error: {message}", file=sys.stderr)
+    for line in exc.describe()[1:] if exc is not None else ():
+        print(line, file=sys.stderr)
     if hint is not None:
         print(f"hint: {hint}", file=sys.stderr)
 
@@ -482,7 +499,7 @@ def _call_error(args: argparse.Namespace, exc: CallError) -> None:
             "--gateway HOST:PORT or AGENTMESH_GATEWAY.",
         )
     else:
-        _report(args, exc.code.name, exc.message, None)
+        _report(args, exc.code.name, exc.message, None, exc)
 
 
 def _pipe_closed() -> int:

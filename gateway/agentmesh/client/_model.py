@@ -13,6 +13,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from agentmesh.runtime import wire
+from agentmesh.runtime.status import details_of
 from agentmesh.runtime.types import AgentCard, Artifact, JSONValue, Part, Partial, Result, Usage
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
@@ -21,18 +22,56 @@ DEFAULT_GATEWAY = "127.0.0.1:50051"
 
 
 class CallError(Exception):
-    """A call failed; ``code`` is the gRPC status, ``message`` says why."""
+    """A call failed; ``code`` is the gRPC status, ``message`` says why.
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    From the status's rich details (``google.rpc.Status``): ``reason`` is the
+    stable ErrorInfo reason (``AGENT_NOT_FOUND``, ``RATE_LIMITED``, ...; empty
+    when the server sent none) and ``metadata`` its metadata; ``field_violations``
+    the bad request fields as ``(field, description)`` pairs; ``retry_after`` the
+    seconds to wait before retrying, when the server said.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Sequence[tuple[str, str]] = (),
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.reason = reason
+        self.metadata: Mapping[str, str] = dict(metadata or {})
+        self.field_violations: tuple[tuple[str, str], ...] = tuple(field_violations)
+        self.retry_after = retry_after
 
     @classmethod
     def from_rpc(cls, exc: grpc.RpcError) -> CallError:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         details = exc.details() if hasattr(exc, "details") else str(exc)
-        return cls(code, details or "")
+        rich = details_of(exc)
+        return cls(
+            code,
+            details or "",
+            reason=rich.reason,
+            metadata=rich.metadata,
+            field_violations=[(v.field, v.description) for v in rich.violations],
+            retry_after=rich.retry_after,
+        )
+
+    def describe(self) -> list[str]:
+        """The error for a person: the status and message, then one line per detail."""
+        lines = [f"{self.code.name}: {self.message}"]
+        if self.reason:
+            lines.append(f"  reason: {self.reason}")
+        lines += [f"  field {field}: {description}" for field, description in self.field_violations]
+        if self.retry_after is not None:
+            lines.append(f"  retry after: {self.retry_after:.3f}s")
+        return lines
 
 
 @dataclass(frozen=True, slots=True)

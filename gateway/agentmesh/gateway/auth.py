@@ -52,8 +52,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agentmesh.gateway.policy import ClientRate, RateLimitPolicy
 from agentmesh.gateway.targets import parse_target
-from agentmesh.runtime.errors import AgentError
+from agentmesh.runtime.errors import AgentError, Reason
 from agentmesh.runtime.settings import ServerSettings
+from agentmesh.runtime.status import StatusDetails, abort_status
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -109,12 +110,18 @@ class AuthError(Exception):
     """A refused call: UNAUTHENTICATED or PERMISSION_DENIED with a caller-safe message."""
 
     def __init__(
-        self, code: grpc.StatusCode, message: str, *, retry_after: float | None = None
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        reason: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after = retry_after  # seconds, for a rate-limited call
+        self.reason = reason  # the ErrorInfo reason; default: the code's name
         self.principal: str | None = None  # who was refused, once authenticated
 
 

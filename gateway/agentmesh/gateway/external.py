@@ -56,7 +56,7 @@ from google.protobuf.json_format import ParseError
 from google.protobuf.message import Message as ProtoMessage
 
 from agentmesh.gateway.config import A2AAgentConfig
-from agentmesh.gateway.resilience.interceptor import RETRY_AFTER
+from agentmesh.runtime.status import RETRY_AFTER
 from agentmesh.runtime.wire import struct_to_dict
 from agentmesh.v1 import agent_pb2
 from agentmesh.v1 import messages_pb2 as pb

@@ -46,8 +46,10 @@ from agentmesh.gateway.auth import (
     set_current_principal,
 )
 from agentmesh.gateway.policy import RateLimitPolicy
-from agentmesh.gateway.resilience.interceptor import RETRY_AFTER, client_identity
+from agentmesh.gateway.resilience.interceptor import client_identity
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
+from agentmesh.runtime.errors import Reason
+from agentmesh.runtime.status import StatusDetails, abort_status
 from agentmesh.telemetry.interceptor import METADATA_GETTER
 from agentmesh.telemetry.metrics import RATE_LIMITED
 from agentmesh.v1 import gateway_pb2
@@ -170,6 +172,7 @@ class Guard:
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"rate limit exceeded for {identity}; retry in {wait:.3f}s",
                     retry_after=wait,
+                    reason=Reason.RATE_LIMITED,
                 )
         if isinstance(work, gateway_pb2.SubmitJobRequest) and principal.max_jobs is not None:
             open_jobs = await self._open_jobs(principal.owner)
@@ -178,6 +181,7 @@ class Guard:
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"max_jobs: {open_jobs} jobs of {principal.id} are queued or running; "
                     f"the limit is {principal.max_jobs} (max_jobs of the key)",
+                    reason=Reason.QUOTA_EXCEEDED,
                 )
 
     def audit(
@@ -277,9 +281,9 @@ def _wrap(handler: Handler, guard: Guard, method: str, metadata: Metadata) -> Ha
                 status=exc.code,
                 metadata=metadata,
             )
-            wait = exc.retry_after
-            trailing = () if wait is None else ((RETRY_AFTER, f"{wait:.3f}"),)
-            await context.abort(exc.code, exc.message, trailing_metadata=trailing)
+            # Rich details (ErrorInfo reason, RetryInfo; the retry-after trailer as alias).
+            details = StatusDetails(exc.reason, retry_after=exc.retry_after)
+            await abort_status(context, exc.code, exc.message, details)
         set_current_principal(principal)
         return principal
 

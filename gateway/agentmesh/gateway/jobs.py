@@ -44,7 +44,14 @@ from agentmesh.gateway.jobstore import (
     IdempotencyConflict,
     JobStore,
 )
-from agentmesh.runtime.errors import AgentError, ErrorCode, InvalidInput, LimitExceeded, NotFound
+from agentmesh.runtime.errors import (
+    AgentError,
+    ErrorCode,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    Reason,
+)
 from agentmesh.runtime.status import grpc_code, internal_message
 from agentmesh.telemetry.metrics import JOB_WORKERS, JOBS, JOBS_ACTIVE
 from agentmesh.v1 import gateway_pb2
@@ -213,7 +220,9 @@ class JobManager:
         _check_id(job_id)
         job = await self._store.get(job_id, owner=viewer)
         if job is None:
-            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+            raise NotFound(
+                f"job {job_id!r} does not exist (or has expired)", reason=Reason.JOB_NOT_FOUND
+            )
         return job
 
     async def watch(
@@ -255,7 +264,9 @@ class JobManager:
             record, allowed=OPEN_STATES, keep_for=self._settings.ttl
         )
         if outcome.job is None:
-            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+            raise NotFound(
+                f"job {job_id!r} does not exist (or has expired)", reason=Reason.JOB_NOT_FOUND
+            )
         if outcome.won:
             JOBS.labels(kind=record.kind, state="canceled").inc()
             # The state is final; now stop the work, wherever it runs.

@@ -26,6 +26,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentmesh.runtime.resilience import Backoff
+
 
 class BreakerPolicy(BaseModel):
     """When an agent's circuit breaker opens and how it recovers."""
@@ -55,6 +57,11 @@ class RetryPolicy(BaseModel):
     initial_backoff: float = Field(0.05, gt=0, le=60, description="seconds; the first cap")
     max_backoff: float = Field(1.0, gt=0, le=300, description="seconds; the largest cap")
     multiplier: float = Field(2.0, ge=1, le=10, description="cap growth per attempt")
+
+    @property
+    def backoff(self) -> Backoff:
+        """The waits between attempts (the resilience kernel's full-jitter backoff)."""
+        return Backoff(self.initial_backoff, self.max_backoff, self.multiplier)
 
 
 class EjectionPolicy(BaseModel):

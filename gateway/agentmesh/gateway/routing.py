@@ -15,7 +15,13 @@ from agentmesh.gateway.config import (
 )
 from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
 from agentmesh.gateway.targets import Target, fan_out_from_spec, parse_target
-from agentmesh.runtime.errors import AgentError, FailedPrecondition, InvalidInput, NotFound
+from agentmesh.runtime.errors import (
+    AgentError,
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    Reason,
+)
 from agentmesh.runtime.types import Result
 from agentmesh.runtime.wire import result_from_proto, struct_to_dict
 from agentmesh.v1 import gateway_pb2
@@ -45,10 +51,16 @@ def route(registry: Registry, agent: str, skill: str) -> AgentEntry:
                     "agent", "must be lower-case letters, digits and '-' (at most 63)"
                 )
             known = ", ".join(sorted(e.name for e in registry.entries)) or "none"
-            raise NotFound(f"agent {agent!r} is not registered; registered agents: {known}")
+            raise NotFound(
+                f"agent {agent!r} is not registered; registered agents: {known}",
+                reason=Reason.AGENT_NOT_FOUND,
+            )
         if skill and entry.card is not None and skill not in entry.skills:
             offered = ", ".join(sorted(entry.skills))
-            raise NotFound(f"agent {agent!r} has no skill {skill!r}; it offers: {offered}")
+            raise NotFound(
+                f"agent {agent!r} has no skill {skill!r}; it offers: {offered}",
+                reason=Reason.SKILL_NOT_FOUND,
+            )
         return entry
     if skill:
         candidates = registry.with_skill(skill)
@@ -56,7 +68,8 @@ def route(registry: Registry, agent: str, skill: str) -> AgentEntry:
             skills = sorted({s for e in registry.entries for s in e.skills})
             raise NotFound(
                 f"no registered agent offers skill {skill!r}; known skills: "
-                + (", ".join(skills) or "none")
+                + (", ".join(skills) or "none"),
+                reason=Reason.SKILL_NOT_FOUND,
             )
         serving = [
             e

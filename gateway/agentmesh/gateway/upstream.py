@@ -12,9 +12,9 @@ One logical call (:meth:`Upstream.invoke` or :meth:`Upstream.stream`) goes:
    at its cap), picks a replica round-robin (skipping draining and ejected
    ones), and may be hedged on a second replica for idempotent calls;
 5. retries: UNAVAILABLE on another replica at once, or after exponential
-   backoff with full jitter; RESOURCE_EXHAUSTED only when the agent sent
-   ``retry-after``; never past the deadline, and only while the agent's retry
-   budget allows;
+   backoff with full jitter; RESOURCE_EXHAUSTED only when the agent asked for
+   a wait (RetryInfo, or its ``retry-after`` alias); never past the deadline,
+   and only while the agent's retry budget allows;
 6. fallback: when the agent is open, draining, failing or over its cap, the
    configured fallback agent answers (its response's ``agent`` says so).
 
@@ -32,6 +32,10 @@ with a short deadline cannot open a breaker or eject a replica for everyone.
 A hedge that loses the race while still waiting counts as a failure of its
 replica (not of the agent): a hung replica is ejected even when every call
 to it is saved by its hedge.
+
+Timing and classification come from the resilience kernel
+(:mod:`agentmesh.runtime.resilience`); an agent's rich error details
+(ErrorInfo, BadRequest, RetryInfo) reach the gateway's caller with its status.
 """
 
 from __future__ import annotations
@@ -47,17 +51,21 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
 
 from agentmesh.gateway.config import GatewaySettings
 from agentmesh.gateway.registry import AgentEntry, Registry, Replica, StreamCall
 from agentmesh.gateway.resilience import AgentGuard, BreakerOpen, BulkheadFull, Outcome
 from agentmesh.gateway.resilience.breaker import Ticket
-from agentmesh.gateway.resilience.interceptor import RETRY_AFTER
-from agentmesh.gateway.resilience.retry import backoff
-from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode, Unavailable
-from agentmesh.runtime.status import error_code
+from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode, Reason, Unavailable
+from agentmesh.runtime.resilience import (
+    CALLER_CODES,
+    Deadline,
+    is_caller_error,
+    is_retryable,
+    retry_wait,
+)
+from agentmesh.runtime.status import details_of, error_code
+from agentmesh.telemetry.client import ClientSpan
 from agentmesh.telemetry.metrics import (
     UPSTREAM_DURATION,
     UPSTREAM_IN_FLIGHT,
@@ -65,11 +73,9 @@ from agentmesh.telemetry.metrics import (
     UPSTREAM_REQUESTS,
     UPSTREAM_RETRIES,
 )
-from agentmesh.telemetry.rpcstatus import set_rpc_status
 from agentmesh.v1 import messages_pb2 as pb
 
 log = logging.getLogger("agentmesh.gateway.upstream")
-_tracer = trace.get_tracer("agentmesh.gateway")
 
 
 @functools.cache
@@ -83,29 +89,11 @@ def _requests_metric(agent: str, code: str) -> Any:
     return UPSTREAM_REQUESTS.labels(agent=agent, code=code)
 
 
-def _tracing_off() -> bool:
-    """No SDK provider installed: every span would be a no-op without a context."""
-    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-
-
 _INVOKE = "agentmesh.v1.Agent/Invoke"
 _INVOKE_STREAM = "agentmesh.v1.Agent/InvokeStream"
 
 # The caller's own mistakes: the agent is fine, so they count for nothing.
-CALLER_ERRORS = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
+CALLER_ERRORS = CALLER_CODES
 # Errors after which another agent may well answer.
 _FALLBACK_CODES = frozenset(
     {ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.INTERNAL,
@@ -132,25 +120,14 @@ def outcome_of(code: grpc.StatusCode, retry_after: float | None = None) -> Outco
     """How a status counts for the agent's breaker and the replica's ejection."""
     if code == grpc.StatusCode.OK:
         return Outcome.SUCCESS
-    if code in CALLER_ERRORS:
-        return Outcome.NEUTRAL
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        # An overloaded agent asks for a retry later; without that it is a
-        # request over the agent's limits, i.e. the caller's.
-        return Outcome.FAILURE if retry_after is not None else Outcome.NEUTRAL
-    return Outcome.FAILURE
+    # An overloaded agent asks for a retry later (a failure); RESOURCE_EXHAUSTED
+    # without that is a request over the agent's limits, i.e. the caller's.
+    return Outcome.NEUTRAL if is_caller_error(code, retry_after) else Outcome.FAILURE
 
 
 def retry_after_of(exc: grpc.aio.AioRpcError) -> float | None:
-    """The seconds of a ``retry-after`` trailer, when the server sent one."""
-    for key, value in exc.trailing_metadata() or ():
-        if key == RETRY_AFTER:
-            try:
-                seconds = float(value)
-            except (TypeError, ValueError):
-                return None
-            return seconds if seconds >= 0 else None
-    return None
+    """The wait the server asked for (RetryInfo, or a ``retry-after`` trailer), if any."""
+    return details_of(exc).retry_after
 
 
 class _AttemptFailed(Exception):
@@ -214,8 +191,11 @@ class Upstream:
             )
         return budget
 
-    def _attempt_timeout(self, entry: AgentEntry, deadline: float) -> float:
-        left = deadline - asyncio.get_running_loop().time()
+    def _deadline(self, entry: AgentEntry, time_remaining: float | None) -> Deadline:
+        return Deadline.start(timeout=self._budget(entry.name, time_remaining))
+
+    def _attempt_timeout(self, entry: AgentEntry, deadline: Deadline) -> float:
+        left = deadline.remaining() or 0.0
         if entry.config.timeout is not None:
             left = min(left, entry.config.timeout)
         return left
@@ -239,7 +219,7 @@ class Upstream:
         ``entry`` cannot, unless ``use_fallback`` is False. Raises
         :class:`AgentError` with the status the caller should see.
         """
-        deadline = asyncio.get_running_loop().time() + self._budget(entry.name, time_remaining)
+        deadline = self._deadline(entry, time_remaining)
         hedge = entry.guard.policy.idempotent if idempotent is None else idempotent
         caller = time_remaining is not None
         try:
@@ -267,7 +247,7 @@ class Upstream:
         self,
         entry: AgentEntry,
         request: pb.InvokeRequest,
-        deadline: float,
+        deadline: Deadline,
         hedge: bool,
         caller: bool,
     ) -> pb.InvokeResponse:
@@ -290,19 +270,19 @@ class Upstream:
         number: int,
         hedged: bool,
     ) -> pb.InvokeResponse:
-        with self._span(_INVOKE, entry, replica, request, number, hedged) as (span, metadata):
+        with _AttemptSpan(_INVOKE, entry, replica, request, number, hedged) as attempt:
             started = self._started(entry, replica)
             try:
                 response: pb.InvokeResponse = await replica.stub.Invoke(
-                    request, timeout=timeout, metadata=metadata
+                    request, timeout=timeout, metadata=attempt.metadata
                 )
             except grpc.aio.AioRpcError as exc:
-                self._finished(entry, replica, started, exc.code(), span)
+                self._finished(entry, replica, started, exc.code(), attempt)
                 raise _AttemptFailed(exc, replica) from None
             except BaseException:
-                self._finished(entry, replica, started, grpc.StatusCode.CANCELLED, span)
+                self._finished(entry, replica, started, grpc.StatusCode.CANCELLED, attempt)
                 raise
-            self._finished(entry, replica, started, grpc.StatusCode.OK, span)
+            self._finished(entry, replica, started, grpc.StatusCode.OK, attempt)
         self._answered(entry)
         return response
 
@@ -322,7 +302,7 @@ class Upstream:
         Retries and the fallback apply until the first event arrives; after
         that a failure ends the stream with the agent's status.
         """
-        deadline = asyncio.get_running_loop().time() + self._budget(entry.name, time_remaining)
+        deadline = self._deadline(entry, time_remaining)
         caller = time_remaining is not None
         target = entry
         try:
@@ -364,7 +344,7 @@ class Upstream:
             await guard.breaker.release(ticket, outcome)
 
     async def _open_stream(
-        self, entry: AgentEntry, request: pb.InvokeRequest, deadline: float, caller: bool
+        self, entry: AgentEntry, request: pb.InvokeRequest, deadline: Deadline, caller: bool
     ) -> tuple[_OpenStream, Ticket]:
         """Start the stream (with retries) up to its first event; the bulkhead slot stays taken."""
         self._check_draining(entry)
@@ -395,24 +375,24 @@ class Upstream:
         timeout: float,
         number: int,
     ) -> _OpenStream:
-        with self._span(_INVOKE_STREAM, entry, replica, request, number, False) as (span, md):
+        with _AttemptSpan(_INVOKE_STREAM, entry, replica, request, number, False) as attempt:
             self._entered(entry, replica)
-            call = replica.stub.InvokeStream(request, timeout=timeout, metadata=md)
+            call = replica.stub.InvokeStream(request, timeout=timeout, metadata=attempt.metadata)
             try:
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:
                 call.cancel()
                 self._left(entry, replica)
                 self._count(entry, replica, _attempt_outcome(exc.code(), retry_after_of(exc)))
-                _end_span(span, exc.code())
+                attempt.finish(exc.code())
                 raise _AttemptFailed(exc, replica) from None
             except BaseException:
                 call.cancel()
                 self._left(entry, replica)
-                _end_span(span, grpc.StatusCode.CANCELLED)
+                attempt.finish(grpc.StatusCode.CANCELLED)
                 raise
             UPSTREAM_REQUESTS.labels(agent=entry.name, code="OK").inc()
-            _end_span(span, grpc.StatusCode.OK)
+            attempt.finish(grpc.StatusCode.OK)
         if first is grpc.aio.EOF:
             return _OpenStream(call, None, replica, timeout)
         replica.stats.succeeded()
@@ -422,7 +402,7 @@ class Upstream:
     # -- the guarded call and its attempts ---------------------------------------
 
     async def _guarded(
-        self, entry: AgentEntry, deadline: float, run: Callable[[], Awaitable[T]]
+        self, entry: AgentEntry, deadline: Deadline, run: Callable[[], Awaitable[T]]
     ) -> T:
         """Run ``run`` (the attempts) inside ``entry``'s breaker."""
         self._check_draining(entry)
@@ -449,13 +429,15 @@ class Upstream:
         if entry.draining:
             UPSTREAM_REJECTED.labels(agent=entry.name, reason="draining").inc()
             raise Unavailable(
-                f"agent {entry.name!r} is draining: every replica's health is NOT_SERVING"
+                f"agent {entry.name!r} is draining: every replica's health is NOT_SERVING",
+                reason=Reason.AGENT_DRAINING,
+                metadata={"agent": entry.name},
             )
 
     async def _with_retries(
         self,
         entry: AgentEntry,
-        deadline: float,
+        deadline: Deadline,
         attempt: Attempt[T],
         *,
         hedge_delay: float = 0.0,
@@ -470,7 +452,6 @@ class Upstream:
         guard = entry.guard
         policy = guard.policy.retry
         guard.budget.record_call()
-        loop = asyncio.get_running_loop()
         tried: list[Replica] = []
         number = 0
         while True:
@@ -499,10 +480,7 @@ class Upstream:
                 final = _CallFailed(
                     translate(entry, failed.replica, failed.error, timeout), failed.outcome
                 )
-                retryable = code == grpc.StatusCode.UNAVAILABLE or (
-                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is not None
-                )
-                if not retryable or number >= policy.max_attempts:
+                if not is_retryable(code, retry_after) or number >= policy.max_attempts:
                     raise final from None
                 if code == grpc.StatusCode.UNAVAILABLE:
                     tried.append(failed.replica)
@@ -511,10 +489,14 @@ class Upstream:
                     guard.bulkhead.leave()
             # Another replica answers at once; the same one gets time to recover.
             failover = len(entry.replicas) > len(tried) and code == grpc.StatusCode.UNAVAILABLE
-            pause = 0.0 if failover else backoff(policy, number, rng=self._rng)
-            if retry_after is not None:
-                pause = max(pause, retry_after)
-            if loop.time() + pause >= deadline:
+            pause = retry_wait(
+                None if failover else policy.backoff,
+                number,
+                deadline=deadline,
+                retry_after=retry_after,
+                rng=self._rng,
+            )
+            if pause is None:
                 raise final
             if not guard.budget.try_spend():
                 UPSTREAM_REJECTED.labels(agent=entry.name, reason="retry_budget").inc()
@@ -578,13 +560,15 @@ class Upstream:
     # -- bookkeeping ----------------------------------------------------------
 
     def _caller_bound(
-        self, entry: AgentEntry, deadline: float, caller_deadline: bool, timeout: float
+        self, entry: AgentEntry, deadline: Deadline, caller_deadline: bool, timeout: float
     ) -> bool:
         """Whether an attempt given ``timeout`` runs to the caller's deadline (not to a
         shorter limit of the gateway's own: the agent's timeout or the default timeout)."""
         if not caller_deadline:
             return False
-        left = deadline - asyncio.get_running_loop().time()
+        left = deadline.remaining()
+        if left is None:
+            return False
         return entry.config.timeout is None or entry.config.timeout >= left or timeout >= left
 
     def _fallback_for(
@@ -624,12 +608,12 @@ class Upstream:
         replica: Replica,
         started: float,
         code: grpc.StatusCode,
-        span: trace.Span,
+        attempt: ClientSpan,
     ) -> None:
         self._left(entry, replica)
         _agent_metrics(entry.name)[1].observe(time.perf_counter() - started)
         _requests_metric(entry.name, code.name).inc()
-        _end_span(span, code)
+        attempt.finish(code)  # CANCELLED (a lost hedge, a caller gone): no error
         if code == grpc.StatusCode.OK:
             replica.stats.succeeded()
         elif code != grpc.StatusCode.CANCELLED:
@@ -655,22 +639,11 @@ class Upstream:
             self._registry.refresh_soon(entry)
         entry.mark_serving()
 
-    def _span(
-        self,
-        method: str,
-        entry: AgentEntry,
-        replica: Replica,
-        request: pb.InvokeRequest,
-        number: int,
-        hedged: bool,
-    ) -> _AttemptSpan:
-        return _AttemptSpan(method, entry, replica, request, number, hedged)
 
+class _AttemptSpan(ClientSpan):
+    """The CLIENT span of one attempt, with the agent, replica, attempt and breaker state."""
 
-class _AttemptSpan:
-    """A CLIENT span around one attempt, and the call metadata carrying its context."""
-
-    __slots__ = ("_args", "_scope", "span")
+    __slots__ = ("_about",)
 
     def __init__(
         self,
@@ -681,26 +654,16 @@ class _AttemptSpan:
         number: int,
         hedged: bool,
     ) -> None:
-        self._args = (method, entry, replica, request, number, hedged)
+        super().__init__(method)
+        self._about = (entry, replica, request, number, hedged)
 
-    def __enter__(self) -> tuple[trace.Span, tuple[tuple[str, str], ...] | None]:
-        if _tracing_off() and not trace.get_current_span().get_span_context().is_valid:
-            # What the no-op tracer would give, without its context managers.
-            self._scope = None
-            return trace.INVALID_SPAN, None
-        method, entry, replica, request, number, hedged = self._args
-        self._scope = _tracer.start_as_current_span(
-            method, kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
-        )
-        span = self._scope.__enter__()
-        metadata: tuple[tuple[str, str], ...] | None = None
+    def __enter__(self) -> _AttemptSpan:
+        super().__enter__()
+        span = self.span
         if span.is_recording():
-            service, _, name = method.rpartition("/")
+            entry, replica, request, number, hedged = self._about
             span.set_attributes(
                 {
-                    "rpc.system": "grpc",
-                    "rpc.service": service,
-                    "rpc.method": name,
                     "agentmesh.agent": entry.name,
                     "agentmesh.skill": request.skill,
                     "agentmesh.attempt": number,
@@ -709,19 +672,7 @@ class _AttemptSpan:
                     "agentmesh.hedge": hedged,
                 }
             )
-        if span.get_span_context().is_valid:
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            metadata = tuple(carrier.items())
-        return span, metadata
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._scope is not None:
-            self._scope.__exit__(*exc_info)  # type: ignore[arg-type]
-
-
-def _end_span(span: trace.Span, code: grpc.StatusCode) -> None:
-    set_rpc_status(span, code, server=False)  # CANCELLED (a lost hedge, a caller gone): no error
+        return self
 
 
 def _readdressed(request: pb.InvokeRequest, entry: AgentEntry) -> pb.InvokeRequest:
@@ -737,28 +688,57 @@ def _both_failed(
     return AgentError(
         f"{first.message}; fallback agent {backup.name!r} failed too: {second.message}",
         code=second.code,
+        reason=second.reason,
+        retry_after=second.retry_after,
+        violations=second.violations,
+        metadata=second.metadata,
     )
 
 
 def translate(
     entry: AgentEntry, replica: Replica, exc: grpc.aio.AioRpcError, timeout: float
 ) -> AgentError:
-    """An agent's gRPC failure as the error the gateway's caller sees."""
+    """An agent's gRPC failure as the error the gateway's caller sees.
+
+    The agent's rich details (its reason, field violations, asked wait) pass
+    through; the ErrorInfo metadata gains ``agent``.
+    """
     code, details = exc.code(), exc.details() or ""
+    rich = details_of(exc)
+    relayed: dict[str, Any] = {
+        "retry_after": rich.retry_after,
+        "metadata": {**rich.metadata, "agent": entry.name},
+    }
     if code == grpc.StatusCode.UNAVAILABLE:
         entry.mark_unavailable(f"{replica.address}: {details}")
         return Unavailable(
-            f"agent {entry.name!r} at {replica.address} is unavailable: {details or 'no detail'}"
+            f"agent {entry.name!r} at {replica.address} is unavailable: {details or 'no detail'}",
+            **relayed,
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(f"agent {entry.name!r} did not answer within {timeout:.3f}s")
+        return DeadlineExceeded(
+            f"agent {entry.name!r} did not answer within {timeout:.3f}s", **relayed
+        )
     if code == grpc.StatusCode.CANCELLED:
-        return AgentError(f"call to agent {entry.name!r} was cancelled", code=ErrorCode.CANCELLED)
+        return AgentError(
+            f"call to agent {entry.name!r} was cancelled", code=ErrorCode.CANCELLED, **relayed
+        )
     mapped = error_code(code)
     if mapped is ErrorCode.INTERNAL:
-        return AgentError(f"agent {entry.name!r} failed: {details}", code=ErrorCode.INTERNAL)
-    # The agent's own status (INVALID_ARGUMENT, NOT_FOUND, ...) and message.
-    return AgentError(f"agent {entry.name!r}: {details}", code=mapped)
+        return AgentError(
+            f"agent {entry.name!r} failed: {details}",
+            code=ErrorCode.INTERNAL,
+            reason=Reason.INTERNAL,
+            **relayed,
+        )
+    # The agent's own status (INVALID_ARGUMENT, NOT_FOUND, ...), message and details.
+    return AgentError(
+        f"agent {entry.name!r}: {details}",
+        code=mapped,
+        reason=rich.reason or None,
+        violations=rich.violations,
+        **relayed,
+    )
 
 
 __all__ = ["CALLER_ERRORS", "Upstream", "outcome_of", "translate"]

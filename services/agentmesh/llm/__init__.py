@@ -45,7 +45,6 @@ from agentmesh.llm._openai import OpenAIProvider
 from agentmesh.llm._pricing import DEFAULT_PRICES, ModelPrice, PriceTable, estimate_cost
 from agentmesh.llm._prompts import PromptTemplateError, render_prompt
 from agentmesh.llm._provider import Provider
-from agentmesh.llm._retry import Deadline, full_jitter_backoff
 from agentmesh.llm._settings import LLMSettings, ProviderConfig, ProviderKind
 from agentmesh.llm._sse import SSEDecoder, SSEEvent, aiter_sse
 from agentmesh.llm._structured import (
@@ -65,6 +64,7 @@ from agentmesh.llm._types import (
     Role,
     Usage,
 )
+from agentmesh.runtime.resilience import Deadline  # the kernel's, re-exported
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -112,7 +112,6 @@ __all__ = [
     "error_code",
     "estimate_cost",
     "extract_json",
-    "full_jitter_backoff",
     "iter_json",
     "parse_retry_after",
     "render_prompt",

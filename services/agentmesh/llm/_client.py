@@ -40,9 +40,9 @@ from agentmesh.llm._http import HTTPProvider
 from agentmesh.llm._openai import OpenAIProvider
 from agentmesh.llm._pricing import PriceTable
 from agentmesh.llm._provider import Provider
-from agentmesh.llm._retry import Clock, Deadline, SleepFn
 from agentmesh.llm._settings import LLMSettings, ProviderConfig
 from agentmesh.llm._types import Attempt, ChatChunk, ChatRequest, ChatResponse
+from agentmesh.runtime.resilience import Clock, Deadline, SleepFn
 
 logger = logging.getLogger("agentmesh.llm")
 

@@ -298,10 +298,22 @@ def error_code(error: ProviderError | StructuredOutputError) -> ErrorCode:
     return ErrorCode.UNAVAILABLE
 
 
+def _retry_after(error: ProviderError | StructuredOutputError) -> float | None:
+    """The provider's asked wait (the shortest over a chain), when one is known."""
+    errors = error.errors if isinstance(error, AllProvidersFailed) else (error,)
+    waits = [e.retry_after for e in errors if isinstance(e, RateLimited) and e.retry_after]
+    return min(waits) if waits else None
+
+
 def to_agent_error(error: ProviderError | StructuredOutputError) -> AgentError:
-    """The runtime error a servicer should report for ``error``."""
+    """The runtime error a servicer should report for ``error``.
+
+    A provider's Retry-After travels on as the error's ``retry_after`` (RetryInfo).
+    """
     if isinstance(error, StructuredOutputError | AllProvidersFailed):
         message = error.message
     else:
         message = _with_tries(error)
-    return AgentError(message, code=error_code(error))
+    code = error_code(error)
+    retry_after = _retry_after(error) if code is ErrorCode.UNAVAILABLE else None
+    return AgentError(message, code=code, retry_after=retry_after)

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -42,7 +42,6 @@ from agentmesh.llm._errors import (
     redact,
 )
 from agentmesh.llm._pricing import PriceTable
-from agentmesh.llm._retry import Deadline, SleepFn, full_jitter_backoff
 from agentmesh.llm._settings import ProviderConfig
 from agentmesh.llm._sse import SSEEvent, aiter_sse
 from agentmesh.llm._types import (
@@ -53,6 +52,7 @@ from agentmesh.llm._types import (
     Usage,
     prompt_text,
 )
+from agentmesh.runtime.resilience import Backoff, Deadline, SleepFn, retry_wait
 from agentmesh.telemetry.http import traced_transport
 from agentmesh.telemetry.metrics import LLM_COST, LLM_REQUESTS, LLM_TOKENS
 
@@ -156,6 +156,7 @@ class HTTPProvider(abc.ABC):
         self._prices = prices or PriceTable()
         self._sleep: SleepFn = sleep or asyncio.sleep
         self._rng = rng or random.Random()
+        self._backoff = Backoff(config.backoff_initial, config.backoff_max)
         key = config.api_key.get_secret_value() if config.api_key is not None else ""
         self._secrets = (key,) if key else ()
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
@@ -218,17 +219,11 @@ class HTTPProvider(abc.ABC):
     # -- public calls -----------------------------------------------------------------------
 
     async def complete(self, req: ChatRequest, *, timeout: float | None = None) -> ChatResponse:
-        span = self._start_span(stream=False)
-        try:
+        with self._call_span(stream=False) as span:
             with _current(span):  # the HTTP requests' spans are its children
                 response = await self._complete_retrying(req, timeout)
             _span_answered(span, response.model, response.usage, response.attempts)
             return response
-        except ProviderError as exc:
-            _span_failed(span, exc)
-            raise
-        finally:
-            span.end()
 
     async def stream(
         self,
@@ -238,8 +233,7 @@ class HTTPProvider(abc.ABC):
     ) -> AsyncGenerator[ChatChunk, None]:
         # The span is current only while the next chunk is awaited, never across a
         # yield: the caller may resume or close this generator from another context.
-        span = self._start_span(stream=True)
-        try:
+        with self._call_span(stream=True) as span:
             async with contextlib.aclosing(self._stream_retrying(req, timeout)) as chunks:
                 while True:
                     with _current(span):
@@ -249,11 +243,6 @@ class HTTPProvider(abc.ABC):
                     if chunk.final:
                         _span_answered(span, chunk.model, chunk.usage, chunk.attempts)
                     yield chunk
-        except ProviderError as exc:
-            _span_failed(span, exc)
-            raise
-        finally:
-            span.end()
 
     async def _complete_retrying(self, req: ChatRequest, timeout: float | None) -> ChatResponse:
         deadline = Deadline.start(timeout=timeout)
@@ -302,6 +291,19 @@ class HTTPProvider(abc.ABC):
                             self._record_failure(exc)
                             raise
             await self._before_retry(failure, tries, deadline)
+
+    @contextlib.contextmanager
+    def _call_span(self, *, stream: bool) -> Iterator[Span]:
+        """The client span of one provider call (retries included), ended on the way out;
+        a ProviderError leaving it is recorded. It is not made current here."""
+        span = self._start_span(stream=stream)
+        try:
+            yield span
+        except ProviderError as exc:
+            _span_failed(span, exc)
+            raise
+        finally:
+            span.end()
 
     def _start_span(self, *, stream: bool) -> Span:
         """A client span of one provider call (retries included); never carries the key."""
@@ -474,24 +476,23 @@ class HTTPProvider(abc.ABC):
         config = self.config
         if not exc.retryable or tries > config.max_retries:
             raise exc
-        delay = full_jitter_backoff(
-            tries - 1, initial=config.backoff_initial, maximum=config.backoff_max, rng=self._rng
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        if retry_after is not None and retry_after > config.max_retry_after:
+            logger.warning(
+                "LLM provider %s asks to wait %.1fs (over max_retry_after %.1fs): giving up",
+                self.name,
+                retry_after,
+                config.max_retry_after,
+            )
+            raise exc
+        delay = retry_wait(
+            self._backoff, tries, deadline=deadline, retry_after=retry_after, rng=self._rng
         )
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            if exc.retry_after > config.max_retry_after:
-                logger.warning(
-                    "LLM provider %s asks to wait %.1fs (over max_retry_after %.1fs): giving up",
-                    self.name,
-                    exc.retry_after,
-                    config.max_retry_after,
-                )
-                raise exc
-            delay = max(delay, exc.retry_after)
-        remaining = deadline.remaining()
-        if remaining is not None and delay >= remaining:
+        if delay is None:
+            remaining = deadline.remaining() or 0.0
             error = DeadlineExceededError(
                 f"provider {self.name!r}: {remaining:.2f}s left before the deadline, too little "
-                f"to retry in {delay:.2f}s after: {exc.message}",
+                f"to retry after: {exc.message}",
                 provider=self.name,
                 last_error=exc,
             )

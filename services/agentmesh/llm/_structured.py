@@ -11,8 +11,8 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agentmesh.llm._errors import StructuredOutputError
-from agentmesh.llm._retry import Deadline
 from agentmesh.llm._types import ChatRequest, ChatResponse, Message
+from agentmesh.runtime.resilience import Deadline
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

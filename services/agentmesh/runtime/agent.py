@@ -25,7 +25,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias, cast
 
-from agentmesh.runtime.errors import AgentError, NotFound
+from agentmesh.runtime.errors import AgentError, NotFound, Reason
 from agentmesh.runtime.types import AgentCard, Artifact, Part, Partial, Request, Result, TextPart
 
 StreamItem: TypeAlias = str | Partial | Result
@@ -65,7 +65,10 @@ class Agent:
             return self.card.skills[0].id
         if self.card.skill(skill) is None:
             offered = ", ".join(s.id for s in self.card.skills)
-            raise NotFound(f"agent {self.card.name!r} has no skill {skill!r}; it offers: {offered}")
+            raise NotFound(
+                f"agent {self.card.name!r} has no skill {skill!r}; it offers: {offered}",
+                reason=Reason.SKILL_NOT_FOUND,
+            )
         return skill
 
 

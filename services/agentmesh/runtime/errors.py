@@ -1,13 +1,22 @@
 """Errors that agent and gateway logic raise, independent of gRPC.
 
-Logic code raises these; the servicer layer maps each ``ErrorCode`` to the
-gRPC status of the same name. The message is sent to the caller as is, so it
+Logic code raises these; :mod:`agentmesh.runtime.status` turns each into the
+gRPC status of the same ``ErrorCode``, with its message, plus the standard rich
+error details (``google.rpc.Status``): an ``ErrorInfo`` with the error's
+:attr:`~AgentError.reason` (domain ``agentmesh``), a ``BadRequest`` field
+violation per :class:`FieldViolation`, and a ``RetryInfo`` when a wait is known
+(:attr:`~AgentError.retry_after`). The message is sent to the caller as is, so it
 must name what was wrong and must never carry a traceback, a path or a secret.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: The ``ErrorInfo.domain`` of every error agentmesh reports.
+DOMAIN = "agentmesh"
 
 
 class ErrorCode(enum.Enum):
@@ -26,16 +35,82 @@ class ErrorCode(enum.Enum):
     INTERNAL = "INTERNAL"
 
 
+class Reason(enum.StrEnum):
+    """The stable ``ErrorInfo.reason`` values (domain ``agentmesh``); docs/resilience.md lists them.
+
+    A reason names what happened more precisely than the status code and never
+    changes for the same cause, so that programs can branch on it; the message
+    stays free text for people. Errors without a more precise reason carry
+    their status code's name (``INVALID_ARGUMENT``, ``UNAVAILABLE``, ...).
+    """
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    AGENT_NOT_FOUND = "AGENT_NOT_FOUND"
+    SKILL_NOT_FOUND = "SKILL_NOT_FOUND"
+    WORKFLOW_NOT_FOUND = "WORKFLOW_NOT_FOUND"
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"  # the input is over a configured size or shape limit
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # the caller's quota (jobs per key) is used up
+    RATE_LIMITED = "RATE_LIMITED"  # the caller's request rate is over its limit
+    AGENT_OVERLOADED = "AGENT_OVERLOADED"  # the agent is at its concurrency cap
+    BREAKER_OPEN = "BREAKER_OPEN"  # the agent's circuit breaker refused the call
+    AGENT_DRAINING = "AGENT_DRAINING"  # every replica of the agent is shutting down
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    CANCELLED = "CANCELLED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    INTERNAL = "INTERNAL"
+
+
+def default_reason(code_name: str) -> str:
+    """The reason of an error whose cause has no more precise one: its code's name
+    (INTERNAL for the codes no agentmesh error has: UNKNOWN, DATA_LOSS, ...)."""
+    return Reason.__members__.get(code_name, Reason.INTERNAL).value
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request: its path (``options.sentences``) and what is wrong."""
+
+    field: str
+    description: str
+
+
 class AgentError(Exception):
-    """An error with a status code and a message fit for the caller."""
+    """An error with a status code and a message fit for the caller.
+
+    ``reason`` (default: the class's, else the code's name) becomes the
+    ``ErrorInfo`` reason; ``metadata`` its string metadata (``{"agent": "qa"}``);
+    ``violations`` the ``BadRequest`` field violations; ``retry_after`` (seconds,
+    when a wait is known) the ``RetryInfo`` delay.
+    """
 
     code: ErrorCode = ErrorCode.INTERNAL
+    reason: str = ""
 
-    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        reason: str | None = None,
+        retry_after: float | None = None,
+        violations: Sequence[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        self.reason = reason or type(self).reason or default_reason(self.code.value)
+        self.retry_after = retry_after
+        self.violations = tuple(violations)
+        self.metadata: dict[str, str] = dict(metadata or {})
 
     def __str__(self) -> str:
         return self.message
@@ -45,24 +120,30 @@ class InvalidInput(AgentError):
     """The request is malformed; ``field`` names the offending field.
 
     ``InvalidInput("options.sentences", "must be between 1 and 50")`` reaches
-    the caller as INVALID_ARGUMENT "options.sentences: must be between 1 and 50".
+    the caller as INVALID_ARGUMENT "options.sentences: must be between 1 and 50",
+    with a ``BadRequest`` field violation for ``options.sentences``.
     """
 
     code = ErrorCode.INVALID_ARGUMENT
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+        super().__init__(f"{field}: {problem}", violations=(FieldViolation(field, problem),))
         self.field = field
         self.problem = problem
 
 
 class LimitExceeded(AgentError):
-    """The input is well-formed but larger than a configured limit allows."""
+    """The input is well-formed but larger than a configured limit allows.
+
+    ``limit`` names the field or the setting over its limit; it is the
+    ``limit`` entry of the ``ErrorInfo`` metadata.
+    """
 
     code = ErrorCode.RESOURCE_EXHAUSTED
+    reason = Reason.LIMIT_EXCEEDED
 
-    def __init__(self, limit: str, problem: str) -> None:
-        super().__init__(f"{limit}: {problem}")
+    def __init__(self, limit: str, problem: str, *, reason: str | None = None) -> None:
+        super().__init__(f"{limit}: {problem}", reason=reason, metadata={"limit": limit})
         self.limit = limit
 
 

@@ -17,18 +17,25 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
+from agentmesh.runtime.errors import FieldViolation, Reason
 from agentmesh.runtime.settings import ServerSettings
+from agentmesh.runtime.status import StatusDetails, abort_status
+from agentmesh.telemetry.handlers import (
+    Behaviour,
+    Context,
+    Handler,
+    MethodInterceptor,
+    PerMethod,
+    responses,
+    rewrap,
+)
 from agentmesh.v1 import messages_pb2 as pb
-
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only to the type checker
-Context = grpc.aio.ServicerContext[Any, Any]
 
 LIMITED_PREFIX = "/agentmesh.v1."
 # Watching a job is not work: the job's own timeout bounds it, and a watcher
@@ -38,6 +45,11 @@ UNTIMED_METHODS = frozenset({"/agentmesh.v1.Gateway/WatchJob"})
 
 class ShapeError(ValueError):
     """A request breaks a shape limit; the message names the field and the limit."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 def _messages(message: ProtoMessage, path: str) -> Iterator[tuple[str, pb.Message]]:
@@ -65,90 +77,79 @@ def check_shape(request: object, *, max_parts: int, max_text_chars: int) -> None
     for path, message in _messages(request, ""):
         if len(message.parts) > max_parts:
             raise ShapeError(
-                f"{path}.parts: {len(message.parts)} parts given; "
-                f"the limit is {max_parts} (max_parts)"
+                f"{path}.parts",
+                f"{len(message.parts)} parts given; the limit is {max_parts} (max_parts)",
             )
         for index, part in enumerate(message.parts):
             if part.WhichOneof("content") == "text" and len(part.text) > max_text_chars:
                 raise ShapeError(
-                    f"{path}.parts[{index}].text: {len(part.text)} characters given; "
-                    f"the limit is {max_text_chars} (max_text_chars)"
+                    f"{path}.parts[{index}].text",
+                    f"{len(part.text)} characters given; "
+                    f"the limit is {max_text_chars} (max_text_chars)",
                 )
 
 
-class LimitsInterceptor(grpc.aio.ServerInterceptor):
+class LimitsInterceptor(MethodInterceptor):
     """Enforces the shape and duration limits of ``settings`` on ``agentmesh.v1`` methods."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self._max_parts = settings.max_parts
         self._max_text_chars = settings.max_text_chars
         self._max_seconds = settings.max_call_seconds
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._wrapped = PerMethod()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(LIMITED_PREFIX):
+    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        method: str = details.method
+        if not method.startswith(LIMITED_PREFIX):
             return handler
-        # Wrap a method's handler once: a new wrapper per call costs closures and
-        # defeats the same caching in the interceptors outside this one.
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
         seconds = None if method in UNTIMED_METHODS else self._max_seconds
-        wrapped = self._wrap(handler, seconds)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrapped.get(method, handler, self._wrap, seconds)
 
     async def _check(self, request: object, context: Context) -> None:
         try:
             check_shape(request, max_parts=self._max_parts, max_text_chars=self._max_text_chars)
         except ShapeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            violation = FieldViolation(exc.field, exc.problem)
+            details = StatusDetails(Reason.LIMIT_EXCEEDED, violations=(violation,))
+            await abort_status(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), details)
 
     def _wrap(self, handler: Handler, seconds: float | None) -> Handler:
-        serializers: dict[str, Any] = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            unary: Any = handler.unary_unary
+        check = self._check
 
-            async def unary_unary(request: Any, context: Context) -> Any:
-                await self._check(request, context)
+        def unary(behaviour: Behaviour) -> Behaviour:
+            async def serve(request: Any, context: Context) -> Any:
+                await check(request, context)
                 if seconds is None:
-                    return await unary(request, context)
+                    return await behaviour(request, context)
                 try:
                     async with asyncio.timeout(seconds):
-                        return await unary(request, context)
+                        return await behaviour(request, context)
                 except TimeoutError:
                     await _over_time(context, seconds)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
-        if handler.unary_stream is not None:
-            streaming: Any = handler.unary_stream
+            return serve
 
-            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                await self._check(request, context)
-                produced = streaming(request, context)
-                if not inspect.isasyncgen(produced):  # a handler that writes through the context
-                    await produced
-                    return
-                async for item in _bounded(produced, seconds, context):
+        def stream(behaviour: Behaviour) -> Behaviour:
+            async def serve(request: Any, context: Context) -> AsyncIterator[Any]:
+                await check(request, context)
+                async for item in _bounded(
+                    responses(behaviour, request, context), seconds, context
+                ):
                     yield item
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
-        return handler  # client- and bidi-streaming: no agentmesh service has any
+            return serve
+
+        if handler.stream_unary is not None or handler.stream_stream is not None:
+            return handler  # client- and bidi-streaming: no agentmesh service has any
+        return rewrap(handler, unary=unary, stream=stream)
 
 
 async def _over_time(context: Context, seconds: float) -> None:
-    await context.abort(
+    await abort_status(
+        context,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         f"call ran longer than the limit of {seconds:g}s (max_call_seconds)",
+        StatusDetails(Reason.LIMIT_EXCEEDED, metadata={"limit": "max_call_seconds"}),
     )
 
 

@@ -1,23 +1,30 @@
-"""Trace context for calls the Python client library makes to the gateway.
+"""The CLIENT span of one gRPC call attempt, for every caller agentmesh has.
 
-:func:`client_span` opens a CLIENT span for one call and returns the call's
+:class:`ClientSpan` opens a CLIENT span for one attempt (the gateway's calls to
+agents, one per attempt, retries and hedges included) and gives the call's
 metadata with the W3C ``traceparent`` (and ``tracestate``/``baggage``) of
-that span added, so the gateway's SERVER span becomes its child. Without an
-SDK provider in the calling process the span is a no-op, yet an active
-context (for example one the application extracted from its own incoming
-request) is still propagated.
+that span added, so the server's SERVER span becomes its child.
+:func:`client_span` is the same for the Python client library's calls to the
+gateway. Without an SDK provider in the process and without an active span
+nothing is started at all; an active context without a provider (one the
+application extracted from its own incoming request) is still propagated.
 
-The span is not made the current span: it only has to reach the gateway, and
-the library's streaming calls are async generators whose consumer runs
-between their messages (its own spans are no children of the call), and which
-may be closed later from another task, where a context attached here could
-not be detached.
+The span is not made the current span: it only has to reach the server, and
+streaming calls are async generators whose consumer runs between their
+messages (its own spans are no children of the call), and which may be closed
+later from another task, where a context attached here could not be detached.
+
+Its status follows :mod:`agentmesh.telemetry.rpcstatus`: set once, by
+:meth:`ClientSpan.finish` or, when the block did not, from the exception
+leaving it (a ``grpc.RpcError``, anything with a ``code``; a cancellation ends
+it as CANCELLED, no error) or OK.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from types import TracebackType
 
 import grpc
 from opentelemetry import propagate, trace
@@ -27,32 +34,64 @@ from agentmesh.telemetry.rpcstatus import code_of, set_rpc_status
 
 _tracer = trace.get_tracer("agentmesh.client")
 
+Metadata = tuple[tuple[str, str], ...]
 
-@contextlib.contextmanager
-def client_span(
-    method: str, metadata: Sequence[tuple[str, str]]
-) -> Iterator[tuple[tuple[str, str], ...]]:
-    """A CLIENT span named ``method`` (``agentmesh.v1.Gateway/Invoke``) around a call.
 
-    Yields ``metadata`` plus the propagation headers. An error leaving the
-    block (a ``grpc.RpcError``, or any exception with a ``code`` attribute
-    holding a ``grpc.StatusCode``) sets the span's status; a cancellation
-    (``CancelledError``, the stream closed early) ends it as CANCELLED, no error.
+def _tracing_off() -> bool:
+    """No SDK provider installed: every span would be a no-op without a context."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+class ClientSpan:
+    """A CLIENT span named ``method`` (``agentmesh.v1.Agent/Invoke``) around one attempt.
+
+    In the block, ``span`` is the span (``INVALID_SPAN`` when nothing is
+    traced) and ``metadata`` the given ``metadata`` plus the propagation
+    headers.
     """
-    service, _, name = method.rpartition("/")
-    span = _tracer.start_span(
-        method,
-        kind=SpanKind.CLIENT,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-    )
-    try:
+
+    __slots__ = ("_done", "_method", "metadata", "span")
+
+    def __init__(self, method: str, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        self._method = method
+        self.metadata: Metadata = tuple(metadata)
+        self.span: trace.Span = trace.INVALID_SPAN
+        self._done = False
+
+    def __enter__(self) -> ClientSpan:
+        if _tracing_off() and not trace.get_current_span().get_span_context().is_valid:
+            self._done = True  # what the no-op tracer would give, for nothing
+            return self
+        method = self._method
+        service, _, name = method.rpartition("/")
+        span = self.span = _tracer.start_span(
+            method,
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        try:
-            yield (*metadata, *carrier.items())
-        except BaseException as exc:
-            set_rpc_status(span, code_of(exc), server=False)
-            raise
-        set_rpc_status(span, grpc.StatusCode.OK, server=False)
-    finally:
-        span.end()
+        self.metadata += tuple(carrier.items())
+        return self
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        """Set the span's status for ``code`` (the first call wins)."""
+        if not self._done:
+            self._done = True
+            set_rpc_status(self.span, code, server=False)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.finish(grpc.StatusCode.OK if exc is None else code_of(exc))
+        self.span.end()
+
+
+@contextlib.contextmanager
+def client_span(method: str, metadata: Sequence[tuple[str, str]]) -> Iterator[Metadata]:
+    """A :class:`ClientSpan` around a call of the Python client; yields the call's metadata."""
+    with ClientSpan(method, metadata) as attempt:
+        yield attempt.metadata

@@ -29,7 +29,7 @@ import asyncio
 import enum
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -38,6 +38,13 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind
 
+from agentmesh.telemetry.handlers import (
+    Behaviour,
+    Handler,
+    MethodInterceptor,
+    PerMethod,
+    rewrap,
+)
 from agentmesh.telemetry.metrics import RPC_DURATION, RPC_IN_FLIGHT, RPC_REQUESTS
 from agentmesh.telemetry.rpcstatus import set_rpc_status
 from agentmesh.telemetry.tracing import tracing_enabled
@@ -130,7 +137,7 @@ def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCod
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
 
 
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+class TelemetryInterceptor(MethodInterceptor):
     """Metrics for every RPC; a SERVER span per RPC when tracing is on.
 
     Whether to trace is decided when the interceptor is built (after
@@ -142,29 +149,11 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if tracer is None and tracing_enabled():
             tracer = trace.get_tracer("agentmesh.server")
         self._tracer = tracer
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
+        self._wrapped = PerMethod()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
-        # The generic handler returns the same object for a method every time:
-        # wrap it once instead of building closures on every call.
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            wrapped: grpc.RpcMethodHandler[Any, Any] = cached[1]
-            return wrapped
-        tracing = method_tracing(method) if self._tracer is not None else Tracing.NEVER
-        wrapped = self._wrap(handler, _MethodMetrics(method), tracing)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        method: str = details.method
+        return self._wrapped.get(method, handler, self._wrap, method)
 
     # -- per call -------------------------------------------------------------
 
@@ -222,14 +211,13 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
     # -- handler wrapping -----------------------------------------------------
 
-    def _wrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any], metrics: _MethodMetrics, tracing: Tracing
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def _wrap(self, handler: Handler, method: str) -> Handler:
+        """``handler`` measured (and traced); built once per method (see :class:`PerMethod`)."""
         begin, end = self._begin, self._end
-        deserializer = handler.request_deserializer
-        serializer = handler.response_serializer
+        metrics = _MethodMetrics(method)
+        tracing = method_tracing(method) if self._tracer is not None else Tracing.NEVER
 
-        def unary_response(behaviour: Callable[..., Any]) -> Any:
+        def unary_response(behaviour: Behaviour) -> Behaviour:
             async def serve(request: Any, context: Context) -> Any:
                 call = begin(metrics, context, tracing)
                 try:
@@ -244,7 +232,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
             return serve
 
-        def stream_response(behaviour: Callable[..., Any]) -> Any:
+        def stream_response(behaviour: Behaviour) -> Behaviour:
             if not inspect.isasyncgenfunction(behaviour):
                 return unary_response(behaviour)  # writes with context.write()
 
@@ -267,27 +255,4 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
             return serve
 
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                unary_response(handler.unary_unary),
-                request_deserializer=deserializer,
-                response_serializer=serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                stream_response(handler.unary_stream),
-                request_deserializer=deserializer,
-                response_serializer=serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                unary_response(handler.stream_unary),
-                request_deserializer=deserializer,
-                response_serializer=serializer,
-            )
-        assert handler.stream_stream is not None  # one of the four is always set
-        return grpc.stream_stream_rpc_method_handler(
-            stream_response(handler.stream_stream),
-            request_deserializer=deserializer,
-            response_serializer=serializer,
-        )
+        return rewrap(handler, unary=unary_response, stream=stream_response)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 
 from agentmesh.gateway.policy import RetryPolicy
-from agentmesh.gateway.resilience.retry import RetryBudget, backoff
+from agentmesh.gateway.resilience.retry import RetryBudget
 
 
 def test_backoff_is_jittered_below_a_growing_capped_ceiling() -> None:
     policy = RetryPolicy(initial_backoff=0.1, max_backoff=0.5, multiplier=2.0)
     rng = random.Random(7)
     for retry, cap in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (9, 0.5)]:
-        waits = [backoff(policy, retry, rng=rng) for _ in range(200)]
+        waits = [policy.backoff.delay(retry, rng=rng) for _ in range(200)]
         assert all(0.0 <= w <= cap for w in waits)
         assert max(waits) > cap * 0.8  # full jitter spreads over the whole range
         assert min(waits) < cap * 0.2

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 import pybreaker
 
 from agentmesh.gateway.policy import BreakerPolicy
-from agentmesh.runtime.errors import Unavailable
+from agentmesh.runtime.errors import Reason, Unavailable
 from agentmesh.telemetry.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
 
 log = logging.getLogger("agentmesh.gateway.breaker")
@@ -54,16 +54,25 @@ class Outcome(enum.Enum):
 
 
 class BreakerOpen(Unavailable):
-    """The agent's breaker refused the call; nothing was sent to the agent."""
+    """The agent's breaker refused the call; nothing was sent to the agent.
+
+    ``retry_after`` (seconds until the next probe; None while a probe is in
+    flight) reaches the caller as RetryInfo.
+    """
+
+    reason = Reason.BREAKER_OPEN
 
     def __init__(self, agent: str, *, retry_after: float | None) -> None:
         if retry_after is None:
             why = "half-open and its probe call is in flight"
         else:
             why = f"open after repeated failures; next probe in {retry_after:.1f}s"
-        super().__init__(f"circuit breaker for agent {agent!r} is {why}")
+        super().__init__(
+            f"circuit breaker for agent {agent!r} is {why}",
+            retry_after=retry_after,
+            metadata={"agent": agent},
+        )
         self.agent = agent
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

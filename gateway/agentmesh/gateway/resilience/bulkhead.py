@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from agentmesh.runtime.errors import AgentError, ErrorCode
+from agentmesh.runtime.errors import AgentError, ErrorCode, Reason
 
 
 class BulkheadFull(AgentError):
     code = ErrorCode.RESOURCE_EXHAUSTED
+    reason = Reason.AGENT_OVERLOADED
 
     def __init__(self, agent: str, limit: int) -> None:
         super().__init__(
-            f"agent {agent!r} is at its concurrency limit ({limit} calls in flight); retry later"
+            f"agent {agent!r} is at its concurrency limit ({limit} calls in flight); retry later",
+            metadata={"agent": agent},
         )
         self.agent = agent
 

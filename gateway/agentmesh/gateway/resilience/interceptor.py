@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 CLIENT_METADATA = "x-agentmesh-client"
-RETRY_AFTER = "retry-after"
 _MAX_CLIENT_CHARS = 128
 
 Metadata = Sequence[tuple[str, str | bytes]] | None

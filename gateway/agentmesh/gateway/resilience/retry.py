@@ -1,24 +1,11 @@
-"""Retry timing (exponential backoff with full jitter) and the retry budget."""
+"""The retry budget. Retry timing is the kernel's :class:`~agentmesh.runtime.resilience.Backoff`
+(:attr:`RetryPolicy.backoff <agentmesh.gateway.resilience.policy.RetryPolicy.backoff>`)."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-
-from agentmesh.gateway.policy import RetryPolicy
-
-
-def backoff(policy: RetryPolicy, retry: int, *, rng: random.Random | None = None) -> float:
-    """Seconds to wait before retry number ``retry`` (1 for the first retry).
-
-    Full jitter: uniform between 0 and ``initial_backoff * multiplier**(retry-1)``
-    capped at ``max_backoff``, so that callers failing together do not retry
-    together.
-    """
-    cap = min(policy.max_backoff, policy.initial_backoff * policy.multiplier ** (retry - 1))
-    return (rng or random).uniform(0.0, cap)
 
 
 class RetryBudget:

@@ -19,7 +19,7 @@ from agentmesh.gateway.workflows.validate import (
     check_agents,
     compile_workflow,
 )
-from agentmesh.runtime.errors import InvalidInput, NotFound
+from agentmesh.runtime.errors import InvalidInput, NotFound, Reason
 
 
 class WorkflowConfigError(ConfigError):
@@ -139,7 +139,10 @@ class WorkflowCatalog:
         workflow = self._workflows.get(name)
         if workflow is None:
             known = ", ".join(self.names()) or "none"
-            raise NotFound(f"no workflow {name!r} is declared; declared workflows: {known}")
+            raise NotFound(
+                f"no workflow {name!r} is declared; declared workflows: {known}",
+                reason=Reason.WORKFLOW_NOT_FOUND,
+            )
         return workflow
 
     def resolve_nested(self, name: str) -> CompiledWorkflow:

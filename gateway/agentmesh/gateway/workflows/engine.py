@@ -24,8 +24,6 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from agentmesh.gateway.policy import RetryPolicy
-from agentmesh.gateway.resilience.retry import backoff
 from agentmesh.gateway.workflows.events import (
     Event,
     Outcome,
@@ -52,6 +50,7 @@ from agentmesh.gateway.workflows.validate import (
     InputTemplate,
 )
 from agentmesh.runtime.errors import AgentError, DeadlineExceeded, InvalidInput, LimitExceeded
+from agentmesh.runtime.resilience import Backoff
 from agentmesh.runtime.types import (
     DataPart,
     JSONValue,
@@ -156,15 +155,11 @@ class _Level:
 
 
 def _retry_wait(policy: ErrorPolicy, attempt: int) -> float:
-    """Seconds before retry ``attempt`` (1 for the first): the upstream's jittered backoff."""
+    """Seconds before retry ``attempt`` (1 for the first): the resilience kernel's backoff."""
     if not policy.retry_delay:
         return 0.0
-    shape = RetryPolicy(
-        initial_backoff=policy.retry_delay,
-        max_backoff=max(policy.retry_max_delay, policy.retry_delay),
-        multiplier=policy.retry_backoff,
-    )
-    return backoff(shape, attempt)
+    maximum = max(policy.retry_max_delay, policy.retry_delay)
+    return Backoff(policy.retry_delay, maximum, policy.retry_backoff).delay(attempt)
 
 
 def _now() -> float:
