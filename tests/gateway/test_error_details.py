@@ -128,7 +128,8 @@ async def test_an_open_breaker_says_so_and_when_it_probes_next() -> None:
     config = {
         "agents": {"gone": {"addresses": [nowhere]}},
         "defaults": {
-            "breaker": {"failure_threshold": 1, "reset_timeout": 30},
+            # The first probe waits first_probe seconds (then doubles, up to reset_timeout).
+            "breaker": {"failure_threshold": 1, "reset_timeout": 60, "first_probe": 30},
             "retry": {"max_attempts": 1},
         },
     }

@@ -52,9 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agentmesh.gateway.policy import ClientRate, RateLimitPolicy
 from agentmesh.gateway.targets import parse_target
-from agentmesh.runtime.errors import AgentError, Reason
+from agentmesh.runtime.errors import AgentError
 from agentmesh.runtime.settings import ServerSettings
-from agentmesh.runtime.status import StatusDetails, abort_status
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 

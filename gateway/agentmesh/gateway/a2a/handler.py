@@ -52,7 +52,7 @@ from agentmesh.runtime.errors import (
     InvalidInput,
     NotFound,
 )
-from agentmesh.runtime.status import StatusDetails, abort, abort_status
+from agentmesh.runtime.status import abort
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
