@@ -24,14 +24,13 @@ its own credentials and request, and :meth:`Guard.audit` with the outcome.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, TypeAlias
+from typing import Any, TextIO
 
 import grpc
 from opentelemetry import propagate, trace
@@ -50,6 +49,15 @@ from agentmesh.gateway.resilience.interceptor import client_identity
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.runtime.errors import Reason
 from agentmesh.runtime.status import StatusDetails, abort_status
+from agentmesh.telemetry.handlers import (
+    Behaviour,
+    Context,
+    Handler,
+    MethodInterceptor,
+    PerMethod,
+    responses,
+    rewrap,
+)
 from agentmesh.telemetry.interceptor import METADATA_GETTER
 from agentmesh.telemetry.metrics import RATE_LIMITED
 from agentmesh.v1 import gateway_pb2
@@ -57,8 +65,6 @@ from agentmesh.v1 import gateway_pb2
 log = logging.getLogger("agentmesh.gateway.guard")
 
 Metadata = Sequence[tuple[str, str | bytes]] | None
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only to the type checker
-Context = grpc.aio.ServicerContext[Any, Any]
 
 ALLOW, DENY = "allow", "deny"
 _MAX_TARGET_CHARS = 128
@@ -238,23 +244,23 @@ def target_of(request: object | None) -> str | None:
     return None
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Runs :meth:`Guard.admit` before every non-open method and audits its outcome."""
+class GuardInterceptor(MethodInterceptor):
+    """Runs :meth:`Guard.admit` before every non-open method and audits its outcome.
+
+    The wrapper is built once per method (nothing but the work itself per call): the
+    call's metadata and peer come from its context, the principal travels in a
+    contextvar to the servicer.
+    """
 
     def __init__(self, guard: Guard) -> None:
         self._guard = guard
+        self._wrapped = PerMethod()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method = handler_call_details.method
-        handler = await continuation(handler_call_details)
-        if handler is None or self._guard.is_open(method):
+    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        method: str = details.method
+        if self._guard.is_open(method):
             return handler
-        metadata: Metadata = handler_call_details.invocation_metadata
-        return _wrap(handler, self._guard, method, metadata)
+        return self._wrapped.get(method, handler, _guarded, self._guard, method)
 
 
 def _status(context: Context, exc: BaseException | None) -> grpc.StatusCode:
@@ -268,8 +274,13 @@ def _status(context: Context, exc: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def _wrap(handler: Handler, guard: Guard, method: str, metadata: Metadata) -> Handler:
+def _guarded(handler: Handler, guard: Guard, method: str) -> Handler:
+    """``handler`` admitted by ``guard`` first and audited after (client-streaming
+    methods are admitted without their requests)."""
+    whole = handler.stream_unary is None and handler.stream_stream is None
+
     async def admit(request: Any, context: Context) -> Principal:
+        metadata: Metadata = tuple(context.invocation_metadata() or ())
         try:
             principal = await guard.admit(method, metadata, request, context.peer)
         except AuthError as exc:
@@ -296,71 +307,35 @@ def _wrap(handler: Handler, guard: Guard, method: str, metadata: Metadata) -> Ha
             request=request,
             decision=ALLOW,
             status=_status(context, exc),
-            metadata=metadata,
+            metadata=tuple(context.invocation_metadata() or ()),
         )
 
-    serializers: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        unary: Any = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Context) -> Any:
-            principal = await admit(request, context)
+    def unary(behaviour: Behaviour) -> Behaviour:
+        async def serve(request: Any, context: Context) -> Any:
+            seen = request if whole else None
+            principal = await admit(seen, context)
             try:
-                response = await unary(request, context)
+                response = await behaviour(request, context)
             except BaseException as exc:
-                done(principal, request, context, exc)
+                done(principal, seen, context, exc)
                 raise
-            done(principal, request, context, None)
+            done(principal, seen, context, None)
             return response
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
-    if handler.unary_stream is not None:
-        streaming: Any = handler.unary_stream
+        return serve
 
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            principal = await admit(request, context)
+    def stream(behaviour: Behaviour) -> Behaviour:
+        async def serve(request: Any, context: Context) -> AsyncIterator[Any]:
+            seen = request if whole else None
+            principal = await admit(seen, context)
             try:
-                produced = streaming(request, context)
-                if inspect.isasyncgen(produced):
-                    async for item in produced:
-                        yield item
-                else:  # a handler that writes through the context
-                    await produced
-            except BaseException as exc:
-                done(principal, request, context, exc)
-                raise
-            done(principal, request, context, None)
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
-    if handler.stream_stream is not None:
-        bidi: Any = handler.stream_stream
-
-        async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-            principal = await admit(None, context)
-            try:
-                async for item in bidi(requests, context):
+                async for item in responses(behaviour, request, context):
                     yield item
             except BaseException as exc:
-                done(principal, None, context, exc)
+                done(principal, seen, context, exc)
                 raise
-            done(principal, None, context, None)
+            done(principal, seen, context, None)
 
-        return grpc.stream_stream_rpc_method_handler(stream_stream, **serializers)
-    if handler.stream_unary is not None:
-        collect: Any = handler.stream_unary
+        return serve
 
-        async def stream_unary(requests: Any, context: Context) -> Any:
-            principal = await admit(None, context)
-            try:
-                response = await collect(requests, context)
-            except BaseException as exc:
-                done(principal, None, context, exc)
-                raise
-            done(principal, None, context, None)
-            return response
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
-    return handler
+    return rewrap(handler, unary=unary, stream=stream)
