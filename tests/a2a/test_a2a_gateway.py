@@ -50,6 +50,28 @@ async def test_sent_message_returns_the_completed_task_which_get_and_list_read_b
     assert [t.id for t in listed.tasks] == [task.id]
 
 
+async def test_a_resent_message_gets_its_first_task_whatever_deadline_it_carries() -> None:
+    async with (
+        a2a_mesh(ProbeAgent()) as mesh,
+        a2a_client(mesh.address, streaming=False) as client,
+    ):
+        request = message("hello", skill="probe/echo")
+        [first] = [e async for e in client.send_message(request)]  # no deadline
+        # A resend carries what is left of its own deadline: the same work, the same task.
+        later = ClientCallContext(timeout=30)
+        [again] = [e async for e in client.send_message(request, context=later)]
+        changed = a2a.SendMessageRequest()
+        changed.CopyFrom(request)
+        changed.message.parts[0].text = "goodbye"
+        with pytest.raises(InvalidParamsError, match="already used for a different request"):
+            [e async for e in client.send_message(changed, context=later)]
+        listed = await client.list_tasks(a2a.ListTasksRequest())
+
+    assert again.task.id == first.task.id
+    assert again.task.status.state == a2a.TASK_STATE_COMPLETED
+    assert [t.id for t in listed.tasks] == [first.task.id]
+
+
 async def test_cancelling_a_running_workflow_task_stops_its_agent_call() -> None:
     probe = ProbeAgent()
     held = {"name": "held", "steps": [{"id": "wait", "agent": "probe", "skill": "hold"}]}

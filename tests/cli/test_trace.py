@@ -143,8 +143,14 @@ def test_the_trace_command_lists_filtered_traces_with_their_outcome(
     assert status == 0
     assert "trace c3c3c3" in out
     assert "INTERNAL: boom" in out
+    # A list that the filters leave empty is an answer (status 0); a trace to draw is missing.
     status, out = _run_cli(
         "trace", "--log-dir", str(tmp_path), "--service", "nobody", capsys=capsys
+    )
+    assert status == 0
+    assert "no trace matches --service nobody (4 traces in" in out
+    status, out = _run_cli(
+        "trace", "last", "--log-dir", str(tmp_path), "--service", "nobody", capsys=capsys
     )
     assert status == 1
     assert "no trace matches --service nobody (4 traces in" in out

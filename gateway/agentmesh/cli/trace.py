@@ -195,8 +195,9 @@ def cmd_trace(args: argparse.Namespace, console: Console) -> int:
     wanted = TraceFilter(args.service, args.status, args.min_ms)
     kept = select(grouped, wanted)
     if not kept:
+        # An empty filtered list is an answer, as with grep: only a trace to draw can be missing.
         console.print(f"no trace matches {wanted.describe()} ({len(grouped)} traces in {path})")
-        return 1
+        return 0 if args.trace_id is None else 1
     if args.trace_id is None:
         console.print(trace_list(kept, limit=args.limit, filtered=wanted))
         return 0

@@ -174,7 +174,15 @@ class IdempotencyConflict(Exception):
 
 
 def request_digest(work: gateway_pb2.SubmitJobRequest) -> str:
-    return hashlib.sha256(work.SerializeToString(deterministic=True)).hexdigest()
+    """What an idempotency key stands for: the work, not how long the caller may wait.
+
+    A retry comes with what is left of its caller's deadline (over A2A, that becomes
+    ``timeout_seconds``), so the timeout is no part of the request's identity.
+    """
+    identity = gateway_pb2.SubmitJobRequest()
+    identity.CopyFrom(work)
+    identity.ClearField("timeout_seconds")
+    return hashlib.sha256(identity.SerializeToString(deterministic=True)).hexdigest()
 
 
 def summary(job: gateway_pb2.Job) -> gateway_pb2.Job:
