@@ -53,9 +53,9 @@ def register(commands: Any) -> None:
     listing = actions.add_parser("list", help="your sessions, most recently used first")
     listing.add_argument("--limit", type=int, default=100, help="at most this many")
     show = actions.add_parser("show", help="a session's summary and turns")
-    show.add_argument("context_id")
+    show.add_argument("context_id", help="the session's context id")
     delete = actions.add_parser("delete", help="forget a session")
-    delete.add_argument("context_id")
+    delete.add_argument("context_id", help="the session's context id")
     for parser in (listing, show, delete):
         gateway_flag(parser)
         parser.add_argument("--json", action="store_true", help="print JSON")
