@@ -24,6 +24,7 @@ from agentmesh.client._model import (
 )
 from agentmesh.client._orchestration import FanOutResult, Job, JobEvent, Leg
 from agentmesh.client._security import Security
+from agentmesh.client._sessions import Session, SessionTurn
 from agentmesh.client._sync import Client
 from agentmesh.runtime.types import Partial
 
@@ -43,6 +44,8 @@ __all__ = [
     "Progress",
     "Reply",
     "Security",
+    "Session",
+    "SessionTurn",
     "Started",
     "StepError",
     "StepFinished",

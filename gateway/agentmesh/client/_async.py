@@ -37,6 +37,7 @@ from agentmesh.client._orchestration import (
     job_state_filter,
 )
 from agentmesh.client._security import Security, with_credentials
+from agentmesh.client._sessions import Session, session_from_proto
 from agentmesh.runtime.types import JSONValue, Part
 from agentmesh.telemetry.client import client_span
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
@@ -126,6 +127,7 @@ class AsyncClient:
         parts: Sequence[Part] = (),
         options: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        context_id: str | None = None,
         timeout: float | None = None,
     ) -> Reply:
         """Run one request to completion.
@@ -142,6 +144,7 @@ class AsyncClient:
             parts=parts,
             options=options,
             metadata=metadata,
+            context_id=context_id,
         )
         with client_span(_INVOKE, self._metadata) as call_metadata:
             try:
@@ -163,6 +166,7 @@ class AsyncClient:
         parts: Sequence[Part] = (),
         options: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        context_id: str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Event]:
         """Run one request, yielding Started, Partial, StreamError and Final events."""
@@ -175,6 +179,7 @@ class AsyncClient:
             parts=parts,
             options=options,
             metadata=metadata,
+            context_id=context_id,
         )
         with client_span(_INVOKE_STREAM, self._metadata) as call_metadata:
             call = self._stub.InvokeStream(
@@ -308,6 +313,25 @@ class AsyncClient:
                 raise CallError.from_rpc(exc) from None
             finally:
                 call.cancel()
+
+    # -- sessions: a ``context_id`` names one; the gateway keeps its turns ------------------
+
+    async def session(self, context_id: str) -> Session:
+        """The caller's session ``context_id`` with its turns (NOT_FOUND: none)."""
+        request = gateway_pb2.GetSessionRequest(context_id=context_id)
+        return session_from_proto(await self._job_call("GetSession", request))
+
+    async def sessions(self, *, limit: int = 100) -> list[Session]:
+        """The caller's sessions, most recently used first (without their turns)."""
+        request = gateway_pb2.ListSessionsRequest(limit=limit)
+        response = await self._job_call("ListSessions", request)
+        return [session_from_proto(s) for s in response.sessions]
+
+    async def delete_session(self, context_id: str) -> None:
+        """Forget the caller's session ``context_id`` (NOT_FOUND: none)."""
+        await self._job_call(
+            "DeleteSession", gateway_pb2.DeleteSessionRequest(context_id=context_id)
+        )
 
     async def _job_call(self, method: str, request: Any) -> Any:
         with client_span(f"agentmesh.v1.Gateway/{method}", self._metadata) as call_metadata:

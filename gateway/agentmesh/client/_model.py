@@ -163,11 +163,14 @@ def build_request(
     parts: Sequence[Part],
     options: Mapping[str, Any] | None,
     metadata: Mapping[str, Any] | None,
+    context_id: str | None = None,
 ) -> pb.InvokeRequest:
     routed_agent, routed_skill = parse_target(target) if target else ("", "")
     request = pb.InvokeRequest(agent=agent or routed_agent, skill=skill or routed_skill)
     message = request.message
     message.role = pb.ROLE_USER
+    if context_id:
+        message.context_id = context_id
     if text is not None:
         message.parts.add(text=text)
     if data is not None:

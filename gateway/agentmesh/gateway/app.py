@@ -18,7 +18,13 @@ from agentmesh.gateway.a2a.convert import work_for
 from agentmesh.gateway.a2a.handler import MeshRequestHandler
 from agentmesh.gateway.auth import AuthConfigError, Authenticator
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
-from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
+from agentmesh.gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    GatewaySettings,
+    load_config,
+    session_policy,
+)
 from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
 from agentmesh.gateway.guard import AuditLog, Guard, GuardInterceptor
@@ -28,6 +34,12 @@ from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.gateway.routing import Router
 from agentmesh.gateway.servicer import GatewayServicer
+from agentmesh.gateway.sessions import (
+    Conversations,
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionStore,
+)
 from agentmesh.gateway.upstream import Upstream
 from agentmesh.gateway.workflows import WorkflowService, load_catalog
 from agentmesh.runtime.errors import AgentError
@@ -93,7 +105,17 @@ class Gateway:
         )
         # Every unit of work goes through the dispatcher; fan-out and workflows are built on
         # it and attached back to it, for targets that name a workflow or routes to a fan-out.
-        self.dispatcher = Dispatcher(self.router, self.upstream, self.cache)
+        session_store: SessionStore = (
+            RedisSessionStore(self.redis)
+            if self.redis is not None
+            else MemorySessionStore(max_sessions=settings.session_max_sessions)
+        )
+        self.conversations = Conversations(
+            session_store,
+            ttl=settings.session_ttl,
+            policy=lambda agent: session_policy(config, agent),
+        )
+        self.dispatcher = Dispatcher(self.router, self.upstream, self.cache, self.conversations)
         self.fanout = FanOut(self.registry, self.dispatcher, FanOutLimits(settings.max_fanout_legs))
         self.workflows = WorkflowService(
             workflows,
@@ -130,6 +152,7 @@ class Gateway:
             fanout=self.fanout,
             workflows=self.workflows,
             jobs=self.jobs,
+            sessions=session_store,
         )
         binding = ServiceBinding(
             GATEWAY_SERVICE,
@@ -208,6 +231,7 @@ class Gateway:
         await self.jobs.close()
         await self.registry.close()
         await self.cache.close()
+        await self.conversations.store.close()
         if self.redis is not None:
             await self.redis.aclose()
 

@@ -57,6 +57,7 @@ from agentmesh.gateway.policy import (
     ResilienceOverrides,
     check_policies,
 )
+from agentmesh.gateway.sessions import SessionPolicy
 from agentmesh.gateway.targets import Target, fan_out_from_spec, parse_target
 from agentmesh.runtime.errors import AgentError
 
@@ -154,6 +155,12 @@ class GatewaySettings(AuthSettings):
     redis_tls_ca_file: Path | None = Field(
         None, description="PEM CA bundle trusted for a rediss:// Redis (default: the system's)"
     )
+    session_ttl: float = Field(
+        24 * 3600.0, gt=0, description="seconds a conversation is kept after its last turn"
+    )
+    session_max_sessions: int = Field(
+        10_000, ge=1, description="sessions the in-memory store keeps (without Redis)"
+    )
     audit_log: bool | Path = Field(
         False,
         description="one JSON line per gateway call: true (stdout) or a file path to append to",
@@ -205,6 +212,40 @@ class CacheConfig(BaseModel):
     skills: list[str] = Field(
         default_factory=list, description="only these skills (empty: every skill)"
     )
+
+
+class SessionConfig(BaseModel):
+    """How conversations with an agent are kept short (``sessions`` at the top level: every
+    agent's default; ``session`` of an agent: that agent's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int = Field(
+        40, ge=1, le=1000, description="exchanges kept before older ones are summarized"
+    )
+    keep_last: int = Field(4, ge=0, le=1000, description="last exchanges kept verbatim")
+    max_chars: int = Field(
+        100_000, ge=1000, le=10_000_000, description="characters kept before summarizing"
+    )
+    summarizer: str = Field(
+        "summarizer/summarize", description="AGENT/SKILL that summarizes older turns"
+    )
+
+    @field_validator("summarizer")
+    @classmethod
+    def _agent_and_skill(cls, value: str) -> str:
+        agent, _, skill = value.partition("/")
+        if not AGENT_NAME.match(agent) or not skill:
+            raise ValueError(f"summarizer {value!r} must be AGENT/SKILL, e.g. summarizer/summarize")
+        return value
+
+    def policy(self) -> SessionPolicy:
+        return SessionPolicy(
+            max_turns=self.max_turns,
+            keep_last=self.keep_last,
+            max_chars=self.max_chars,
+            summarizer=self.summarizer,
+        )
 
 
 class MatchConfig(BaseModel):
@@ -304,6 +345,9 @@ class AgentConfig(ResilienceOverrides):
     skills: list[str] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0, le=3600)
     cache: CacheConfig | None = None
+    session: SessionConfig | None = Field(
+        None, description="how conversations with this agent are kept (default: sessions)"
+    )
     a2a: A2AAgentConfig | None = Field(
         None, description="set: the agent speaks A2A v1 (grpc or jsonrpc binding)"
     )
@@ -360,6 +404,7 @@ class GatewayConfig(BaseModel):
     router: TargetConfig | None = Field(
         None, description="an agent that picks the target when no route matches"
     )
+    sessions: SessionConfig = Field(default_factory=SessionConfig)
     # Workflow definitions by name, checked by agentmesh.gateway.workflows at startup.
     workflows: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -395,6 +440,13 @@ class GatewayConfig(BaseModel):
         if duplicates:
             raise ValueError(f"routes: duplicate route names {', '.join(duplicates)}")
         return self
+
+
+def session_policy(config: GatewayConfig, agent: str) -> SessionPolicy:
+    """How ``agent``'s conversations are kept: its own ``session``, else ``sessions``."""
+    declared = config.agents.get(agent)
+    chosen = declared.session if declared is not None and declared.session else config.sessions
+    return chosen.policy()
 
 
 class ConfigError(ValueError):

@@ -13,6 +13,11 @@ construction, which themselves dispatch their steps and legs back here.
 Scopes are checked where work enters the gateway (the caller's principal,
 against what it names); routing and caching apply here, the same way wherever
 the work came from.
+
+Conversations are kept here too: a message with a ``context_id``, sent by a
+caller to an agent whose card declares ``takes_history``, goes with its
+session's turns and its answer is recorded (``sessions``); such a turn is
+never answered from the cache.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from agentmesh.gateway.auth import current_principal
 from agentmesh.gateway.cache import ResponseCache, cache_key
 from agentmesh.gateway.routing import Router, Selection, addressed, route
+from agentmesh.gateway.sessions import Conversations, Turn
 from agentmesh.gateway.targets import WORKFLOW_PREFIX, Target, parse_target
 from agentmesh.gateway.upstream import Upstream
 from agentmesh.runtime import wire
@@ -56,10 +63,19 @@ class Answer:
 class Dispatcher:
     """Resolves, routes, caches and calls: see the module docstring."""
 
-    def __init__(self, router: Router, upstream: Upstream, cache: ResponseCache) -> None:
+    def __init__(
+        self,
+        router: Router,
+        upstream: Upstream,
+        cache: ResponseCache,
+        conversations: Conversations | None = None,
+    ) -> None:
         self._router = router
         self._upstream = upstream
         self._cache = cache
+        self._conversations = conversations
+        if conversations is not None:
+            conversations.attach(self._summarize)
         self._workflows: WorkflowRunner | None = None
         self._fanout: FanOutRunner | None = None
 
@@ -94,6 +110,13 @@ class Dispatcher:
         if selection.fan_out is not None:
             return Answer(await self._fan_out(selection, request, time_remaining))
         forwarded = addressed(request, selection)
+        turn = await self._begin_turn(selection, forwarded)
+        if turn is not None:
+            response = await self._upstream.invoke(
+                selection.agent, turn.request, time_remaining=time_remaining
+            )
+            await self._finish_turn(turn, response)
+            return Answer(response)
         key = self._cache_key(selection, request)
         if key is None:
             return Answer(
@@ -126,6 +149,15 @@ class Dispatcher:
             yield pb.InvokeEvent(final=response)
             return
         forwarded = addressed(request, selection)
+        turn = await self._begin_turn(selection, forwarded)
+        if turn is not None:
+            async for event in self._upstream.stream(
+                selection.agent, turn.request, time_remaining=time_remaining
+            ):
+                if event.HasField("final"):
+                    await self._finish_turn(turn, event.final)
+                yield event
+            return
         key = self._cache_key(selection, request)
         if key is not None:
             cached = await self._cache.get(key)
@@ -150,6 +182,36 @@ class Dispatcher:
         if self._fanout is None:
             raise AgentError("fan-out is not available", code=ErrorCode.UNIMPLEMENTED)
         return await self._fanout.run(request, time_remaining=time_remaining)
+
+    # -- sessions ------------------------------------------------------------
+
+    async def _begin_turn(self, selection: Selection, request: pb.InvokeRequest) -> Turn | None:
+        """The turn of a session, when ``request`` continues one (see the module docstring).
+
+        Only work a caller sent has an owner; work without one (a job's) is stateless."""
+        card = selection.agent.card
+        principal = current_principal()
+        if (
+            self._conversations is None
+            or principal is None
+            or not request.message.context_id
+            or card is None
+            or not card.capabilities.takes_history
+        ):
+            return None
+        return await self._conversations.begin(principal.owner, selection.agent.name, request)
+
+    async def _finish_turn(self, turn: Turn, response: pb.InvokeResponse) -> None:
+        assert self._conversations is not None
+        await self._conversations.finish(turn, response)
+
+    async def _summarize(self, target: str, text: str) -> str:
+        """The summary ``target`` (``AGENT/SKILL``) makes of ``text``: how sessions compact."""
+        agent, _, skill = target.partition("/")
+        message = pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=text)])
+        request = pb.InvokeRequest(agent=agent, skill=skill, message=message)
+        answer = await self.invoke(request, time_remaining=None)
+        return wire.result_from_proto(answer.response).text
 
     # -- caching -------------------------------------------------------------
 

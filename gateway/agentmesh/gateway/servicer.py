@@ -18,7 +18,9 @@ from agentmesh.gateway.fanout import FanOut
 from agentmesh.gateway.jobs import JobManager
 from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
 from agentmesh.gateway.resilience.breaker import CLOSED, HALF_OPEN, OPEN
+from agentmesh.gateway.sessions import SessionStore, check_context_id
 from agentmesh.gateway.workflows import WorkflowService
+from agentmesh.runtime.errors import NotFound
 from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -102,12 +104,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         fanout: FanOut,
         workflows: WorkflowService,
         jobs: JobManager,
+        sessions: SessionStore,
     ) -> None:
         self._registry = registry
         self._dispatcher = dispatcher
         self._fanout = fanout
         self._workflows = workflows
         self._jobs = jobs
+        self._sessions = sessions
 
     @unary_errors
     async def ListAgents(
@@ -183,3 +187,32 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> gateway_pb2.ListJobsResponse:
         jobs = await self._jobs.list(request.limit, request.state, viewer=caller().viewer)
         return gateway_pb2.ListJobsResponse(jobs=jobs)
+
+    # Sessions belong to their owner: another caller's context id is simply not found.
+
+    @unary_errors
+    async def GetSession(
+        self, request: gateway_pb2.GetSessionRequest, context: Context
+    ) -> gateway_pb2.Session:
+        check_context_id(request.context_id)
+        session = await self._sessions.get(caller().owner, request.context_id)
+        if session is None:
+            raise NotFound(f"no session {request.context_id[:64]!r}")
+        return session
+
+    @unary_errors
+    async def ListSessions(
+        self, request: gateway_pb2.ListSessionsRequest, context: Context
+    ) -> gateway_pb2.ListSessionsResponse:
+        limit = min(request.limit or 100, 1000)
+        sessions = await self._sessions.list(caller().owner, limit)
+        return gateway_pb2.ListSessionsResponse(sessions=sessions)
+
+    @unary_errors
+    async def DeleteSession(
+        self, request: gateway_pb2.DeleteSessionRequest, context: Context
+    ) -> gateway_pb2.DeleteSessionResponse:
+        check_context_id(request.context_id)
+        if not await self._sessions.delete(caller().owner, request.context_id):
+            raise NotFound(f"no session {request.context_id[:64]!r}")
+        return gateway_pb2.DeleteSessionResponse(deleted=True)

@@ -85,6 +85,21 @@ class GatewayStub:
                 request_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/agentmesh.v1.Gateway/GetSession',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.Session.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/agentmesh.v1.Gateway/ListSessions',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/agentmesh.v1.Gateway/DeleteSession',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -162,6 +177,26 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSession(self, request, context):
+        """A conversation the caller holds (its `context_id`); another caller's is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """The caller's own sessions, most recently used first (without their turns).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +249,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.GetSessionRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.Session.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListSessionsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.DeleteSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +536,87 @@ class Gateway:
             '/agentmesh.v1.Gateway/ListJobs',
             agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
             agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/GetSession',
+            agentmesh_dot_v1_dot_gateway__pb2.GetSessionRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/ListSessions',
+            agentmesh_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/DeleteSession',
+            agentmesh_dot_v1_dot_gateway__pb2.DeleteSessionRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.DeleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,11 @@ class GatewayStub:
     calls are cancelled too.
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]
+    GetSession: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetSessionRequest, _gateway_pb2.Session]
+    """A conversation the caller holds (its `context_id`); another caller's is NOT_FOUND."""
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListSessionsRequest, _gateway_pb2.ListSessionsResponse]
+    """The caller's own sessions, most recently used first (without their turns)."""
+    DeleteSession: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteSessionRequest, _gateway_pb2.DeleteSessionResponse]
 
 @_typing.type_check_only
 class GatewayAsyncStub(GatewayStub):
@@ -86,6 +91,11 @@ class GatewayAsyncStub(GatewayStub):
     calls are cancelled too.
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]  # type: ignore[assignment]
+    GetSession: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetSessionRequest, _gateway_pb2.Session]  # type: ignore[assignment]
+    """A conversation the caller holds (its `context_id`); another caller's is NOT_FOUND."""
+    ListSessions: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListSessionsRequest, _gateway_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """The caller's own sessions, most recently used first (without their turns)."""
+    DeleteSession: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteSessionRequest, _gateway_pb2.DeleteSessionResponse]  # type: ignore[assignment]
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -172,5 +182,28 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListJobsResponse, _abc.Awaitable[_gateway_pb2.ListJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSession(
+        self,
+        request: _gateway_pb2.GetSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Session, _abc.Awaitable[_gateway_pb2.Session]]:
+        """A conversation the caller holds (its `context_id`); another caller's is NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _gateway_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListSessionsResponse, _abc.Awaitable[_gateway_pb2.ListSessionsResponse]]:
+        """The caller's own sessions, most recently used first (without their turns)."""
+
+    @_abc_1.abstractmethod
+    def DeleteSession(
+        self,
+        request: _gateway_pb2.DeleteSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeleteSessionResponse, _abc.Awaitable[_gateway_pb2.DeleteSessionResponse]]: ...
 
 def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

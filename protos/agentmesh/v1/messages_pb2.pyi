@@ -281,10 +281,15 @@ class AgentCapabilities(_message.Message):
     STREAMING_FIELD_NUMBER: _builtins.int
     PUSH_NOTIFICATIONS_FIELD_NUMBER: _builtins.int
     EXTENSIONS_FIELD_NUMBER: _builtins.int
+    TAKES_HISTORY_FIELD_NUMBER: _builtins.int
     streaming: _builtins.bool
     """InvokeStream yields partial output as it is made"""
     push_notifications: _builtins.bool
     """reserved for A2A parity; always false today"""
+    takes_history: _builtins.bool
+    """The agent reads earlier turns of a conversation: for a message with a context_id the
+    gateway adds its session's turns as a data part {"history": [{role, content}]}.
+    """
     @_builtins.property
     def extensions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """e.g. "llm" when a model backs the agent"""
@@ -295,10 +300,11 @@ class AgentCapabilities(_message.Message):
         streaming: _builtins.bool = ...,
         push_notifications: _builtins.bool = ...,
         extensions: _abc.Iterable[_builtins.str] | None = ...,
+        takes_history: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extensions", b"extensions", "push_notifications", b"push_notifications", "streaming", b"streaming"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extensions", b"extensions", "push_notifications", b"push_notifications", "streaming", b"streaming", "takes_history", b"takes_history"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -92,6 +92,8 @@ class AgentCard:
     version: str = "0.1.0"
     streaming: bool = True
     extensions: tuple[str, ...] = ()
+    #: Reads earlier turns: the gateway adds a session's turns as a data part {"history"}.
+    takes_history: bool = False
 
     def __post_init__(self) -> None:
         if not self.skills:

@@ -228,6 +228,7 @@ def card_to_proto(card: AgentCard) -> pb.AgentCard:
     )
     message.capabilities.streaming = card.streaming
     message.capabilities.extensions.extend(card.extensions)
+    message.capabilities.takes_history = card.takes_history
     for skill in card.skills:
         message.skills.add(
             id=skill.id,
@@ -260,4 +261,5 @@ def card_from_proto(card: pb.AgentCard) -> AgentCard:
         ),
         streaming=card.capabilities.streaming,
         extensions=tuple(card.capabilities.extensions),
+        takes_history=card.capabilities.takes_history,
     )

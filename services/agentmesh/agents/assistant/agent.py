@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from agentmesh.agents._history import earlier_turns
 from agentmesh.agents._model import ModelAgent
 from agentmesh.agents.assistant import logic
 from agentmesh.llm import LLMClient
@@ -31,13 +32,14 @@ class AssistantAgent(ModelAgent):
                 examples=("Explain what a circuit breaker does in two sentences.",),
             ),
         ),
+        takes_history=True,
     )
     role_prompt = logic.ROLE_PROMPT
     prompt_defaults = logic.PROMPT_DEFAULTS
 
     async def with_model(self, request: Request, llm: LLMClient) -> AsyncIterator[StreamItem]:
         text = request.require_text(max_chars=logic.MAX_MESSAGE_CHARS)
-        earlier = logic.history(request.message.data)
+        earlier = earlier_turns(request.message)
         chat = self.chat(request, text, earlier=earlier)
         async for item in self.stream_answer(request, llm, chat):
             yield item

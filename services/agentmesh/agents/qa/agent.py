@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from agentmesh.agents._history import earlier_turns
 from agentmesh.agents._model import ModelAgent
 from agentmesh.agents.qa import logic
 from agentmesh.llm import LLMClient
-from agentmesh.runtime import InvalidInput, Request, Result, StreamItem, TextPart, offload
+from agentmesh.runtime import DataPart, InvalidInput, Request, Result, StreamItem, TextPart, offload
 from agentmesh.runtime.types import AgentCard, JSONValue, Skill
 
 #: Contexts up to this size go to the model whole; longer ones as their best passages.
@@ -35,6 +36,7 @@ class QAAgent(ModelAgent):
                 tags=("text", "question-answering", "retrieval"),
             ),
         ),
+        takes_history=True,
     )
     role_prompt = ROLE_PROMPT
     prompt_defaults = {"language": "the language of the question"}
@@ -55,7 +57,7 @@ class QAAgent(ModelAgent):
         else:  # the best passages, in the order they appear in the context
             shown = "\n".join(p.text for p in sorted(retrieved.supporting, key=lambda p: p.index))
         prompt = f"Context:\n<context>\n{shown}\n</context>\n\nQuestion: {question}"
-        chat = self.chat(request, prompt)
+        chat = self.chat(request, prompt, earlier=earlier_turns(request.message))
 
         def data(answer: str) -> JSONValue:
             return {
@@ -70,7 +72,14 @@ class QAAgent(ModelAgent):
 
 def _question_and_context(request: Request) -> tuple[str, str]:
     """Accept the three documented ways of sending a question with its context."""
-    data = request.message.data
+    data = next(
+        (
+            p.data
+            for p in request.message.parts
+            if isinstance(p, DataPart) and isinstance(p.data, dict) and "history" not in p.data
+        ),
+        None,
+    )
     if isinstance(data, dict) and ("question" in data or "context" in data):
         question, context = data.get("question"), data.get("context")
         if not isinstance(question, str) or not isinstance(context, str):
