@@ -114,12 +114,15 @@ async def test_json_keeps_integers_and_reports_errors_as_json() -> None:
         status, out, err = await agentmesh("call", "--gateway", mesh.address, "calculator",
                                            "1/0", "--json")  # fmt: skip
         assert status == 1
-        assert json.loads(out) == {
-            "error": {
-                "code": "INVALID_ARGUMENT",
-                "message": "agent 'calculator': expression: division by zero",
-            }
-        }
+        error = json.loads(out)["error"]
+        assert (error["code"], error["message"]) == (
+            "INVALID_ARGUMENT",
+            "agent 'calculator': expression: division by zero",
+        )
+        # The rich details travel too: the bad field, named.
+        assert error["field_violations"] == [
+            {"field": "expression", "description": "division by zero"}
+        ]
         assert err == ""
 
         status, out, _ = await agentmesh(
