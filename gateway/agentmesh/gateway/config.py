@@ -158,6 +158,14 @@ class GatewaySettings(AuthSettings):
         False,
         description="one JSON line per gateway call: true (stdout) or a file path to append to",
     )
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the HTTP port on host (A2A JSON-RPC and HTTP+JSON, agent cards, "
+        "MCP at /mcp), with the gRPC port's TLS and credentials; 0: a free one; unset: off",
+    )
+    mcp: bool = Field(True, description="serve MCP at /mcp on the HTTP port")
 
 
 class TargetConfig(BaseModel):

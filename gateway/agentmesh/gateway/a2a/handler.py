@@ -23,6 +23,8 @@ from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import (
+    A2AError,
+    InternalError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
@@ -31,14 +33,21 @@ from a2a.utils.errors import (
 )
 
 from agentmesh.gateway.a2a.convert import (
+    GRPC_BINDING,
+    agent_card,
     agent_message,
     agent_skills,
+    aimed_at,
     artifact_to_a2a,
+    http_interfaces,
+    interface,
     mesh_card,
     parts_to_a2a,
+    security_schemes,
     status_of,
     task_from_job,
     work_for,
+    workflow_card,
     workflow_skill,
 )
 from agentmesh.gateway.auth import caller
@@ -49,6 +58,7 @@ from agentmesh.gateway.workflows.catalog import WorkflowCatalog
 from agentmesh.runtime.errors import (
     AgentError,
     DeadlineExceeded,
+    ErrorCode,
     InvalidInput,
     NotFound,
 )
@@ -62,10 +72,14 @@ CARD_NAME = "agentmesh"
 CARD_VERSION = "1"
 MAX_REMEMBERED_CONTEXTS = 10_000
 MAX_PAGE_SIZE = 1000  # the job store's listing limit
+AGENT_STATE = "agentmesh_agent"  # ServerCallContext.state: the agent whose endpoint was called
 
 
-def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, Any]:
-    grpc_context: grpc.aio.ServicerContext[Any, Any] = context.state["grpc_context"]
+GrpcContext = grpc.aio.ServicerContext[Any, Any] | None  # None: an HTTP binding's call
+
+
+def _grpc_context(context: ServerCallContext) -> GrpcContext:
+    grpc_context: GrpcContext = context.state.get("grpc_context")
     return grpc_context
 
 
@@ -79,11 +93,18 @@ class MeshRequestHandler(RequestHandler):
         jobs: JobManager,
         workflows: WorkflowCatalog,
         url: Callable[[], str],
+        http_url: Callable[[], str | None] = lambda: None,
+        secured: bool = False,
     ) -> None:
+        """``url``: the gRPC binding's address; ``http_url``: the HTTP port's base URL
+        (``http://host:port/``, None without one); ``secured``: credentials are checked
+        (the cards declare the schemes)."""
         self._registry = registry
         self._jobs = jobs
         self._catalog = workflows
         self._url = url
+        self._http_url = http_url
+        self._secured = secured
         # Jobs do not record an A2A context id: remember the ones clients sent
         # (a task read on another replica shows its own id as its context).
         self._contexts: OrderedDict[str, str] = OrderedDict()
@@ -95,6 +116,7 @@ class MeshRequestHandler(RequestHandler):
     ) -> a2a.Task | a2a.Message:
         grpc_context = _grpc_context(context)
         try:
+            params = self.aimed(params, context.state.get(AGENT_STATE))
             job, context_id = await self._submit(params, grpc_context)
             if not params.configuration.return_immediately:
                 async for _ in self._jobs.watch(job.job_id, 0):  # the caller's own job
@@ -109,6 +131,7 @@ class MeshRequestHandler(RequestHandler):
     ) -> AsyncGenerator[Event]:
         grpc_context = _grpc_context(context)
         try:
+            params = self.aimed(params, context.state.get(AGENT_STATE))
             job, context_id = await self._submit(params, grpc_context)
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.SendStreamingMessage")
@@ -130,7 +153,7 @@ class MeshRequestHandler(RequestHandler):
             yield event
 
     async def _submit(
-        self, params: a2a.SendMessageRequest, grpc_context: grpc.aio.ServicerContext[Any, Any]
+        self, params: a2a.SendMessageRequest, grpc_context: GrpcContext
     ) -> tuple[gateway_pb2.Job, str]:
         if params.message.task_id:
             raise UnsupportedOperationError(
@@ -142,7 +165,7 @@ class MeshRequestHandler(RequestHandler):
         work = work_for(params, names)
         # Scopes, rate limit and max_jobs were checked by the gateway's guard (on this job).
         principal = caller()
-        remaining = grpc_context.time_remaining()
+        remaining = grpc_context.time_remaining() if grpc_context is not None else None
         if remaining is not None:
             if remaining <= 0:
                 raise DeadlineExceeded("the call's deadline has passed")
@@ -157,6 +180,16 @@ class MeshRequestHandler(RequestHandler):
             while len(self._contexts) > MAX_REMEMBERED_CONTEXTS:
                 self._contexts.popitem(last=False)
         return job, context_id
+
+    def aimed(self, params: a2a.SendMessageRequest, name: str | None) -> a2a.SendMessageRequest:
+        """``params`` as sent to agent (or workflow) ``name``'s own endpoint; None: the mesh's."""
+        if name is None:
+            return params
+        return aimed_at(params, name, workflow=self._is_workflow(name))
+
+    def _is_workflow(self, name: str) -> bool:
+        agents = {entry.name for entry in self._registry.entries}
+        return name not in agents and name in set(self._catalog.names())
 
     def _context_of(self, job_id: str) -> str:
         return self._contexts.get(job_id, job_id)
@@ -212,9 +245,7 @@ class MeshRequestHandler(RequestHandler):
             await _refuse(exc, grpc_context, "A2A.CancelTask")
         return task_from_job(job, self._context_of(job.job_id))
 
-    async def _job(
-        self, task_id: str, grpc_context: grpc.aio.ServicerContext[Any, Any]
-    ) -> gateway_pb2.Job:
+    async def _job(self, task_id: str, grpc_context: GrpcContext) -> gateway_pb2.Job:
         if not task_id:
             raise InvalidParamsError("id: required")
         try:
@@ -233,10 +264,42 @@ class MeshRequestHandler(RequestHandler):
     async def on_get_extended_agent_card(
         self, params: a2a.GetExtendedAgentCardRequest, context: ServerCallContext
     ) -> a2a.AgentCard:
-        skills = [s for entry in self._registry.entries for s in agent_skills(entry)]
+        name = context.state.get(AGENT_STATE)
+        try:
+            return self.card(name, extended=True)
+        except NotFound as exc:
+            raise InvalidParamsError(exc.message) from None
+
+    def card(self, name: str | None = None, *, extended: bool) -> a2a.AgentCard:
+        """The mesh's card (``name`` None) or one agent's or declared workflow's own.
+
+        The public card (not ``extended``) of a gateway that checks credentials lists
+        no skills: those are for authenticated callers (the extended card).
+        Raises :class:`NotFound` for a name that is neither an agent nor a workflow.
+        """
+        http = self._http_url()
         catalog = self._catalog
-        skills += [workflow_skill(n, catalog.get(n).description) for n in catalog.names()]
-        return mesh_card(name=CARD_NAME, url=self._url(), version=CARD_VERSION, skills=skills)
+        if name is None:
+            skills = [s for entry in self._registry.entries for s in agent_skills(entry)]
+            skills += [workflow_skill(n, catalog.get(n).description) for n in catalog.names()]
+            interfaces = [interface(self._url(), GRPC_BINDING)]
+            if http is not None:
+                interfaces += http_interfaces(http)
+            card = mesh_card(name=CARD_NAME, url=interfaces, version=CARD_VERSION, skills=skills)
+        else:
+            own = http_interfaces(f"{http}agents/{name}/") if http is not None else []
+            entry = next((e for e in self._registry.entries if e.name == name), None)
+            if entry is not None:
+                card = agent_card(entry, own, CARD_VERSION)
+            elif name in set(catalog.names()):
+                card = workflow_card(name, catalog.get(name).description, own, CARD_VERSION)
+            else:
+                raise NotFound(f"{name[:80]!r} is neither an agent nor a declared workflow")
+        if self._secured:
+            security_schemes(card)
+            if not extended:
+                del card.skills[:]
+        return card
 
     # -- push notifications: not offered (the card says so) -------------------------
 
@@ -261,13 +324,27 @@ class MeshRequestHandler(RequestHandler):
         raise PushNotificationNotSupportedError
 
 
-async def _refuse(
-    exc: AgentError, grpc_context: grpc.aio.ServicerContext[Any, Any], where: str
-) -> NoReturn:
-    """An agentmesh error as the status the native API gives (bad input as A2A InvalidParams)."""
+async def _refuse(exc: AgentError, grpc_context: GrpcContext, where: str) -> NoReturn:
+    """An agentmesh error as the status the native API gives (bad input as A2A InvalidParams).
+
+    Over an HTTP binding (no gRPC context) as the nearest A2A error, its message
+    led by the status name.
+    """
     if isinstance(exc, InvalidInput):
         raise InvalidParamsError(exc.message) from None
+    if grpc_context is None:
+        raise a2a_error(exc) from None
     await abort(grpc_context, exc, where=where)
+
+
+def a2a_error(exc: AgentError) -> A2AError:
+    """The A2A error an agentmesh error is on the HTTP bindings (they carry no gRPC status)."""
+    message = f"{exc.code.value}: {exc.message}"
+    if exc.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND):
+        return InvalidParamsError(message)
+    if exc.code in (ErrorCode.FAILED_PRECONDITION, ErrorCode.UNIMPLEMENTED):
+        return UnsupportedOperationError(message)
+    return InternalError(message)
 
 
 def _a2a_events(event: gateway_pb2.JobEvent, task_id: str, context_id: str) -> list[Event]:
@@ -356,4 +433,4 @@ def _a2a_events(event: gateway_pb2.JobEvent, task_id: str, context_id: str) -> l
     return []
 
 
-__all__ = ["MeshRequestHandler"]
+__all__ = ["AGENT_STATE", "MeshRequestHandler", "a2a_error"]
