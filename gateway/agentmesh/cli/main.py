@@ -65,6 +65,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "agentmesh.cli.status",
     "agentmesh.cli.logs",
     "agentmesh.cli.scaffold",
+    "agentmesh.cli.mcp",
 )
 
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")

@@ -152,7 +152,7 @@ class McpService:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def asgi(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """The ``/mcp`` endpoint (an ASGI app)."""
         if self._manager is None:
             raise RuntimeError("the MCP transport is not running")

@@ -85,7 +85,7 @@ def http_app(
     """The HTTP port's ASGI application (see the module)."""
     routes = a2a_routes(handler)
     if mcp is not None:
-        routes.insert(0, Route("/mcp", mcp.asgi, methods=["GET", "POST", "DELETE"]))
+        routes.insert(0, Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
     app = Starlette(routes=routes)
     return GuardMiddleware(app, guard, aimed=handler.aimed, max_body_bytes=max_body_bytes)
 
