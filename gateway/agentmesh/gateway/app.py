@@ -16,6 +16,7 @@ from a2a.types import a2a_pb2 as a2a_types
 from agentmesh.gateway.a2a import a2a_binding
 from agentmesh.gateway.a2a.convert import work_for
 from agentmesh.gateway.a2a.handler import MeshRequestHandler
+from agentmesh.gateway.a2a.push import PushNotifier
 from agentmesh.gateway.auth import AuthConfigError, Authenticator
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import ConfigError, GatewayConfig, GatewaySettings, load_config
@@ -26,6 +27,7 @@ from agentmesh.gateway.http import HttpServer, http_app
 from agentmesh.gateway.jobs import JobManager, JobSettings
 from agentmesh.gateway.jobstore import JobStore, MemoryJobStore, RedisJobStore
 from agentmesh.gateway.mcp import McpService
+from agentmesh.gateway.policy import RetryPolicy
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.gateway.routing import Router
@@ -155,6 +157,15 @@ class Gateway:
         limits: list[grpc.aio.ServerInterceptor] = [GuardInterceptor(self.guard)]
         self.http: HttpServer | None = None
         self.mcp: McpService | None = None
+        self.push = (
+            PushNotifier(
+                self.jobs,
+                allow_private=settings.push_allow_private,
+                retry=RetryPolicy(max_attempts=5, initial_backoff=0.2, max_backoff=5.0),
+            )
+            if settings.push_notifications
+            else None
+        )
         a2a_handler = MeshRequestHandler(
             registry=self.registry,
             jobs=self.jobs,
@@ -163,6 +174,7 @@ class Gateway:
             url=lambda: f"{settings.host}:{self.server.port or settings.port}",
             http_url=self.http_url,
             secured=self.authenticator.configured,
+            push=self.push,
         )
         if settings.http_port is not None:
             self.mcp = (
@@ -256,6 +268,8 @@ class Gateway:
             self.guard.audit_log.close()
         if self.http is not None:
             await self.http.stop()
+        if self.push is not None:
+            await self.push.close()
         await self.jobs.close()
         await self.registry.close()
         await self.cache.close()

@@ -166,6 +166,14 @@ class GatewaySettings(AuthSettings):
         "MCP at /mcp), with the gRPC port's TLS and credentials; 0: a free one; unset: off",
     )
     mcp: bool = Field(True, description="serve MCP at /mcp on the HTTP port")
+    push_notifications: bool = Field(
+        True, description="offer A2A push notifications (webhooks of tasks)"
+    )
+    push_allow_private: bool = Field(
+        False,
+        description="let push-notification webhooks be loopback, link-local or private "
+        "addresses (off: only public ones, so callers cannot reach internal services)",
+    )
 
 
 class TargetConfig(BaseModel):

@@ -50,6 +50,7 @@ from agentmesh.gateway.a2a.convert import (
     workflow_card,
     workflow_skill,
 )
+from agentmesh.gateway.a2a.push import PushNotifier, check_webhook
 from agentmesh.gateway.auth import caller
 from agentmesh.gateway.jobs import JobManager
 from agentmesh.gateway.jobstore import TERMINAL_STATES
@@ -95,16 +96,19 @@ class MeshRequestHandler(RequestHandler):
         url: Callable[[], str],
         http_url: Callable[[], str | None] = lambda: None,
         secured: bool = False,
+        push: PushNotifier | None = None,
     ) -> None:
         """``url``: the gRPC binding's address; ``http_url``: the HTTP port's base URL
         (``http://host:port/``, None without one); ``secured``: credentials are checked
-        (the cards declare the schemes)."""
+        (the cards declare the schemes); ``push``: webhooks of tasks (None: push
+        notifications not offered)."""
         self._registry = registry
         self._jobs = jobs
         self._catalog = workflows
         self._url = url
         self._http_url = http_url
         self._secured = secured
+        self._push = push
         # Jobs do not record an A2A context id: remember the ones clients sent
         # (a task read on another replica shows its own id as its context).
         self._contexts: OrderedDict[str, str] = OrderedDict()
@@ -173,8 +177,17 @@ class MeshRequestHandler(RequestHandler):
         if params.message.message_id:
             # A client that resends a message (same id) gets the task it first made.
             work.idempotency_key = f"a2a:{params.message.message_id}"
+        webhook = None
+        if params.configuration.HasField("task_push_notification_config"):
+            if self._push is None:
+                raise PushNotificationNotSupportedError
+            webhook = params.configuration.task_push_notification_config
+            await check_webhook(webhook.url, allow_private=self._push.allow_private)
         job = await self._jobs.submit(work, owner=principal.owner, max_jobs=principal.max_jobs)
         context_id = params.message.context_id or job.job_id
+        if webhook is not None and self._push is not None:
+            webhook.task_id = job.job_id
+            await self._push.set(webhook, context_id)
         if params.message.context_id:
             self._contexts[job.job_id] = context_id
             while len(self._contexts) > MAX_REMEMBERED_CONTEXTS:
@@ -295,33 +308,52 @@ class MeshRequestHandler(RequestHandler):
                 card = workflow_card(name, catalog.get(name).description, own, CARD_VERSION)
             else:
                 raise NotFound(f"{name[:80]!r} is neither an agent nor a declared workflow")
+        card.capabilities.push_notifications = self._push is not None
         if self._secured:
             security_schemes(card)
             if not extended:
                 del card.skills[:]
         return card
 
-    # -- push notifications: not offered (the card says so) -------------------------
+    # -- push notifications ----------------------------------------------------------
+
+    def _pushing(self) -> PushNotifier:
+        if self._push is None:
+            raise PushNotificationNotSupportedError
+        return self._push
 
     async def on_create_task_push_notification_config(
         self, params: a2a.TaskPushNotificationConfig, context: ServerCallContext
     ) -> a2a.TaskPushNotificationConfig:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        if job.state in TERMINAL_STATES:
+            raise UnsupportedOperationError(
+                f"task {job.job_id!r} has ended ({a2a.TaskState.Name(job.state)}); "
+                "there is nothing left to notify"
+            )
+        return await push.set(params, self._context_of(job.job_id))
 
     async def on_get_task_push_notification_config(
         self, params: a2a.GetTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> a2a.TaskPushNotificationConfig:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        return push.get(job.job_id, params.id)
 
     async def on_list_task_push_notification_configs(
         self, params: a2a.ListTaskPushNotificationConfigsRequest, context: ServerCallContext
     ) -> a2a.ListTaskPushNotificationConfigsResponse:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        return a2a.ListTaskPushNotificationConfigsResponse(configs=push.list(job.job_id))
 
     async def on_delete_task_push_notification_config(
         self, params: a2a.DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> None:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        push.delete(job.job_id, params.id)
 
 
 async def _refuse(exc: AgentError, grpc_context: GrpcContext, where: str) -> NoReturn:
