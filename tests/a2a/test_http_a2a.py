@@ -52,16 +52,22 @@ async def http_get(url: str) -> httpx.Response:
         return await http.get(url)
 
 
+@pytest.mark.parametrize("where", ["", "agents/calculator/"])
 @pytest.mark.parametrize("binding", BINDINGS)
 async def test_a_client_finds_the_mesh_by_its_url_and_sends_streams_gets_lists(
-    binding: str,
+    binding: str, where: str
 ) -> None:
+    """At the mesh's base URL, and at one agent's own."""
     async with a2a_mesh(CalculatorAgent(), http_port=0) as mesh:
-        url = mesh.gateway.http_url()
-        assert url is not None
+        base = mesh.gateway.http_url()
+        assert base is not None
+        url = base + where
         card = (await http_get(f"{url}.well-known/agent-card.json")).json()
-        bindings = {i["protocolBinding"] for i in card["supportedInterfaces"]}
-        assert bindings == {"GRPC", "JSONRPC", "HTTP+JSON"}
+        bindings = {i["protocolBinding"]: i["url"] for i in card["supportedInterfaces"]}
+        assert set(bindings) == (
+            {"JSONRPC", "HTTP+JSON"} if where else {"GRPC", "JSONRPC", "HTTP+JSON"}
+        )
+        assert bindings["JSONRPC"] == url
         async with http_client(url, binding, streaming=False) as client:
             [sent] = [
                 e async for e in client.send_message(message("2*7**2", skill="calculator/evaluate"))
@@ -84,12 +90,14 @@ async def test_a_client_finds_the_mesh_by_its_url_and_sends_streams_gets_lists(
     assert "2" in [texts(a) for a in artifacts]
 
 
+@pytest.mark.parametrize("where", ["", "agents/probe/"])
 @pytest.mark.parametrize("binding", BINDINGS)
-async def test_a_running_task_is_subscribed_to_and_cancelled(binding: str) -> None:
+async def test_a_running_task_is_subscribed_to_and_cancelled(binding: str, where: str) -> None:
     probe = ProbeAgent()
     async with a2a_mesh(probe, http_port=0) as mesh:
-        url = mesh.gateway.http_url()
-        assert url is not None
+        base = mesh.gateway.http_url()
+        assert base is not None
+        url = base + where
         async with http_client(url, binding, streaming=False) as client:
             held = message("x", skill="probe/hold")
             held.configuration.return_immediately = True
