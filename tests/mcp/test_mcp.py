@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -12,10 +13,19 @@ import pytest
 from mcp import ClientSession, McpError, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from meshtest import Mesh, ProbeAgent, running_mesh, service_env
+from meshtest import (
+    Mesh,
+    ProbeAgent,
+    free_port,
+    running_agent,
+    running_gateway,
+    running_mesh,
+    service_env,
+)
 
 from agentmesh.agents.calculator.agent import CalculatorAgent
 from agentmesh.gateway.auth import hash_key
+from agentmesh.runtime import AgentCard, Skill
 
 WORKFLOW = """\
 name: square
@@ -148,3 +158,45 @@ async def test_a_call_outside_the_keys_scopes_is_a_tool_error(tmp_path: Path) ->
     assert bridged_denied.isError
     assert text_of(bridged_denied).startswith("PERMISSION_DENIED")
     assert text_of(bridged_allowed).startswith("98")
+
+
+async def test_a_changed_set_of_tools_is_announced() -> None:
+    """An agent back with another skill: a session that listed the tools hears list_changed."""
+    port = free_port()
+    changed = asyncio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ServerNotification) and isinstance(
+            message.root, types.ToolListChangedNotification
+        ):
+            changed.set()
+
+    louder = ProbeAgent()
+    skills = (*ProbeAgent.card.skills, Skill(id="shout"))
+    louder.card = AgentCard(name="probe", description="test agent", skills=skills)
+    async with contextlib.AsyncExitStack() as stack:
+        first = contextlib.AsyncExitStack()
+        await first.enter_async_context(running_agent(ProbeAgent(), port=port))
+        stack.push_async_callback(first.aclose)
+        gateway, _ = await stack.enter_async_context(
+            running_gateway(
+                {"probe": [f"127.0.0.1:{port}"]}, http_port=0, card_refresh_interval=0.2
+            )
+        )
+        url = gateway.http_url()
+        assert url is not None
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        read, write, _ = await stack.enter_async_context(
+            streamable_http_client(f"{url}mcp", http_client=http)
+        )
+        session = await stack.enter_async_context(
+            ClientSession(read, write, message_handler=on_message)
+        )
+        await session.initialize()
+        before = {tool.name for tool in (await session.list_tools()).tools}
+        await first.aclose()  # the probe goes; one with a skill more takes its port
+        await stack.enter_async_context(running_agent(louder, port=port))
+        await asyncio.wait_for(changed.wait(), 30)
+        after = {tool.name for tool in (await session.list_tools()).tools}
+    assert "probe__shout" not in before
+    assert "probe__shout" in after
