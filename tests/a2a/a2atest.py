@@ -12,10 +12,11 @@ import grpc
 from a2a.client import Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.constants import TransportProtocol
-from meshtest import ProbeAgent, running_agent
+from meshtest import running_agent
 
 from agentmesh.gateway import Gateway, GatewayConfig, GatewaySettings
 from agentmesh.gateway.config import AgentConfig
+from agentmesh.runtime.agent import Agent
 
 
 @dataclass
@@ -26,7 +27,7 @@ class A2AMesh:
 
 @contextlib.asynccontextmanager
 async def a2a_mesh(
-    *agents: ProbeAgent, workflows: Mapping[str, dict[str, Any]] | None = None, **settings: Any
+    *agents: Agent, workflows: Mapping[str, dict[str, Any]] | None = None, **settings: Any
 ) -> AsyncIterator[A2AMesh]:
     """Agents and a gateway (with ``workflows`` declared, and ``settings``) on loopback."""
     async with contextlib.AsyncExitStack() as stack:

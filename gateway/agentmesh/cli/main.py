@@ -66,6 +66,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "agentmesh.cli.logs",
     "agentmesh.cli.scaffold",
     "agentmesh.cli.chat",
+    "agentmesh.cli.mcp",
 )
 
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")

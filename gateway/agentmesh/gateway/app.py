@@ -16,6 +16,7 @@ from a2a.types import a2a_pb2 as a2a_types
 from agentmesh.gateway.a2a import a2a_binding
 from agentmesh.gateway.a2a.convert import work_for
 from agentmesh.gateway.a2a.handler import MeshRequestHandler
+from agentmesh.gateway.a2a.push import PushNotifier
 from agentmesh.gateway.auth import AuthConfigError, Authenticator
 from agentmesh.gateway.cache import MemoryCache, RedisCache, ResponseCache
 from agentmesh.gateway.config import (
@@ -28,8 +29,11 @@ from agentmesh.gateway.config import (
 from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
 from agentmesh.gateway.guard import AuditLog, Guard, GuardInterceptor
+from agentmesh.gateway.http import HttpServer, http_app
 from agentmesh.gateway.jobs import JobManager, JobSettings
 from agentmesh.gateway.jobstore import JobStore, MemoryJobStore, RedisJobStore
+from agentmesh.gateway.mcp import McpService
+from agentmesh.gateway.policy import RetryPolicy
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
 from agentmesh.gateway.routing import Router
@@ -174,13 +178,55 @@ class Gateway:
             audit=AuditLog.open(settings.audit_log),
         )
         limits: list[grpc.aio.ServerInterceptor] = [GuardInterceptor(self.guard)]
+        self.http: HttpServer | None = None
+        self.mcp: McpService | None = None
+        self.push = (
+            PushNotifier(
+                self.jobs,
+                allow_private=settings.push_allow_private,
+                retry=RetryPolicy(max_attempts=5, initial_backoff=0.2, max_backoff=5.0),
+            )
+            if settings.push_notifications
+            else None
+        )
         a2a_handler = MeshRequestHandler(
             registry=self.registry,
             jobs=self.jobs,
             workflows=self.workflows.catalog,
             # The card names the address the server bound (known once it started).
             url=lambda: f"{settings.host}:{self.server.port or settings.port}",
+            http_url=self.http_url,
+            secured=self.authenticator.configured,
+            push=self.push,
         )
+        if settings.http_port is not None:
+            self.mcp = (
+                McpService(
+                    registry=self.registry,
+                    workflows=self.workflows.catalog,
+                    dispatcher=self.dispatcher,
+                    guard=self.guard,
+                    timeout=settings.default_timeout,
+                    watch_interval=settings.card_refresh_interval,
+                    allowed_hosts=self._http_hosts,
+                )
+                if settings.mcp
+                else None
+            )
+            tls = (
+                (settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+                if settings.tls_cert_file is not None and settings.tls_key_file is not None
+                else None
+            )
+            self.http = HttpServer(
+                http_app(
+                    a2a_handler, self.guard, self.mcp, max_body_bytes=settings.max_message_bytes
+                ),
+                host=settings.host,
+                port=settings.http_port,
+                tls=tls,
+                lifespan=self.mcp.running if self.mcp is not None else None,
+            )
         self.server = GrpcServer(
             settings,
             [binding, a2a_binding(a2a_handler)],
@@ -220,6 +266,21 @@ class Gateway:
                 return None
         return None
 
+    def http_url(self) -> str | None:
+        """The HTTP port's base URL (``http://host:port/``), None when it is off."""
+        if self.http is None:
+            return None
+        port = self.http.port if self.http.port is not None else self.settings.http_port
+        return f"{self.http.scheme}://{self.settings.host}:{port}/"
+
+    def _http_hosts(self) -> list[str]:
+        """Host headers /mcp accepts: the HTTP port's address (none checked on 0.0.0.0)."""
+        host = self.settings.host
+        if self.http is None or self.http.port is None or host in ("0.0.0.0", "::"):  # noqa: S104
+            return []
+        names = {host, "localhost"} if host in ("127.0.0.1", "::1", "localhost") else {host}
+        return [f"{name}:{self.http.port}" for name in sorted(names)]
+
     def reload_keys(self) -> bool:
         """Read the keys file again (SIGHUP): revoked keys are refused from the next call."""
         return self.guard.reload()
@@ -228,6 +289,10 @@ class Gateway:
         """Release what the parts hold, once the server has stopped serving."""
         if self.guard.audit_log is not None:
             self.guard.audit_log.close()
+        if self.http is not None:
+            await self.http.stop()
+        if self.push is not None:
+            await self.push.close()
         await self.jobs.close()
         await self.registry.close()
         await self.cache.close()
@@ -239,6 +304,8 @@ class Gateway:
         """Fetch agent cards, then listen; returns the bound port."""
         await self.registry.start()
         await self.jobs.start()
+        if self.http is not None:
+            await self.http.start()
         return await self.server.start()
 
     async def stop(self, grace: float | None = None) -> None:
@@ -251,6 +318,9 @@ class Gateway:
         # SIGHUP: reload the keys file (a broken one keeps the keys in force).
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, self.reload_keys)
+        if self.http is not None:
+            port = await self.http.start()
+            log.info("HTTP port listening", extra={"url": self.http_url(), "port": port})
         await run_server(self.server)
 
 

@@ -165,6 +165,22 @@ class GatewaySettings(AuthSettings):
         False,
         description="one JSON line per gateway call: true (stdout) or a file path to append to",
     )
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the HTTP port on host (A2A JSON-RPC and HTTP+JSON, agent cards, "
+        "MCP at /mcp), with the gRPC port's TLS and credentials; 0: a free one; unset: off",
+    )
+    mcp: bool = Field(True, description="serve MCP at /mcp on the HTTP port")
+    push_notifications: bool = Field(
+        True, description="offer A2A push notifications (webhooks of tasks)"
+    )
+    push_allow_private: bool = Field(
+        False,
+        description="let push-notification webhooks be loopback, link-local or private "
+        "addresses (off: only public ones, so callers cannot reach internal services)",
+    )
 
 
 class TargetConfig(BaseModel):

@@ -25,6 +25,8 @@ from agentmesh.v1 import messages_pb2 as pb
 
 PROTOCOL_VERSION = "1.0"
 GRPC_BINDING = "GRPC"
+JSONRPC_BINDING = "JSONRPC"
+HTTP_JSON_BINDING = "HTTP+JSON"
 WORKFLOW_PREFIX = "workflow:"
 SKILL_PREFIX = "skill:"
 DEFAULT_MODES = ("text/plain", "application/json")
@@ -110,6 +112,42 @@ def work_for(
     if options is not None:
         invoke.options.update(options)
     return gateway_pb2.SubmitJobRequest(invoke=invoke)
+
+
+def aimed_at(
+    request: a2a.SendMessageRequest, name: str, *, workflow: bool
+) -> a2a.SendMessageRequest:
+    """``request`` as sent to one agent's (or declared workflow's) own A2A endpoint.
+
+    Its metadata ``skill`` may name one of that agent's skills (``SKILL`` or
+    ``AGENT/SKILL``); without one the agent's default skill answers. A skill of
+    another agent, or any skill for a workflow, is refused. The choice is written
+    into the request's metadata, where :func:`work_for` reads it.
+    """
+    metadata: dict[str, Any] = {}
+    if request.message.HasField("metadata"):
+        metadata.update(struct_to_dict(request.message.metadata))
+    if request.HasField("metadata"):
+        metadata.update(struct_to_dict(request.metadata))
+    skill = _metadata_text(metadata, "skill")
+    agent = _metadata_text(metadata, "agent")
+    if workflow:
+        if skill not in ("", name, f"{WORKFLOW_PREFIX}{name}") or agent:
+            raise InvalidInput("metadata.skill", f"workflow {name!r} has no skills to choose")
+        request.metadata.update({"skill": f"{WORKFLOW_PREFIX}{name}", "agent": ""})
+        return request
+    if agent and agent != name:
+        raise InvalidInput("metadata.agent", f"this endpoint is agent {name!r}'s, not {agent!r}'s")
+    if skill.startswith((WORKFLOW_PREFIX, SKILL_PREFIX)):
+        raise InvalidInput(
+            "metadata.skill", f"name a skill of agent {name!r} (SKILL or {name}/SKILL)"
+        )
+    owner, slash, own = skill.partition("/")
+    if slash and owner != name:
+        raise InvalidInput("metadata.skill", f"{skill[:80]!r} is not a skill of agent {name!r}")
+    own = own if slash else ("" if skill == name else skill)
+    request.metadata.update({"agent": name, "skill": f"{name}/{own}" if own else ""})
+    return request
 
 
 # -- jobs as tasks ------------------------------------------------------------------
@@ -221,30 +259,93 @@ def workflow_skill(name: str, description: str) -> a2a.AgentSkill:
     )
 
 
+MESH_DESCRIPTION = (
+    "agentmesh gateway: every agent, agent skill and workflow of the mesh as a skill. "
+    "Choose one with message metadata 'skill' (a skill id below); without it the "
+    "gateway's declared routes choose."
+)
+
+
+def interface(url: str, binding: str) -> a2a.AgentInterface:
+    return a2a.AgentInterface(url=url, protocol_binding=binding, protocol_version=PROTOCOL_VERSION)
+
+
+def http_interfaces(base_url: str) -> list[a2a.AgentInterface]:
+    """The HTTP bindings of an A2A endpoint at ``base_url`` (``http(s)://host:port/path/``):
+    JSON-RPC at the base URL itself, HTTP+JSON under ``rest``."""
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    return [interface(base, JSONRPC_BINDING), interface(base + "rest", HTTP_JSON_BINDING)]
+
+
+API_KEY_SCHEME = "apiKey"
+BEARER_SCHEME = "bearer"
+
+
+def security_schemes(card: a2a.AgentCard) -> a2a.AgentCard:
+    """``card`` declaring the gateway's credentials: an API key header or a bearer token."""
+    card.security_schemes[API_KEY_SCHEME].api_key_security_scheme.CopyFrom(
+        a2a.APIKeySecurityScheme(location="header", name="x-api-key")
+    )
+    card.security_schemes[BEARER_SCHEME].http_auth_security_scheme.CopyFrom(
+        a2a.HTTPAuthSecurityScheme(scheme="Bearer", description="an API key or a JWT")
+    )
+    for scheme in (API_KEY_SCHEME, BEARER_SCHEME):
+        card.security_requirements.append(
+            a2a.SecurityRequirement(schemes={scheme: a2a.StringList()})
+        )
+    return card
+
+
 def mesh_card(
     *,
     name: str,
-    url: str,
+    url: str | Iterable[a2a.AgentInterface],
     version: str,
     skills: Iterable[a2a.AgentSkill],
+    description: str = MESH_DESCRIPTION,
 ) -> a2a.AgentCard:
+    """A card of the mesh (or of one agent in it); ``url``: its gRPC address, or its
+    interfaces."""
+    interfaces = [interface(url, GRPC_BINDING)] if isinstance(url, str) else list(url)
     return a2a.AgentCard(
         name=name,
-        description=(
-            "agentmesh gateway: every agent, agent skill and workflow of the mesh as a skill. "
-            "Choose one with message metadata 'skill' (a skill id below); without it the "
-            "gateway's declared routes choose."
-        ),
+        description=description,
         version=version,
-        supported_interfaces=[
-            a2a.AgentInterface(
-                url=url, protocol_binding=GRPC_BINDING, protocol_version=PROTOCOL_VERSION
-            )
-        ],
+        supported_interfaces=interfaces,
         capabilities=a2a.AgentCapabilities(
             streaming=True, push_notifications=False, extended_agent_card=True
         ),
         default_input_modes=_modes(()),
         default_output_modes=_modes(()),
         skills=list(skills),
+    )
+
+
+def agent_card(
+    entry: AgentEntry, interfaces: Iterable[a2a.AgentInterface], version: str
+) -> a2a.AgentCard:
+    """One agent of the mesh as an A2A agent of its own: its skills only."""
+    card = entry.card
+    description = card.description if card is not None and card.description else entry.name
+    return mesh_card(
+        name=entry.name,
+        url=interfaces,
+        version=version,
+        skills=agent_skills(entry),
+        description=f"{description} (agent {entry.name!r} of an agentmesh gateway; "
+        "choose a skill with message metadata 'skill', else its default skill answers)",
+    )
+
+
+def workflow_card(
+    name: str, description: str, interfaces: Iterable[a2a.AgentInterface], version: str
+) -> a2a.AgentCard:
+    """One declared workflow as an A2A agent of its own (each message runs it)."""
+    return mesh_card(
+        name=name,
+        url=interfaces,
+        version=version,
+        skills=[workflow_skill(name, description)],
+        description=f"{description or 'workflow ' + repr(name)} (a declared workflow of an "
+        "agentmesh gateway: each message runs it on the message's text)",
     )

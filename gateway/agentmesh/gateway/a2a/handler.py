@@ -23,6 +23,8 @@ from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import (
+    A2AError,
+    InternalError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
@@ -31,16 +33,24 @@ from a2a.utils.errors import (
 )
 
 from agentmesh.gateway.a2a.convert import (
+    GRPC_BINDING,
+    agent_card,
     agent_message,
     agent_skills,
+    aimed_at,
     artifact_to_a2a,
+    http_interfaces,
+    interface,
     mesh_card,
     parts_to_a2a,
+    security_schemes,
     status_of,
     task_from_job,
     work_for,
+    workflow_card,
     workflow_skill,
 )
+from agentmesh.gateway.a2a.push import PushNotifier, check_webhook
 from agentmesh.gateway.auth import caller
 from agentmesh.gateway.jobs import JobManager
 from agentmesh.gateway.jobstore import TERMINAL_STATES
@@ -49,6 +59,7 @@ from agentmesh.gateway.workflows.catalog import WorkflowCatalog
 from agentmesh.runtime.errors import (
     AgentError,
     DeadlineExceeded,
+    ErrorCode,
     InvalidInput,
     NotFound,
 )
@@ -62,10 +73,14 @@ CARD_NAME = "agentmesh"
 CARD_VERSION = "1"
 MAX_REMEMBERED_CONTEXTS = 10_000
 MAX_PAGE_SIZE = 1000  # the job store's listing limit
+AGENT_STATE = "agentmesh_agent"  # ServerCallContext.state: the agent whose endpoint was called
 
 
-def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, Any]:
-    grpc_context: grpc.aio.ServicerContext[Any, Any] = context.state["grpc_context"]
+GrpcContext = grpc.aio.ServicerContext[Any, Any] | None  # None: an HTTP binding's call
+
+
+def _grpc_context(context: ServerCallContext) -> GrpcContext:
+    grpc_context: GrpcContext = context.state.get("grpc_context")
     return grpc_context
 
 
@@ -79,11 +94,21 @@ class MeshRequestHandler(RequestHandler):
         jobs: JobManager,
         workflows: WorkflowCatalog,
         url: Callable[[], str],
+        http_url: Callable[[], str | None] = lambda: None,
+        secured: bool = False,
+        push: PushNotifier | None = None,
     ) -> None:
+        """``url``: the gRPC binding's address; ``http_url``: the HTTP port's base URL
+        (``http://host:port/``, None without one); ``secured``: credentials are checked
+        (the cards declare the schemes); ``push``: webhooks of tasks (None: push
+        notifications not offered)."""
         self._registry = registry
         self._jobs = jobs
         self._catalog = workflows
         self._url = url
+        self._http_url = http_url
+        self._secured = secured
+        self._push = push
         # Jobs do not record an A2A context id: remember the ones clients sent
         # (a task read on another replica shows its own id as its context).
         self._contexts: OrderedDict[str, str] = OrderedDict()
@@ -95,6 +120,7 @@ class MeshRequestHandler(RequestHandler):
     ) -> a2a.Task | a2a.Message:
         grpc_context = _grpc_context(context)
         try:
+            params = self.aimed(params, context.state.get(AGENT_STATE))
             job, context_id = await self._submit(params, grpc_context)
             if not params.configuration.return_immediately:
                 async for _ in self._jobs.watch(job.job_id, 0):  # the caller's own job
@@ -109,6 +135,7 @@ class MeshRequestHandler(RequestHandler):
     ) -> AsyncGenerator[Event]:
         grpc_context = _grpc_context(context)
         try:
+            params = self.aimed(params, context.state.get(AGENT_STATE))
             job, context_id = await self._submit(params, grpc_context)
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.SendStreamingMessage")
@@ -130,7 +157,7 @@ class MeshRequestHandler(RequestHandler):
             yield event
 
     async def _submit(
-        self, params: a2a.SendMessageRequest, grpc_context: grpc.aio.ServicerContext[Any, Any]
+        self, params: a2a.SendMessageRequest, grpc_context: GrpcContext
     ) -> tuple[gateway_pb2.Job, str]:
         if params.message.task_id:
             raise UnsupportedOperationError(
@@ -142,7 +169,7 @@ class MeshRequestHandler(RequestHandler):
         work = work_for(params, names)
         # Scopes, rate limit and max_jobs were checked by the gateway's guard (on this job).
         principal = caller()
-        remaining = grpc_context.time_remaining()
+        remaining = grpc_context.time_remaining() if grpc_context is not None else None
         if remaining is not None:
             if remaining <= 0:
                 raise DeadlineExceeded("the call's deadline has passed")
@@ -150,13 +177,32 @@ class MeshRequestHandler(RequestHandler):
         if params.message.message_id:
             # A client that resends a message (same id) gets the task it first made.
             work.idempotency_key = f"a2a:{params.message.message_id}"
+        webhook = None
+        if params.configuration.HasField("task_push_notification_config"):
+            if self._push is None:
+                raise PushNotificationNotSupportedError
+            webhook = params.configuration.task_push_notification_config
+            await check_webhook(webhook.url, allow_private=self._push.allow_private)
         job = await self._jobs.submit(work, owner=principal.owner, max_jobs=principal.max_jobs)
         context_id = params.message.context_id or job.job_id
+        if webhook is not None and self._push is not None:
+            webhook.task_id = job.job_id
+            await self._push.set(webhook, context_id)
         if params.message.context_id:
             self._contexts[job.job_id] = context_id
             while len(self._contexts) > MAX_REMEMBERED_CONTEXTS:
                 self._contexts.popitem(last=False)
         return job, context_id
+
+    def aimed(self, params: a2a.SendMessageRequest, name: str | None) -> a2a.SendMessageRequest:
+        """``params`` as sent to agent (or workflow) ``name``'s own endpoint; None: the mesh's."""
+        if name is None:
+            return params
+        return aimed_at(params, name, workflow=self._is_workflow(name))
+
+    def _is_workflow(self, name: str) -> bool:
+        agents = {entry.name for entry in self._registry.entries}
+        return name not in agents and name in set(self._catalog.names())
 
     def _context_of(self, job_id: str) -> str:
         return self._contexts.get(job_id, job_id)
@@ -212,9 +258,7 @@ class MeshRequestHandler(RequestHandler):
             await _refuse(exc, grpc_context, "A2A.CancelTask")
         return task_from_job(job, self._context_of(job.job_id))
 
-    async def _job(
-        self, task_id: str, grpc_context: grpc.aio.ServicerContext[Any, Any]
-    ) -> gateway_pb2.Job:
+    async def _job(self, task_id: str, grpc_context: GrpcContext) -> gateway_pb2.Job:
         if not task_id:
             raise InvalidParamsError("id: required")
         try:
@@ -233,41 +277,106 @@ class MeshRequestHandler(RequestHandler):
     async def on_get_extended_agent_card(
         self, params: a2a.GetExtendedAgentCardRequest, context: ServerCallContext
     ) -> a2a.AgentCard:
-        skills = [s for entry in self._registry.entries for s in agent_skills(entry)]
-        catalog = self._catalog
-        skills += [workflow_skill(n, catalog.get(n).description) for n in catalog.names()]
-        return mesh_card(name=CARD_NAME, url=self._url(), version=CARD_VERSION, skills=skills)
+        name = context.state.get(AGENT_STATE)
+        try:
+            return self.card(name, extended=True)
+        except NotFound as exc:
+            raise InvalidParamsError(exc.message) from None
 
-    # -- push notifications: not offered (the card says so) -------------------------
+    def card(self, name: str | None = None, *, extended: bool) -> a2a.AgentCard:
+        """The mesh's card (``name`` None) or one agent's or declared workflow's own.
+
+        The public card (not ``extended``) of a gateway that checks credentials lists
+        no skills: those are for authenticated callers (the extended card).
+        Raises :class:`NotFound` for a name that is neither an agent nor a workflow.
+        """
+        http = self._http_url()
+        catalog = self._catalog
+        if name is None:
+            skills = [s for entry in self._registry.entries for s in agent_skills(entry)]
+            skills += [workflow_skill(n, catalog.get(n).description) for n in catalog.names()]
+            interfaces = [interface(self._url(), GRPC_BINDING)]
+            if http is not None:
+                interfaces += http_interfaces(http)
+            card = mesh_card(name=CARD_NAME, url=interfaces, version=CARD_VERSION, skills=skills)
+        else:
+            own = http_interfaces(f"{http}agents/{name}/") if http is not None else []
+            entry = next((e for e in self._registry.entries if e.name == name), None)
+            if entry is not None:
+                card = agent_card(entry, own, CARD_VERSION)
+            elif name in set(catalog.names()):
+                card = workflow_card(name, catalog.get(name).description, own, CARD_VERSION)
+            else:
+                raise NotFound(f"{name[:80]!r} is neither an agent nor a declared workflow")
+        card.capabilities.push_notifications = self._push is not None
+        if self._secured:
+            security_schemes(card)
+            if not extended:
+                del card.skills[:]
+        return card
+
+    # -- push notifications ----------------------------------------------------------
+
+    def _pushing(self) -> PushNotifier:
+        if self._push is None:
+            raise PushNotificationNotSupportedError
+        return self._push
 
     async def on_create_task_push_notification_config(
         self, params: a2a.TaskPushNotificationConfig, context: ServerCallContext
     ) -> a2a.TaskPushNotificationConfig:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        if job.state in TERMINAL_STATES:
+            raise UnsupportedOperationError(
+                f"task {job.job_id!r} has ended ({a2a.TaskState.Name(job.state)}); "
+                "there is nothing left to notify"
+            )
+        return await push.set(params, self._context_of(job.job_id))
 
     async def on_get_task_push_notification_config(
         self, params: a2a.GetTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> a2a.TaskPushNotificationConfig:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        return push.get(job.job_id, params.id)
 
     async def on_list_task_push_notification_configs(
         self, params: a2a.ListTaskPushNotificationConfigsRequest, context: ServerCallContext
     ) -> a2a.ListTaskPushNotificationConfigsResponse:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        return a2a.ListTaskPushNotificationConfigsResponse(configs=push.list(job.job_id))
 
     async def on_delete_task_push_notification_config(
         self, params: a2a.DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> None:
-        raise PushNotificationNotSupportedError
+        push = self._pushing()
+        job = await self._job(params.task_id, _grpc_context(context))
+        push.delete(job.job_id, params.id)
 
 
-async def _refuse(
-    exc: AgentError, grpc_context: grpc.aio.ServicerContext[Any, Any], where: str
-) -> NoReturn:
-    """An agentmesh error as the status the native API gives (bad input as A2A InvalidParams)."""
+async def _refuse(exc: AgentError, grpc_context: GrpcContext, where: str) -> NoReturn:
+    """An agentmesh error as the status the native API gives (bad input as A2A InvalidParams).
+
+    Over an HTTP binding (no gRPC context) as the nearest A2A error, its message
+    led by the status name.
+    """
     if isinstance(exc, InvalidInput):
         raise InvalidParamsError(exc.message) from None
+    if grpc_context is None:
+        raise a2a_error(exc) from None
     await abort(grpc_context, exc, where=where)
+
+
+def a2a_error(exc: AgentError) -> A2AError:
+    """The A2A error an agentmesh error is on the HTTP bindings (they carry no gRPC status)."""
+    message = f"{exc.code.value}: {exc.message}"
+    if exc.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND):
+        return InvalidParamsError(message)
+    if exc.code in (ErrorCode.FAILED_PRECONDITION, ErrorCode.UNIMPLEMENTED):
+        return UnsupportedOperationError(message)
+    return InternalError(message)
 
 
 def _a2a_events(event: gateway_pb2.JobEvent, task_id: str, context_id: str) -> list[Event]:
@@ -356,4 +465,4 @@ def _a2a_events(event: gateway_pb2.JobEvent, task_id: str, context_id: str) -> l
     return []
 
 
-__all__ = ["MeshRequestHandler"]
+__all__ = ["AGENT_STATE", "MeshRequestHandler", "a2a_error"]
