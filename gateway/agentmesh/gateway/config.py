@@ -166,6 +166,17 @@ class GatewaySettings(AuthSettings):
         "MCP at /mcp), with the gRPC port's TLS and credentials; 0: a free one; unset: off",
     )
     mcp: bool = Field(True, description="serve MCP at /mcp on the HTTP port")
+    dashboard: bool = Field(
+        True, description="serve the operator's web dashboard at /dashboard/ on the HTTP port"
+    )
+    dashboard_traces_file: Path | None = Field(
+        None,
+        description="span file of the local OTLP receiver (traces.jsonl) the dashboard's "
+        "traces page reads; agentmesh up sets it",
+    )
+    dashboard_interval: float = Field(
+        1.0, gt=0, le=60, description="seconds between the dashboard's live agent updates"
+    )
 
 
 class TargetConfig(BaseModel):
