@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from meshtest import ProbeAgent, running_mesh
 from opentelemetry import propagate
@@ -131,7 +130,7 @@ def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
 def agent_status(driver: WebDriver, name: str) -> str:
     """The status the agents table shows for ``name`` (read in one go: rows are redrawn)."""
     script = (
-        "const cell = document.querySelector(`tr[data-agent=\"${arguments[0]}\"] td.status`);"
+        'const cell = document.querySelector(`tr[data-agent="${arguments[0]}"] td.status`);'
         "return cell ? cell.firstChild.textContent : '';"
     )
     return str(driver.execute_script(script, name))
@@ -193,8 +192,9 @@ async def test_the_dashboard_shows_agents_traces_and_an_agent_going_down(
         # Workflows and jobs pages render without an error.
         for page in ("workflows", "jobs"):
             await in_browser(browser.get, base + f"dashboard/#{page}")
+            shown_page = f"page-{page}"
             await in_browser(
-                wait_for, browser, lambda d, p=page: d.find_element(By.ID, f"page-{p}").is_displayed()
+                wait_for, browser, lambda d, p=shown_page: d.find_element(By.ID, p).is_displayed()
             )
             error = await in_browser(browser.find_element, By.ID, "error")
             assert not await in_browser(error.is_displayed)

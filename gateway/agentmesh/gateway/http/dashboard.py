@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +273,8 @@ class Dashboard:
                 yield "event: end\ndata: {}\n\n"
             finally:
                 closing.cancel()
-                await events.aclose()
+                if isinstance(events, AsyncGenerator):
+                    await events.aclose()
 
         return _sse(stream())
 
