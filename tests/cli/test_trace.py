@@ -16,15 +16,14 @@ from rich.console import Console
 from agentmesh.cli.main import main
 from agentmesh.cli.state import state_dir
 from agentmesh.cli.trace import (
-    TraceFilter,
     find_trace,
     latest_run,
     record_latest_run,
-    select,
     waterfall,
 )
 from agentmesh.client import CallError, Client
 from agentmesh.telemetry.collector import SpanRecord, SpanStore, read_spans, traces
+from agentmesh.telemetry.tracequery import TraceFilter, select
 
 
 def _render(renderable: object) -> str:

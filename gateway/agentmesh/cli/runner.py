@@ -922,6 +922,9 @@ async def _run_locked(
         receiver = await start_receiver(SpanStore(traces))
         extra = local_tracing_env(receiver.endpoint)
         specs = [replace(spec, env={**spec.env, **extra}) for spec in specs]
+        # The gateway's web dashboard (on its HTTP port) reads the same span file.
+        shown = {"AGENTMESH_DASHBOARD_TRACES_FILE": str(traces.resolve())}
+        specs = [replace(s, env={**s.env, **shown}) if s.is_gateway else s for s in specs]
     record_latest_run(run_dir)  # `agentmesh trace` finds this run from any directory
     started_at = time.time()
     mesh: LocalMesh

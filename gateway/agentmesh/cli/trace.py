@@ -19,11 +19,9 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -31,7 +29,18 @@ from rich.text import Text
 
 from agentmesh.cli.state import STATE_DIR_ENV, state_dir
 from agentmesh.telemetry.collector import SpanRecord, read_spans, traces
-from agentmesh.telemetry.rpcstatus import CODE_NAMES, STATUS_CODE_ATTRIBUTE
+from agentmesh.telemetry.rpcstatus import STATUS_CODE_ATTRIBUTE
+from agentmesh.telemetry.tracequery import (
+    STATUS_CHOICES,
+    TraceFilter,
+    duration_ns,
+    outcome,
+    select,
+)
+from agentmesh.telemetry.tracequery import grpc_code_name as _grpc_code_name
+from agentmesh.telemetry.tracequery import newest_first as _newest_first
+from agentmesh.telemetry.tracequery import ordered as _ordered
+from agentmesh.telemetry.tracequery import roots as _roots
 
 log = logging.getLogger("agentmesh.cli")
 
@@ -40,8 +49,6 @@ LATEST = "latest"
 BAR_WIDTH = 24
 SHORT_ID = 12
 _STATUS_STYLE = {"ERROR": "red", "OK": "green", "UNSET": "green"}
-# --status takes a trace outcome or the gRPC code its root span ended with.
-STATUS_CHOICES = ("ok", "error", *(code.name.lower() for code in grpc.StatusCode))
 
 
 # -- where `agentmesh up` keeps the current run -------------------------------
@@ -146,38 +153,6 @@ def register(commands: Any) -> None:
     parser.set_defaults(handler=cmd_trace)
 
 
-@dataclass(frozen=True, slots=True)
-class TraceFilter:
-    """What ``--service``, ``--status`` and ``--min-ms`` keep; unset fields keep everything."""
-
-    service: str | None = None
-    status: str | None = None
-    min_ms: float | None = None
-
-    def __bool__(self) -> bool:
-        return any(v is not None for v in (self.service, self.status, self.min_ms))
-
-    def keeps(self, spans: Sequence[SpanRecord]) -> bool:
-        if self.service is not None and all(s.service != self.service for s in spans):
-            return False
-        if self.min_ms is not None and duration_ns(spans) < self.min_ms * 1e6:
-            return False
-        if self.status is not None:
-            code, failed = outcome(spans)
-            if self.status == "error":
-                return failed
-            if self.status == "ok":
-                return code == "OK" and not failed
-            return code == self.status.upper()
-        return True
-
-    def describe(self) -> str:
-        words = [f"--service {self.service}"] if self.service is not None else []
-        words += [f"--status {self.status}"] if self.status is not None else []
-        words += [f"--min-ms {self.min_ms:g}"] if self.min_ms is not None else []
-        return " ".join(words)
-
-
 def cmd_trace(args: argparse.Namespace, console: Console) -> int:
     path = trace_file(args.log_dir)
     if path is None:
@@ -209,19 +184,6 @@ def cmd_trace(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def select(
-    grouped: dict[str, list[SpanRecord]], wanted: TraceFilter
-) -> dict[str, list[SpanRecord]]:
-    """The traces ``wanted`` keeps."""
-    if not wanted:
-        return grouped
-    return {tid: spans for tid, spans in grouped.items() if wanted.keeps(spans)}
-
-
-def _newest_first(grouped: dict[str, list[SpanRecord]]) -> list[list[SpanRecord]]:
-    return sorted(grouped.values(), key=lambda spans: spans[0].start_ns, reverse=True)
-
-
 def find_trace(grouped: dict[str, list[SpanRecord]], wanted: str) -> list[SpanRecord] | str:
     """The spans of the trace ``wanted`` names, or a message saying why there is none."""
     if wanted == "last":
@@ -235,11 +197,6 @@ def find_trace(grouped: dict[str, list[SpanRecord]], wanted: str) -> list[SpanRe
     return f"{len(matches)} traces start with {wanted!r}; give more of the id"
 
 
-def _roots(spans: Sequence[SpanRecord]) -> list[SpanRecord]:
-    ids = {s.span_id for s in spans}
-    return [s for s in spans if not s.parent_id or s.parent_id not in ids]
-
-
 def short_name(name: str) -> str:
     """``agentmesh.v1.Gateway/Invoke`` as ``Gateway/Invoke``."""
     return name.removeprefix("agentmesh.v1.")
@@ -247,22 +204,6 @@ def short_name(name: str) -> str:
 
 def _ms(ns: int) -> str:
     return f"{ns / 1e6:.1f}"
-
-
-def duration_ns(spans: Sequence[SpanRecord]) -> int:
-    """From the first span's start to the last span's end."""
-    return max(s.end_ns for s in spans) - min(s.start_ns for s in spans)
-
-
-def outcome(spans: Sequence[SpanRecord]) -> tuple[str, bool]:
-    """The gRPC code name the trace's request ended with, and whether any span failed.
-
-    The code is the root span's ``rpc.grpc.status_code`` (``OK`` when it has
-    none); a cancelled request is ``CANCELLED`` and no failure.
-    """
-    code = _roots(spans)[0].attributes.get(STATUS_CODE_ATTRIBUTE)
-    name = _grpc_code_name(code) if code is not None else "OK"
-    return name, any(s.status == "ERROR" for s in spans)
 
 
 def _outcome_text(spans: Sequence[SpanRecord]) -> Text:
@@ -296,23 +237,6 @@ def trace_list(
     return table
 
 
-def _ordered(spans: Sequence[SpanRecord]) -> list[tuple[int, SpanRecord]]:
-    """Depth-first (depth, span) pairs, children in start order."""
-    children: dict[str, list[SpanRecord]] = {}
-    for span in spans:
-        children.setdefault(span.parent_id, []).append(span)
-    out: list[tuple[int, SpanRecord]] = []
-
-    def visit(span: SpanRecord, depth: int) -> None:
-        out.append((depth, span))
-        for child in children.get(span.span_id, ()):
-            visit(child, depth + 1)
-
-    for root in _roots(spans):
-        visit(root, 0)
-    return out
-
-
 def _bar(span: SpanRecord, start: int, total: int) -> Text:
     offset = int((span.start_ns - start) / total * BAR_WIDTH) if total else 0
     offset = min(offset, BAR_WIDTH - 1)
@@ -332,10 +256,6 @@ def _status(span: SpanRecord) -> Text:
     if label == "CANCELLED":
         return Text(label, "yellow")
     return Text(label, _STATUS_STYLE.get(span.status, "white"))
-
-
-def _grpc_code_name(code: object) -> str:
-    return CODE_NAMES.get(code, str(code)) if isinstance(code, int) else str(code)
 
 
 def _detail(span: SpanRecord) -> str:

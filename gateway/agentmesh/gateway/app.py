@@ -30,6 +30,7 @@ from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut, FanOutLimits
 from agentmesh.gateway.guard import AuditLog, Guard, GuardInterceptor
 from agentmesh.gateway.http import HttpServer, http_app
+from agentmesh.gateway.http.dashboard import Dashboard
 from agentmesh.gateway.jobs import JobManager, JobSettings
 from agentmesh.gateway.jobstore import JobStore, MemoryJobStore, RedisJobStore
 from agentmesh.gateway.mcp import McpService
@@ -179,6 +180,7 @@ class Gateway:
         )
         limits: list[grpc.aio.ServerInterceptor] = [GuardInterceptor(self.guard)]
         self.http: HttpServer | None = None
+        self.dashboard: Dashboard | None = None
         self.mcp: McpService | None = None
         self.push = (
             PushNotifier(
@@ -218,9 +220,25 @@ class Gateway:
                 if settings.tls_cert_file is not None and settings.tls_key_file is not None
                 else None
             )
+            self.dashboard = (
+                Dashboard(
+                    registry=self.registry,
+                    jobs=self.jobs,
+                    workflows=self.workflows.catalog,
+                    guard=self.guard,
+                    traces_file=settings.dashboard_traces_file,
+                    interval=settings.dashboard_interval,
+                )
+                if settings.dashboard
+                else None
+            )
             self.http = HttpServer(
                 http_app(
-                    a2a_handler, self.guard, self.mcp, max_body_bytes=settings.max_message_bytes
+                    a2a_handler,
+                    self.guard,
+                    self.mcp,
+                    max_body_bytes=settings.max_message_bytes,
+                    dashboard=self.dashboard,
                 ),
                 host=settings.host,
                 port=settings.http_port,
@@ -289,6 +307,8 @@ class Gateway:
         """Release what the parts hold, once the server has stopped serving."""
         if self.guard.audit_log is not None:
             self.guard.audit_log.close()
+        if self.dashboard is not None:
+            self.dashboard.close()
         if self.http is not None:
             await self.http.stop()
         if self.push is not None:

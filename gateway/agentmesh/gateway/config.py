@@ -181,6 +181,17 @@ class GatewaySettings(AuthSettings):
         description="let push-notification webhooks be loopback, link-local or private "
         "addresses (off: only public ones, so callers cannot reach internal services)",
     )
+    dashboard: bool = Field(
+        True, description="serve the operator's web dashboard at /dashboard/ on the HTTP port"
+    )
+    dashboard_traces_file: Path | None = Field(
+        None,
+        description="span file of the local OTLP receiver (traces.jsonl) the dashboard's "
+        "traces page reads; agentmesh up sets it",
+    )
+    dashboard_interval: float = Field(
+        1.0, gt=0, le=60, description="seconds between the dashboard's live agent updates"
+    )
 
 
 class TargetConfig(BaseModel):

@@ -76,7 +76,8 @@ def fill_resilience(info: gateway_pb2.AgentInfo, entry: AgentEntry) -> None:
     info.in_flight = guard.bulkhead.in_flight
     info.max_concurrency = guard.bulkhead.limit
     info.fallback = guard.policy.fallback or ""
-    if entry.draining:
+    if entry.draining and entry.reachability is not Reachability.UNAVAILABLE:
+        # Draining, still answering; once it stops answering it is UNAVAILABLE.
         info.status = gateway_pb2.AGENT_STATUS_NOT_SERVING
         info.detail = info.detail or "every replica's health is NOT_SERVING (draining)"
 

@@ -7,7 +7,8 @@ Routes (``BASE`` is ``http(s)://host:http_port``):
 - ``/agents/NAME/``: the same three for one agent or declared workflow
   (``/agents/NAME/.well-known/agent-card.json``, ``POST /agents/NAME/``,
   ``/agents/NAME/rest/...``), whose messages go to that agent;
-- ``/mcp``: the Model Context Protocol (streamable HTTP).
+- ``/mcp``: the Model Context Protocol (streamable HTTP);
+- ``/dashboard/``: the operator's web dashboard (:mod:`agentmesh.gateway.http.dashboard`).
 
 The A2A bindings are a2a-sdk's own Starlette routes over the gateway's
 :class:`MeshRequestHandler` (the gRPC binding's handler); admission is
@@ -40,6 +41,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from agentmesh.gateway.a2a.handler import AGENT_STATE, MeshRequestHandler
 from agentmesh.gateway.guard import Guard
+from agentmesh.gateway.http.dashboard import Dashboard
 from agentmesh.gateway.http.door import GuardMiddleware
 from agentmesh.gateway.mcp import McpService
 from agentmesh.runtime.errors import NotFound
@@ -80,12 +82,19 @@ def a2a_routes(handler: MeshRequestHandler) -> list[BaseRoute]:
 
 
 def http_app(
-    handler: MeshRequestHandler, guard: Guard, mcp: McpService | None, *, max_body_bytes: int
+    handler: MeshRequestHandler,
+    guard: Guard,
+    mcp: McpService | None,
+    *,
+    max_body_bytes: int,
+    dashboard: Dashboard | None = None,
 ) -> Any:
     """The HTTP port's ASGI application (see the module)."""
     routes = a2a_routes(handler)
     if mcp is not None:
         routes.insert(0, Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
+    if dashboard is not None:
+        routes[0:0] = dashboard.routes()
     app = Starlette(routes=routes)
     return GuardMiddleware(app, guard, aimed=handler.aimed, max_body_bytes=max_body_bytes)
 

@@ -9,7 +9,8 @@ the HTTP+JSON route), parses a message send into its A2A request (as sent to one
 agent's endpoint, when it is), and hands the body on unchanged.
 
 Agent cards are public; ``/mcp`` admits each MCP request itself (see
-:mod:`agentmesh.gateway.mcp`). A refusal is an HTTP error (401 with
+:mod:`agentmesh.gateway.mcp`), and ``/dashboard`` each of its own
+(:mod:`agentmesh.gateway.http.dashboard`). A refusal is an HTTP error (401 with
 ``WWW-Authenticate``, 403, 429 with ``Retry-After``) whose JSON body says why.
 The call runs in a server span continuing the caller's ``traceparent``.
 """
@@ -38,7 +39,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 A2A_SERVICE = "lf.a2a.v1.A2AService"
 CARD_SUFFIX = "/.well-known/agent-card.json"
-OPEN_PREFIXES = ("/mcp",)
+OPEN_PREFIXES = ("/mcp", "/dashboard")  # each admits its own requests
 AGENT_PATH = re.compile(r"^/agents/(?P<name>[^/]+)(?P<rest>/.*)?$")
 _JSONRPC_METHODS = frozenset(
     {

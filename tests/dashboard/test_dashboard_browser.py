@@ -1,0 +1,201 @@
+"""The web dashboard in a real headless browser: Debian's chromium, driven by Selenium.
+
+A real gateway (HTTP port 0) with six agents on port 0 serves ``/dashboard/``;
+its traces page reads a span file written the way ``agentmesh up``'s collector
+writes it, from the spans of a real traced gRPC call. Selenium Manager never
+runs: the driver and browser are Debian's (``chromium``, ``chromium-driver``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from meshtest import ProbeAgent, running_mesh
+from opentelemetry import propagate
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agentmesh.runtime import ServerSettings
+from agentmesh.runtime.service import AgentServicer
+from agentmesh.telemetry import TelemetryInterceptor
+from agentmesh.telemetry.collector import SpanStore, spans_from_request
+from agentmesh.v1 import agent_pb2_grpc
+from agentmesh.v1 import messages_pb2 as pb
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+AGENTS = ("summarizer", "sentiment", "keywords", "calculator", "translator", "reviewer")
+WAIT = 30.0  # seconds any one page condition may take, at most
+
+if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+    if os.environ.get("CI"):
+        pytest.fail(
+            f"{CHROMIUM} and {CHROMEDRIVER} are needed in CI (.ci/run installs chromium and "
+            "chromium-driver)",
+            pytrace=False,
+        )
+    pytest.skip(
+        "the dashboard browser test needs Debian's chromium and chromium-driver "
+        "(apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402  (only once the browser is known to be there)
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+async def write_traced_call(path: Path) -> list[str]:
+    """Spans of one real traced call (a caller's span, then the agent's server span and
+    its own), stored as the collector stores what it receives; returns their names in
+    start order."""
+    exporter = InMemorySpanExporter()
+    caller = TracerProvider(resource=Resource.create({"service.name": "caller"}))
+    agent_side = TracerProvider(resource=Resource.create({"service.name": "probe"}))
+    for provider in (caller, agent_side):
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = grpc.aio.server(
+        interceptors=[TelemetryInterceptor(tracer=agent_side.get_tracer("agentmesh"))]
+    )
+    agent_pb2_grpc.add_AgentServicer_to_server(
+        AgentServicer(ProbeAgent("summarizer"), ServerSettings()), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub: agent_pb2_grpc.AgentAsyncStub = agent_pb2_grpc.AgentStub(channel)
+            with caller.get_tracer("test").start_as_current_span("dashboard-test/request"):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                request = pb.InvokeRequest(
+                    skill="echo", message=pb.Message(parts=[pb.Part(text="hello")])
+                )
+                await stub.Invoke(request, metadata=tuple(carrier.items()), timeout=10)
+    finally:
+        await server.stop(0)
+    spans = exporter.get_finished_spans()
+    records = spans_from_request(encode_spans(spans))
+    SpanStore(path).add(records)
+    assert len({r.trace_id for r in records}) == 1
+    return [r.name for r in sorted(records, key=lambda r: r.start_ns)]
+
+
+async def in_browser(function: Callable[..., Any], *args: Any) -> Any:
+    """Selenium blocks: run it in a thread while this loop serves the gateway."""
+    return await asyncio.to_thread(function, *args)
+
+
+def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
+    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition)
+
+
+def agent_status(driver: WebDriver, name: str) -> str:
+    """The status the agents table shows for ``name`` (read in one go: rows are redrawn)."""
+    script = (
+        'const cell = document.querySelector(`tr[data-agent="${arguments[0]}"] td.status`);'
+        "return cell ? cell.firstChild.textContent : '';"
+    )
+    return str(driver.execute_script(script, name))
+
+
+async def test_the_dashboard_shows_agents_traces_and_an_agent_going_down(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    traces_file = tmp_path / "traces.jsonl"
+    span_names = await write_traced_call(traces_file)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    agents = [ProbeAgent(name) for name in AGENTS]
+    # An agent's status turns UNAVAILABLE at its next card refresh (or failed call).
+    async with running_mesh(
+        *agents,
+        http_port=0,
+        dashboard_traces_file=traces_file,
+        dashboard_interval=0.2,
+        card_refresh_interval=0.5,
+    ) as mesh:
+        base = mesh.gateway.http_url()
+        assert base is not None
+        # The agents page: every agent serving, with its skills.
+        await in_browser(browser.get, base + "dashboard/")
+        await in_browser(
+            wait_for, browser, lambda d: all(agent_status(d, n) == "SERVING" for n in AGENTS)
+        )
+        skills = await in_browser(
+            browser.find_element, By.CSS_SELECTOR, f'tr[data-agent="{AGENTS[0]}"]'
+        )
+        assert "echo" in skills.text
+        await in_browser(browser.save_screenshot, str(shots / "agents.png"))
+
+        # The traces page lists the call; its waterfall shows the spans in order.
+        await in_browser(browser.get, base + "dashboard/#traces")
+        row = await in_browser(
+            wait_for, browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-trace]")
+        )
+        assert len(row) == 1
+        await in_browser(row[0].click)
+        rows = await in_browser(
+            wait_for, browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.span-row")
+        )
+        shown = [await in_browser(r.get_attribute, "data-name") for r in rows]
+        assert shown == span_names
+        assert shown[0] == "dashboard-test/request"
+        assert "agentmesh.v1.Agent/Invoke" in shown
+        await in_browser(browser.save_screenshot, str(shots / "trace.png"))
+
+        # An agent stopped: the agents page's next live update says UNAVAILABLE.
+        await in_browser(browser.get, base + "dashboard/#agents")
+        await in_browser(wait_for, browser, lambda d: agent_status(d, "keywords") == "SERVING")
+        await mesh.servers["keywords"].stop(0)
+        await in_browser(wait_for, browser, lambda d: agent_status(d, "keywords") == "UNAVAILABLE")
+        assert agent_status(browser, "summarizer") == "SERVING"
+        await in_browser(browser.save_screenshot, str(shots / "agent-down.png"))
+
+        # Workflows and jobs pages render without an error.
+        for page in ("workflows", "jobs"):
+            await in_browser(browser.get, base + f"dashboard/#{page}")
+            shown_page = f"page-{page}"
+            await in_browser(
+                wait_for, browser, lambda d, p=shown_page: d.find_element(By.ID, p).is_displayed()
+            )
+            error = await in_browser(browser.find_element, By.ID, "error")
+            assert not await in_browser(error.is_displayed)
+    assert all((shots / f"{n}.png").stat().st_size > 0 for n in ("agents", "trace", "agent-down"))
