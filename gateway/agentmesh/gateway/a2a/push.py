@@ -35,7 +35,6 @@ from agentmesh.gateway.a2a.convert import status_of
 from agentmesh.gateway.jobs import JobManager
 from agentmesh.gateway.jobstore import TERMINAL_STATES
 from agentmesh.gateway.policy import RetryPolicy
-from agentmesh.gateway.resilience.retry import backoff
 
 log = logging.getLogger("agentmesh.gateway.a2a.push")
 
@@ -194,6 +193,6 @@ class PushNotifier:
                     return response.status_code < 300
                 outcome = f"HTTP {response.status_code}"
             if attempt < self._retry.max_attempts:
-                await asyncio.sleep(backoff(self._retry, attempt))
+                await asyncio.sleep(self._retry.backoff.delay(attempt))
         log.warning("webhook %s: push not delivered (%s)", config.url, outcome)
         return False
