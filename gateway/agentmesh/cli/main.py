@@ -185,6 +185,13 @@ def add_up_parser(commands: Any) -> None:
     up.add_argument("--host", default=None, help="interface of every service (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=None, help="gateway port (default 50051)")
     up.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="the gateway's HTTP port: A2A over HTTP, MCP, dashboard (default 8080 with the "
+        "default gateway port, else a free one; 0: none)",
+    )
+    up.add_argument(
         "--agent-port-base",
         type=int,
         default=None,
@@ -398,6 +405,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
             workflow_dir=args.workflow_dir,
             log_dir=args.log_dir,
             metrics_port=args.metrics_port,
+            http_port=args.http_port,
         )
         plan = plan_mesh(project, options, project_file=path)
     except (ProjectError, PlanError) as exc:

@@ -150,6 +150,11 @@ class UpOptions:
     workflow_dir: Path | None = None
     log_dir: Path | None = None
     metrics_port: int | None = None
+    http_port: int | None = None  # 0: no HTTP port
+
+
+DEFAULT_GATEWAY_PORT = 50051
+DEFAULT_HTTP_PORT = 8080
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +248,15 @@ def plan_mesh(project: Project, options: UpOptions, *, project_file: Path | None
         for agent, addresses in _addresses(specs).items()
     }
     gateway_env.update(project.gateway_env())
+    if "AGENTMESH_HTTP_PORT" not in gateway_env:
+        # The HTTP port (A2A over HTTP, MCP, the dashboard): 8080 beside the default gateway
+        # port; a mesh on another gateway port (a second one, a test's) takes a free one.
+        http_port = options.http_port
+        if http_port is None:
+            default = gateway_port == DEFAULT_GATEWAY_PORT
+            http_port = DEFAULT_HTTP_PORT if default else free_port(host)
+        if http_port:
+            gateway_env["AGENTMESH_HTTP_PORT"] = str(http_port)
     args: list[str] = []
     workflow_dir = options.workflow_dir or (
         project.path(project.workflow_dir) if project.workflow_dir else None
@@ -377,6 +391,11 @@ async def check_ports(specs: Sequence[ServiceSpec]) -> None:
             raise PortTaken(
                 f"{spec.address} ({spec.name}) is in use by another program; choose another {hint}"
             )
+    http = gateway.env.get("AGENTMESH_HTTP_PORT", "")
+    if http.isdigit() and int(http) and port_in_use(gateway.host, int(http)):
+        raise PortTaken(
+            f"HTTP port {gateway.host}:{http} is in use; choose another --http-port (0: none)"
+        )
     for spec in specs:
         if spec.metrics_port and port_in_use(spec.host, spec.metrics_port):
             raise PortTaken(
@@ -968,6 +987,14 @@ async def _run_locked(
             _error(console, str(exc))
             return EXIT_STARTUP
         console.print(up_table(mesh.running))
+        http = plan.gateway.env.get("AGENTMESH_HTTP_PORT")
+        if http:
+            base = f"http://{plan.gateway.host}:{http}"
+            console.print(
+                f"HTTP: {base} (A2A card /.well-known/agent-card.json, MCP {base}/mcp, "
+                f"dashboard {base}/dashboard/)",
+                highlight=False,
+            )
         latest = plan.log_root / LATEST
         console.print(f"logs: {latest} -> {run_dir.name}   (agentmesh logs [SERVICE] -f)")
         if receiver is not None:
