@@ -21,6 +21,7 @@ from opentelemetry import trace
 from agentmesh.runtime import wire
 from agentmesh.runtime.agent import Agent, Assembler
 from agentmesh.runtime.logs import configure_logging
+from agentmesh.runtime.schema import check_options
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import ServerSettings, load_settings
 from agentmesh.runtime.status import stream_errors, unary_errors
@@ -44,6 +45,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         self._name = agent.card.name
         self._max_parts = settings.max_parts
         self._card = wire.card_to_proto(agent.card)
+        self._schemas = {s.id: s.options_schema for s in agent.card.skills}
 
     async def GetCard(
         self, request: agent_pb2.GetCardRequest, context: grpc.aio.ServicerContext[object, object]
@@ -55,6 +57,11 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             request, time_remaining=context.time_remaining(), max_parts=self._max_parts
         )
         skill = self._agent.resolve_skill(domain.skill)
+        check_options(
+            self._schemas.get(skill),
+            domain.options,
+            owner=f"skill {skill!r} of agent {self._name!r}",
+        )
         if self._work is not None:
             bind(self._work, domain.deadline)  # offload() in this call uses them
         trace.get_current_span().set_attributes(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 from agentmesh.runtime.errors import InvalidInput
+from agentmesh.runtime.schema import json_schema
 
 JSONValue: TypeAlias = Any
 """Anything ``json.dumps`` accepts: dict, list, str, int, float, bool, None."""
@@ -80,6 +81,26 @@ class Skill:
     examples: tuple[str, ...] = ()
     input_modes: tuple[str, ...] = ("text/plain",)
     output_modes: tuple[str, ...] = ("text/plain", "application/json")
+    options: type[Any] | Mapping[str, JSONValue] | None = None
+    """The options the skill takes: a pydantic model or dataclass (or a JSON Schema as is).
+    With one, an option it does not name, or of the wrong type, is refused before the
+    handler runs; without one, options are not checked."""
+    input: type[Any] | Mapping[str, JSONValue] | None = None
+    """The shape of the request's data part, if the skill takes one (documentation)."""
+    output: type[Any] | Mapping[str, JSONValue] | None = None
+    """The shape of the result's data part (documentation)."""
+
+    @property
+    def options_schema(self) -> dict[str, JSONValue] | None:
+        return json_schema(self.options)
+
+    @property
+    def input_schema(self) -> dict[str, JSONValue] | None:
+        return json_schema(self.input)
+
+    @property
+    def output_schema(self) -> dict[str, JSONValue] | None:
+        return json_schema(self.output)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from agentmesh.gateway.a2a.convert import (
     artifact_to_a2a,
     mesh_card,
     parts_to_a2a,
+    skill_schemas,
     status_of,
     task_from_job,
     work_for,
@@ -236,7 +237,13 @@ class MeshRequestHandler(RequestHandler):
         skills = [s for entry in self._registry.entries for s in agent_skills(entry)]
         catalog = self._catalog
         skills += [workflow_skill(n, catalog.get(n).description) for n in catalog.names()]
-        return mesh_card(name=CARD_NAME, url=self._url(), version=CARD_VERSION, skills=skills)
+        return mesh_card(
+            name=CARD_NAME,
+            url=self._url(),
+            version=CARD_VERSION,
+            skills=skills,
+            extensions=[skill_schemas(self._registry.entries)],
+        )
 
     # -- push notifications: not offered (the card says so) -------------------------
 
