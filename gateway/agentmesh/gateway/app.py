@@ -130,6 +130,7 @@ class Gateway:
             fanout=self.fanout,
             workflows=self.workflows,
             jobs=self.jobs,
+            max_hops=self.settings.max_delegation_depth,
         )
         binding = ServiceBinding(
             GATEWAY_SERVICE,

@@ -56,6 +56,7 @@ from agentmesh.gateway.resilience import AgentGuard, BreakerOpen, BulkheadFull, 
 from agentmesh.gateway.resilience.breaker import Ticket
 from agentmesh.gateway.resilience.interceptor import RETRY_AFTER
 from agentmesh.gateway.resilience.retry import backoff
+from agentmesh.runtime.delegation import hop_metadata
 from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode, Unavailable
 from agentmesh.runtime.status import error_code
 from agentmesh.telemetry.metrics import (
@@ -687,7 +688,7 @@ class _AttemptSpan:
         if _tracing_off() and not trace.get_current_span().get_span_context().is_valid:
             # What the no-op tracer would give, without its context managers.
             self._scope = None
-            return trace.INVALID_SPAN, None
+            return trace.INVALID_SPAN, hop_metadata() or None
         method, entry, replica, request, number, hedged = self._args
         self._scope = _tracer.start_as_current_span(
             method, kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
@@ -713,6 +714,9 @@ class _AttemptSpan:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             metadata = tuple(carrier.items())
+        hops = hop_metadata()  # how deep in delegations the agent is called
+        if hops:
+            metadata = (*(metadata or ()), *hops)
         return span, metadata
 
     def __exit__(self, *exc_info: object) -> None:
