@@ -1,4 +1,6 @@
-"""Helpers shared by the suite: real servers on 127.0.0.1, port 0, and test agents."""
+"""Helpers shared by the suite: real servers on 127.0.0.1, port 0, and test agents.
+
+The servers come from the public testing kit (``agentmesh.testing``)."""
 
 from __future__ import annotations
 
@@ -8,27 +10,38 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentmesh.gateway import Gateway, GatewayConfig, GatewaySettings
-from agentmesh.gateway.config import AgentConfig
 from agentmesh.runtime import (
     Agent,
     AgentCard,
-    GrpcServer,
     Request,
     Result,
-    ServerSettings,
     Skill,
     StreamItem,
-    agent_server,
 )
-from agentmesh.v1 import gateway_pb2_grpc
+from agentmesh.testing import Mesh, running_agent, running_gateway, running_mesh
+
+__all__ = [
+    "REPO_ROOT",
+    "Mesh",
+    "ProbeAgent",
+    "free_port",
+    "free_port_range",
+    "health_status",
+    "otel_env",
+    "running_agent",
+    "running_gateway",
+    "running_mesh",
+    "service_env",
+    "serving",
+    "stop_all",
+    "wait_until",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,33 +67,6 @@ def free_port_range(count: int) -> int:
             continue
         return base
     raise RuntimeError(f"no {count} consecutive free ports found")
-
-
-@contextlib.asynccontextmanager
-async def running_agent(agent: Agent, **settings: object) -> AsyncIterator[tuple[GrpcServer, str]]:
-    """Serve ``agent`` in this process on a free port; yields (server, address)."""
-    server = agent_server(agent, ServerSettings(**{"port": 0, **settings}))  # type: ignore[arg-type]
-    port = await server.start()
-    try:
-        yield server, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(
-    agents: Mapping[str, Sequence[str]], **settings: object
-) -> AsyncIterator[tuple[Gateway, str]]:
-    """A gateway on a free port that knows ``agents`` (name -> addresses)."""
-    config = GatewayConfig(
-        agents={name: AgentConfig(addresses=list(addrs)) for name, addrs in agents.items()}
-    )
-    gateway = Gateway(GatewaySettings(**{"port": 0, **settings}), config)  # type: ignore[arg-type]
-    port = await gateway.start()
-    try:
-        yield gateway, f"127.0.0.1:{port}"
-    finally:
-        await gateway.stop(0)
 
 
 async def health_status(address: str, service: str = "") -> int:
@@ -180,30 +166,3 @@ class ProbeAgent(Agent):
             return
         for letter in request.require_text():
             yield letter
-
-
-@dataclass(slots=True)
-class Mesh:
-    """Agents and a gateway in this process, with a stub to the gateway."""
-
-    address: str
-    gateway: Gateway
-    servers: dict[str, GrpcServer]
-    stub: gateway_pb2_grpc.GatewayAsyncStub
-
-
-@contextlib.asynccontextmanager
-async def running_mesh(*agents: Agent, **gateway_settings: object) -> AsyncIterator[Mesh]:
-    """Serve ``agents`` and a gateway that knows each by its card name."""
-    async with contextlib.AsyncExitStack() as stack:
-        servers: dict[str, GrpcServer] = {}
-        addresses: dict[str, list[str]] = {}
-        for agent in agents:
-            server, address = await stack.enter_async_context(running_agent(agent))
-            servers[agent.card.name] = server
-            addresses[agent.card.name] = [address]
-        gateway, gateway_address = await stack.enter_async_context(
-            running_gateway(addresses, **gateway_settings)
-        )
-        channel = await stack.enter_async_context(grpc.aio.insecure_channel(gateway_address))
-        yield Mesh(gateway_address, gateway, servers, gateway_pb2_grpc.GatewayStub(channel))

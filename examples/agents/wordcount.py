@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import collections
 
+from pydantic import BaseModel, Field
+
 from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill, run
+
+
+class CountOptions(BaseModel):
+    """What the count skill takes; its JSON Schema goes on the card."""
+
+    top: int = Field(5, ge=1, le=50, description="how many of the most common words")
 
 
 class WordCounter(Agent):
@@ -18,6 +26,7 @@ class WordCounter(Agent):
                 description="Option: top (1-50, default 5).",
                 tags=("text",),
                 examples=("How often does each word appear?",),
+                options=CountOptions,  # any other option is refused before invoke runs
             ),
         ),
     )

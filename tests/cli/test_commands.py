@@ -56,6 +56,10 @@ async def test_call_list_stream_and_errors(tmp_path: Path) -> None:
             listed = {a["name"]: a for a in json.loads(out)}
             assert listed["calculator"]["status"] == "serving"
             assert listed["calculator"]["skills"] == ["evaluate"]
+            # The calculator declares that its skill takes no options.
+            options = listed["calculator"]["schemas"]["evaluate"]["options"]
+            assert options["properties"] == {}
+            assert listed["probe"]["schemas"] == {"echo": {}, "hold": {}, "crash": {}, "spell": {}}
 
             status, out, _ = await agentmesh("agents", "--gateway", gw)
             assert "calculator" in out

@@ -58,7 +58,12 @@ gateway:
     }
     mine = next(s for s in plan.specs if s.name == "mine-1")
     assert mine.command == ("-m", "pkg.mine")
-    assert mine.env == {"MINE_LEVEL": "3", "MINE_ON": "true"}
+    # A project agent reaches the mesh (request.mesh) through the plan's gateway.
+    assert mine.env == {
+        "MINE_LEVEL": "3",
+        "MINE_ON": "true",
+        "AGENTMESH_GATEWAY": "127.0.0.1:44000",
+    }
     assert mine.cwd == tmp_path
     assert plan.gateway_config["agents"]["mine"] == {
         "timeout": 5,

@@ -7,6 +7,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +40,7 @@ steps:
 
 
 @contextlib.asynccontextmanager
-async def mcp_mesh(tmp_path: Path, **settings: object) -> AsyncIterator[Mesh]:
+async def mcp_mesh(tmp_path: Path, **settings: Any) -> AsyncIterator[Mesh]:
     (tmp_path / "square.yaml").write_text(WORKFLOW)
     async with running_mesh(
         CalculatorAgent(), ProbeAgent(), http_port=0, workflow_dir=tmp_path, **settings

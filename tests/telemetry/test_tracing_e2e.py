@@ -248,3 +248,66 @@ async def test_a_stream_its_client_cancels_ends_cancelled_in_every_service_witho
         assert "Failed to detach context" not in output
         assert "Traceback" not in output
         assert '"level": "ERROR"' not in output
+
+
+async def test_a_delegation_is_one_trace_across_agent_gateway_and_agent(
+    spawn: Spawn, receiver: Receiver
+) -> None:
+    endpoint = receiver.handle.endpoint
+    gateway_port, relay_port, calculator_port = free_port(), free_port(), free_port()
+    gateway_address = f"127.0.0.1:{gateway_port}"
+    relay = spawn(
+        "tests/telemetry/delegating_agent.py", "--port", str(relay_port),
+        "--gateway", gateway_address, env=otel_env(endpoint),
+    )  # fmt: skip
+    calculator = spawn(
+        "-m", "agentmesh.agents.calculator", "--port", str(calculator_port),
+        env=otel_env(endpoint),
+    )  # fmt: skip
+    registry = {
+        "AGENTMESH_AGENT_RELAY_ADDRESSES": f"127.0.0.1:{relay_port}",
+        "AGENTMESH_AGENT_CALCULATOR_ADDRESSES": f"127.0.0.1:{calculator_port}",
+    }
+    gateway = spawn(
+        "-m", "agentmesh.gateway", "--port", str(gateway_port), env=otel_env(endpoint, **registry)
+    )
+    for port in (relay_port, calculator_port, gateway_port):
+        await serving(f"127.0.0.1:{port}")
+
+    trace_id, parent = 0x5AF7651916CD43DD8448EB211C80319D, 0xC7AD6B7169203332
+    async with grpc.aio.insecure_channel(gateway_address) as channel:
+        reply = await gateway_pb2_grpc.GatewayStub(channel).Invoke(
+            pb.InvokeRequest(agent="relay", message=pb.Message(parts=[pb.Part(text="6*7")])),
+            metadata=[("traceparent", traceparent(trace_id, parent))],
+            timeout=20,
+        )
+    assert reply.artifacts[0].parts[0].text == "the calculator says 42"
+
+    await stop_all([gateway, relay, calculator])
+    spans = [s for s in receiver.store.spans() if s.trace_id == f"{trace_id:032x}"]
+    by_id = {s.span_id: s for s in spans}
+    # client -> gateway -> relay -> (delegation) gateway -> calculator, one trace
+    root = only(
+        s
+        for s in spans
+        if s.name == "agentmesh.v1.Gateway/Invoke" and s.parent_id == f"{parent:016x}"
+    )
+    assert (root.service, root.kind) == ("gateway", "SERVER")
+    relay_served = only(s for s in spans if s.name == AGENT_INVOKE and s.service == "relay")
+    delegated = only(
+        s for s in spans if s.service == "relay" and s.name == "agentmesh.v1.Gateway/Invoke"
+    )
+    assert delegated.kind == "CLIENT"
+    assert delegated.parent_id == relay_served.span_id
+    second = only(
+        s for s in spans if s.service == "gateway" and s.kind == "SERVER" and s is not root
+    )
+    assert second.parent_id == delegated.span_id
+    calculator_served = only(
+        s for s in spans if s.name == AGENT_INVOKE and s.service == "calculator"
+    )
+    assert by_id[calculator_served.parent_id].service == "gateway"
+    hop = by_id[calculator_served.parent_id]
+    while hop.parent_id in by_id and hop.span_id != second.span_id:
+        hop = by_id[hop.parent_id]
+    assert hop.span_id == second.span_id  # the calculator was called for the delegated call

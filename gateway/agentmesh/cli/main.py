@@ -293,6 +293,19 @@ def cmd_agents(args: argparse.Namespace, console: Console) -> int:
                     "protocol": a.protocol,
                     "version": a.card.version if a.card else None,
                     "skills": [s.id for s in a.card.skills] if a.card else [],
+                    # skill id -> its JSON Schemas (options, input, output), when declared
+                    "schemas": {
+                        s.id: {
+                            key: schema
+                            for key, schema in (
+                                ("options", s.options_schema),
+                                ("input", s.input_schema),
+                                ("output", s.output_schema),
+                            )
+                            if schema is not None
+                        }
+                        for s in (a.card.skills if a.card else ())
+                    },
                     "detail": a.detail,
                 }
                 for a in agents

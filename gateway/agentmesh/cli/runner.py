@@ -224,6 +224,9 @@ def plan_mesh(project: Project, options: UpOptions, *, project_file: Path | None
             project, agent.script, agent.module
         )
         env = {key: _scalar(value) for key, value in agent.env.items()}
+        # Its handlers reach the mesh (request.mesh) through this gateway.
+        gateway_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        env.setdefault("AGENTMESH_GATEWAY", f"{gateway_host}:{gateway_port}")
         for replica in range(agent.replicas):
             port = agent.port + replica if agent.port else free_port(host)
             specs.append(

@@ -80,25 +80,22 @@ import asyncio
 import grpc
 import pytest
 
-from agentmesh.runtime import ServerSettings, agent_server, wire
+from agentmesh.runtime import wire
+from agentmesh.testing import running_agent
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 from {package}.agent import {cls}
 
 
 async def _served(text: str) -> tuple[pb.AgentCard, pb.InvokeResponse]:
-    server = agent_server({cls}(), ServerSettings(port=0))
-    port = await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{{port}}") as channel:
+    async with running_agent({cls}()) as (_, address):
+        async with grpc.aio.insecure_channel(address) as channel:
             stub = agent_pb2_grpc.AgentStub(channel)
             card = await stub.GetCard(agent_pb2.GetCardRequest(), timeout=10)
             request = pb.InvokeRequest(
                 skill="count", message=pb.Message(parts=[pb.Part(text=text)])
             )
             return card, await stub.Invoke(request, timeout=10)
-    finally:
-        await server.stop(0)
 
 
 def test_the_served_agent_answers_with_its_card_and_result() -> None:

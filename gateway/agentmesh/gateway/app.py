@@ -158,6 +158,7 @@ class Gateway:
             workflows=self.workflows,
             jobs=self.jobs,
             sessions=session_store,
+            max_hops=self.settings.max_delegation_depth,
         )
         binding = ServiceBinding(
             GATEWAY_SERVICE,

@@ -70,6 +70,13 @@ class GatewaySettings(AuthSettings):
     """Settings of the gateway process."""
 
     config: Path | None = Field(None, description="YAML file declaring the agents")
+    max_delegation_depth: int = Field(
+        8,
+        ge=0,
+        le=100,
+        description="most delegations (agents calling the mesh from a handler) in one chain; "
+        "past it a call is refused with FAILED_PRECONDITION",
+    )
     default_timeout: float = Field(
         30.0, gt=0, le=3600, description="deadline for calls whose client set none (seconds)"
     )

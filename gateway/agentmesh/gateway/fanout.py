@@ -41,6 +41,7 @@ from agentmesh.gateway.registry import AgentEntry, Registry
 from agentmesh.gateway.routing import route
 from agentmesh.runtime import wire
 from agentmesh.runtime.errors import AgentError, InvalidInput
+from agentmesh.runtime.schema import check_options
 from agentmesh.runtime.status import grpc_code, internal_message
 from agentmesh.telemetry.metrics import FANOUT_WIDTH
 from agentmesh.v1 import gateway_pb2
@@ -139,6 +140,14 @@ class FanOut:
             raise InvalidInput(
                 "targets", "name the agents to call, or set skill to call every agent offering it"
             )
+        options = wire.struct_to_dict(request.options)
+        if options:
+            for leg in legs:  # before any call: a leg refused for a typo helps nobody
+                check_options(
+                    leg.entry.options_schema(leg.skill),
+                    options,
+                    owner=f"skill {leg.skill or '(default)'!r} of agent {leg.entry.name!r}",
+                )
         if len(legs) > self._limits.max_legs:
             raise InvalidInput(
                 "targets", f"{len(legs)} legs is over the limit of {self._limits.max_legs}"

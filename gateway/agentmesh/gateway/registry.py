@@ -37,6 +37,7 @@ from agentmesh.gateway.external import A2AAgentStub
 from agentmesh.gateway.policy import agent_policy
 from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.outlier import ReplicaStats
+from agentmesh.runtime import wire
 from agentmesh.runtime.tls import channel_credentials
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -188,6 +189,14 @@ class AgentEntry:
     def picks(self) -> int:
         """How many calls have been routed to this agent."""
         return self._picks
+
+    def options_schema(self, skill: str) -> dict[str, Any] | None:
+        """The options schema on the card of ``skill`` (empty: the first skill), if declared."""
+        if self.card is None or not self.card.skills:
+            return None
+        offered = next((s for s in self.card.skills if s.id == skill), None) if skill else None
+        found = offered if skill else self.card.skills[0]
+        return None if found is None else wire.schema_from_proto(found, "options_schema")
 
     @property
     def draining(self) -> bool:

@@ -20,7 +20,8 @@ from agentmesh.gateway.registry import AgentEntry, Reachability, Registry
 from agentmesh.gateway.resilience.breaker import CLOSED, HALF_OPEN, OPEN
 from agentmesh.gateway.sessions import SessionStore, check_context_id
 from agentmesh.gateway.workflows import WorkflowService
-from agentmesh.runtime.errors import NotFound
+from agentmesh.runtime.delegation import HOPS_HEADER, current_hops, hops_from
+from agentmesh.runtime.errors import FailedPrecondition, NotFound
 from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
@@ -106,7 +107,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         workflows: WorkflowService,
         jobs: JobManager,
         sessions: SessionStore,
+        max_hops: int = 8,
     ) -> None:
+        self._max_hops = max_hops
         self._registry = registry
         self._dispatcher = dispatcher
         self._fanout = fanout
@@ -124,8 +127,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             agents=[agent_info(e) for e in self._registry.entries]
         )
 
+    def _delegation(self, context: Context) -> None:
+        """Refuse a call past the delegation depth; pass the hop count on to the agent."""
+        hops = hops_from(context.invocation_metadata())
+        if hops > self._max_hops:
+            raise FailedPrecondition(
+                f"delegation depth {hops} is over the gateway's limit of {self._max_hops} "
+                f"({HOPS_HEADER}): do agents call each other in a loop?"
+            )
+        current_hops.set(hops)
+
     @unary_errors
     async def Invoke(self, request: pb.InvokeRequest, context: Context) -> pb.InvokeResponse:
+        self._delegation(context)
         answer = await self._dispatcher.invoke(
             request, time_remaining=context.time_remaining(), fresh=_bypasses_cache(context)
         )
@@ -137,6 +151,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def InvokeStream(
         self, request: pb.InvokeRequest, context: Context
     ) -> AsyncIterator[pb.InvokeEvent]:
+        self._delegation(context)
         async for event in self._dispatcher.stream(
             request, time_remaining=context.time_remaining()
         ):

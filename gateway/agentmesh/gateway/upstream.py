@@ -56,6 +56,7 @@ from agentmesh.gateway.config import GatewaySettings
 from agentmesh.gateway.registry import AgentEntry, Registry, Replica, StreamCall
 from agentmesh.gateway.resilience import AgentGuard, BreakerOpen, BulkheadFull, Outcome
 from agentmesh.gateway.resilience.breaker import Ticket
+from agentmesh.runtime.delegation import hop_metadata
 from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode, Reason, Unavailable
 from agentmesh.runtime.resilience import (
     CALLER_CODES,
@@ -659,6 +660,8 @@ class _AttemptSpan(ClientSpan):
 
     def __enter__(self) -> _AttemptSpan:
         super().__enter__()
+        # How deep in delegations the agent is called (the gateway's hop count).
+        self.metadata += hop_metadata()
         span = self.span
         if span.is_recording():
             entry, replica, request, number, hedged = self._about

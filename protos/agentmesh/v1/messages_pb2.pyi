@@ -240,6 +240,9 @@ class AgentSkill(_message.Message):
     EXAMPLES_FIELD_NUMBER: _builtins.int
     INPUT_MODES_FIELD_NUMBER: _builtins.int
     OUTPUT_MODES_FIELD_NUMBER: _builtins.int
+    OPTIONS_SCHEMA_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
+    OUTPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     description: _builtins.str
@@ -255,6 +258,20 @@ class AgentSkill(_message.Message):
     def output_modes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """media types produced, e.g. "application/json" """
 
+    @_builtins.property
+    def options_schema(self) -> _struct_pb2.Struct:
+        """JSON Schemas (unset: not declared). `options_schema` describes the
+        request's `options`: the agent refuses an option it does not name, or one
+        of the wrong type, with INVALID_ARGUMENT, and the gateway checks a
+        workflow's or fan-out's literal options against it before any call.
+        `input_schema` and `output_schema` describe the request's and the result's
+        data parts.
+        """
+
+    @_builtins.property
+    def input_schema(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def output_schema(self) -> _struct_pb2.Struct: ...
     def __init__(
         self,
         *,
@@ -265,10 +282,13 @@ class AgentSkill(_message.Message):
         examples: _abc.Iterable[_builtins.str] | None = ...,
         input_modes: _abc.Iterable[_builtins.str] | None = ...,
         output_modes: _abc.Iterable[_builtins.str] | None = ...,
+        options_schema: _struct_pb2.Struct | None = ...,
+        input_schema: _struct_pb2.Struct | None = ...,
+        output_schema: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input_schema", b"input_schema", "options_schema", b"options_schema", "output_schema", b"output_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "examples", b"examples", "id", b"id", "input_modes", b"input_modes", "name", b"name", "output_modes", b"output_modes", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "examples", b"examples", "id", b"id", "input_modes", b"input_modes", "input_schema", b"input_schema", "name", b"name", "options_schema", b"options_schema", "output_modes", b"output_modes", "output_schema", b"output_schema", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

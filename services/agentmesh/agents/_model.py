@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import ClassVar, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from agentmesh.llm import (
     ChatRequest,
@@ -59,6 +59,17 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 MAX_VARIABLE_CHARS = 2_000
 #: Upper bound of the ``max_tokens`` option.
 MAX_COMPLETION_TOKENS = 32_768
+
+
+class ModelOptions(BaseModel):
+    """The options every model-backed skill takes (they matter only in LLM mode)."""
+
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="sampling temperature (LLM mode)"
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_COMPLETION_TOKENS, description="longest answer in tokens (LLM mode)"
+    )
 
 
 def prompt_variables(request: Request) -> dict[str, str]:

@@ -37,6 +37,7 @@ from agentmesh.llm._errors import (
     StreamError,
 )
 from agentmesh.llm._http import HTTPProvider
+from agentmesh.llm._mock import MockProvider
 from agentmesh.llm._openai import OpenAIProvider
 from agentmesh.llm._pricing import PriceTable
 from agentmesh.llm._provider import Provider
@@ -51,6 +52,7 @@ T = TypeVar("T")
 _PROVIDER_CLASSES: dict[str, type[HTTPProvider]] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
+    "mock": MockProvider,
 }
 
 

@@ -10,9 +10,12 @@ Two forms, which must not be mixed:
         {"kind": "anthropic", "model": "claude-3-5-haiku-latest",
          "api_key_file": "/run/secrets/anthropic"}]'
 
-* one provider: ``AGENTMESH_LLM_PROVIDER`` (openai|anthropic),
+* one provider: ``AGENTMESH_LLM_PROVIDER`` (openai|anthropic|mock),
   ``AGENTMESH_LLM_MODEL``, and optionally ``AGENTMESH_LLM_BASE_URL``,
   ``AGENTMESH_LLM_API_KEY`` or ``AGENTMESH_LLM_API_KEY_FILE``.
+
+Kind ``mock`` is a model that answers offline (see ``agentmesh.llm._mock``);
+it needs no model name, URL or key: ``AGENTMESH_LLM_PROVIDER=mock``.
 
 Neither set means no provider: :attr:`LLMSettings.configured` is false and
 agents run offline. API keys are ``SecretStr``: they never show in ``repr``,
@@ -31,7 +34,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentmesh.llm._pricing import ModelPrice
 
-ProviderKind = Literal["openai", "anthropic"]
+ProviderKind = Literal["openai", "anthropic", "mock"]
+
+#: The model name of the ``mock`` kind when none is given.
+MOCK_MODEL = "mock"
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -109,6 +115,8 @@ class ProviderConfig(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if data.get("kind") == "mock" and not data.get("model"):
+            data["model"] = MOCK_MODEL
         kind, model = data.get("kind"), data.get("model")
         if not data.get("name") and isinstance(kind, str) and model:
             data["name"] = _default_name(kind, model)
@@ -207,6 +215,8 @@ class LLMSettings(BaseSettings):
                     "settings (AGENTMESH_LLM_PROVIDER, ..._MODEL, ...), not both"
                 )
         elif kind is not None:
+            if simple["model"] is None and kind == "mock":
+                simple["model"] = MOCK_MODEL
             if simple["model"] is None:
                 raise ValueError("provider is set but model (AGENTMESH_LLM_MODEL) is not")
             provider = {"kind": kind, **{k: v for k, v in simple.items() if v is not None}}

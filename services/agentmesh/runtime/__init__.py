@@ -21,12 +21,13 @@ from agentmesh.runtime.errors import (
 )
 from agentmesh.runtime.server import GrpcServer, ServiceBinding
 from agentmesh.runtime.service import agent_server, run, serve
-from agentmesh.runtime.settings import ServerSettings, load_settings
+from agentmesh.runtime.settings import AgentSettings, ServerSettings, load_settings
 from agentmesh.runtime.types import (
     AgentCard,
     Artifact,
     DataPart,
     FilePart,
+    Mesh,
     Message,
     Part,
     Partial,
@@ -42,6 +43,7 @@ __all__ = [
     "Agent",
     "AgentCard",
     "AgentError",
+    "AgentSettings",
     "Artifact",
     "DataPart",
     "DeadlineExceeded",
@@ -51,6 +53,7 @@ __all__ = [
     "GrpcServer",
     "InvalidInput",
     "LimitExceeded",
+    "Mesh",
     "Message",
     "NotFound",
     "Part",

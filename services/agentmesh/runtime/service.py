@@ -20,9 +20,11 @@ from opentelemetry import trace
 
 from agentmesh.runtime import wire
 from agentmesh.runtime.agent import Agent, Assembler
+from agentmesh.runtime.delegation import GatewayConnection, hops_from
 from agentmesh.runtime.logs import configure_logging
+from agentmesh.runtime.schema import check_options
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
-from agentmesh.runtime.settings import ServerSettings, load_settings
+from agentmesh.runtime.settings import AgentSettings, ServerSettings, load_settings
 from agentmesh.runtime.status import stream_errors, unary_errors
 from agentmesh.runtime.types import Request
 from agentmesh.runtime.work import WorkPool, bind
@@ -37,13 +39,19 @@ Context = grpc.aio.ServicerContext[pb.InvokeRequest, object]
 
 class AgentServicer(agent_pb2_grpc.AgentServicer):
     def __init__(
-        self, agent: Agent, settings: ServerSettings, work: WorkPool | None = None
+        self,
+        agent: Agent,
+        settings: ServerSettings,
+        work: WorkPool | None = None,
+        gateway: GatewayConnection | None = None,
     ) -> None:
         self._agent = agent
+        self._gateway = gateway
         self._work = work
         self._name = agent.card.name
         self._max_parts = settings.max_parts
         self._card = wire.card_to_proto(agent.card)
+        self._schemas = {s.id: s.options_schema for s in agent.card.skills}
 
     async def GetCard(
         self, request: agent_pb2.GetCardRequest, context: grpc.aio.ServicerContext[object, object]
@@ -55,8 +63,19 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             request, time_remaining=context.time_remaining(), max_parts=self._max_parts
         )
         skill = self._agent.resolve_skill(domain.skill)
+        check_options(
+            self._schemas.get(skill),
+            domain.options,
+            owner=f"skill {skill!r} of agent {self._name!r}",
+        )
         if self._work is not None:
             bind(self._work, domain.deadline)  # offload() in this call uses them
+        hops = hops_from(context.invocation_metadata())
+        if self._gateway is not None:
+            mesh = self._gateway.for_request(hops=hops, deadline=domain.deadline)
+            domain = replace(domain, mesh=mesh, hops=hops)
+        elif hops:
+            domain = replace(domain, hops=hops)
         trace.get_current_span().set_attributes(
             {"agentmesh.agent": self._name, "agentmesh.skill": skill}
         )
@@ -102,12 +121,17 @@ def agent_server(
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
-    """A :class:`GrpcServer` serving ``agent`` (not started)."""
+    """A :class:`GrpcServer` serving ``agent`` (not started); with ``settings.gateway``
+    (:class:`AgentSettings`) its handlers can call the mesh through ``request.mesh``."""
     work = WorkPool(settings.work_processes, name=agent.card.name)
-    servicer = AgentServicer(agent, settings, work)
+    address = settings.gateway if isinstance(settings, AgentSettings) else ""
+    gateway = GatewayConnection(address) if address else None
+    servicer = AgentServicer(agent, settings, work, gateway)
 
     async def stopped() -> None:
         await work.close()
+        if gateway is not None:
+            await gateway.close()
         await agent.shutdown()
 
     return GrpcServer(
@@ -130,7 +154,7 @@ async def serve(agent: Agent, settings: ServerSettings) -> None:
 
 def run(agent: Agent, argv: Sequence[str] | None = None) -> None:
     """A service's entry point: settings from env and flags, logs, serve."""
-    settings = load_settings(ServerSettings, argv, prog=f"agentmesh-{agent.card.name}")
+    settings = load_settings(AgentSettings, argv, prog=f"agentmesh-{agent.card.name}")
     configure_logging(agent.card.name, level=settings.log_level, fmt=settings.log_format)
     start_telemetry(agent.card.name, host=settings.host, metrics_port=settings.metrics_port)
     asyncio.run(serve(agent, settings))

@@ -108,6 +108,16 @@ class ServerSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
+class AgentSettings(ServerSettings):
+    """An agent's settings: the server's, and where the gateway is for delegation."""
+
+    gateway: str = Field(
+        "",
+        description="gateway HOST:PORT that request.mesh calls go through (empty: the agent "
+        "cannot delegate)",
+    )
+
+
 def _flag_type(annotation: Any) -> tuple[Any, list[str] | None]:
     """argparse type and choices for a field annotation."""
     args = typing.get_args(annotation)

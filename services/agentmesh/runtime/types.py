@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
-from agentmesh.runtime.errors import InvalidInput
+from agentmesh.runtime.errors import FailedPrecondition, InvalidInput
+from agentmesh.runtime.schema import json_schema
 
 JSONValue: TypeAlias = Any
 """Anything ``json.dumps`` accepts: dict, list, str, int, float, bool, None."""
@@ -80,6 +81,26 @@ class Skill:
     examples: tuple[str, ...] = ()
     input_modes: tuple[str, ...] = ("text/plain",)
     output_modes: tuple[str, ...] = ("text/plain", "application/json")
+    options: type[Any] | Mapping[str, JSONValue] | None = None
+    """The options the skill takes: a pydantic model or dataclass (or a JSON Schema as is).
+    With one, an option it does not name, or of the wrong type, is refused before the
+    handler runs; without one, options are not checked."""
+    input: type[Any] | Mapping[str, JSONValue] | None = None
+    """The shape of the request's data part, if the skill takes one (documentation)."""
+    output: type[Any] | Mapping[str, JSONValue] | None = None
+    """The shape of the result's data part (documentation)."""
+
+    @property
+    def options_schema(self) -> dict[str, JSONValue] | None:
+        return json_schema(self.options)
+
+    @property
+    def input_schema(self) -> dict[str, JSONValue] | None:
+        return json_schema(self.input)
+
+    @property
+    def output_schema(self) -> dict[str, JSONValue] | None:
+        return json_schema(self.output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +215,77 @@ class Partial:
 _N = TypeVar("_N", int, float)
 
 
+class Mesh(Protocol):
+    """The mesh as a handler reaches it (``request.mesh``): calls through the gateway
+    with the request's remaining deadline, trace context and hop count.
+
+    ``target`` is "AGENT", "AGENT/SKILL" or "skill:SKILL". A failed call
+    raises :class:`~agentmesh.runtime.AgentError` with the callee's status.
+    """
+
+    async def invoke(
+        self,
+        target: str,
+        text: str | None = None,
+        *,
+        skill: str = "",
+        data: JSONValue | None = None,
+        options: Mapping[str, JSONValue] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+    ) -> Result: ...
+
+    def stream(
+        self,
+        target: str,
+        text: str | None = None,
+        *,
+        skill: str = "",
+        data: JSONValue | None = None,
+        options: Mapping[str, JSONValue] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+    ) -> AsyncIterator[Partial | Result]: ...
+
+
+class NoMesh:
+    """``request.mesh`` of an agent that knows no gateway: every call is refused."""
+
+    def _refuse(self) -> FailedPrecondition:
+        return FailedPrecondition(
+            "this agent cannot call the mesh: it knows no gateway (set AGENTMESH_GATEWAY "
+            "or --gateway to the gateway's HOST:PORT)"
+        )
+
+    async def invoke(
+        self,
+        target: str,
+        text: str | None = None,
+        *,
+        skill: str = "",
+        data: JSONValue | None = None,
+        options: Mapping[str, JSONValue] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+    ) -> Result:
+        raise self._refuse()
+
+    async def stream(
+        self,
+        target: str,
+        text: str | None = None,
+        *,
+        skill: str = "",
+        data: JSONValue | None = None,
+        options: Mapping[str, JSONValue] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+    ) -> AsyncIterator[Partial | Result]:
+        refusal = self._refuse()
+        if refusal:  # always: the yield below only makes this an async generator
+            raise refusal
+        yield Result()
+
+
+NO_MESH = NoMesh()
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One invocation as an agent sees it.
@@ -207,6 +299,10 @@ class Request:
     options: Mapping[str, JSONValue] = field(default_factory=dict)
     deadline: float | None = None
     task_id: str = ""
+    mesh: Mesh = field(default=NO_MESH, repr=False, compare=False)
+    """Calls to other agents through the gateway (delegation)."""
+    hops: int = 0
+    """How many delegations led to this call (0: a client called)."""
 
     @property
     def text(self) -> str:

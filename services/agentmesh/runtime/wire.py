@@ -230,7 +230,7 @@ def card_to_proto(card: AgentCard) -> pb.AgentCard:
     message.capabilities.extensions.extend(card.extensions)
     message.capabilities.takes_history = card.takes_history
     for skill in card.skills:
-        message.skills.add(
+        added = message.skills.add(
             id=skill.id,
             name=skill.name or skill.id,
             description=skill.description,
@@ -239,7 +239,22 @@ def card_to_proto(card: AgentCard) -> pb.AgentCard:
             input_modes=skill.input_modes,
             output_modes=skill.output_modes,
         )
+        for schema, target in (
+            (skill.options_schema, added.options_schema),
+            (skill.input_schema, added.input_schema),
+            (skill.output_schema, added.output_schema),
+        ):
+            if schema is not None:
+                target.SetInParent()  # set even when empty: "declared, takes nothing"
+                dict_to_struct(schema, target)
     return message
+
+
+def schema_from_proto(skill: pb.AgentSkill, field: str) -> dict[str, JSONValue] | None:
+    """A skill's ``options_schema``/``input_schema``/``output_schema``; None when unset."""
+    if not skill.HasField(field):  # type: ignore[arg-type]
+        return None
+    return struct_to_dict(getattr(skill, field))
 
 
 def card_from_proto(card: pb.AgentCard) -> AgentCard:
@@ -256,6 +271,9 @@ def card_from_proto(card: pb.AgentCard) -> AgentCard:
                 examples=tuple(s.examples),
                 input_modes=tuple(s.input_modes),
                 output_modes=tuple(s.output_modes),
+                options=schema_from_proto(s, "options_schema"),
+                input=schema_from_proto(s, "input_schema"),
+                output=schema_from_proto(s, "output_schema"),
             )
             for s in card.skills
         ),

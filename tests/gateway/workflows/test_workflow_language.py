@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import pytest
@@ -74,6 +74,9 @@ class Agents:
 
     def skills_of(self, agent: str) -> frozenset[str] | None:
         return self._skills.get(agent)
+
+    def options_schema(self, agent: str, skill: str) -> Mapping[str, Any] | None:
+        return None
 
     def skill_offered(self, skill: str) -> bool | None:
         return any(skill in (s or ()) for s in self._skills.values())

@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.gateway.registry import AgentEntry
 from agentmesh.runtime.errors import InvalidInput
+from agentmesh.runtime.schema import describe
 from agentmesh.runtime.wire import struct_to_dict
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
@@ -30,6 +31,8 @@ HTTP_JSON_BINDING = "HTTP+JSON"
 WORKFLOW_PREFIX = "workflow:"
 SKILL_PREFIX = "skill:"
 DEFAULT_MODES = ("text/plain", "application/json")
+#: The card extension whose params hold each skill's JSON Schemas, by A2A skill id.
+SKILL_SCHEMAS_URI = "https://agentmesh.dev/extensions/skill-schemas/v1"
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 T = TypeVar("T", bound=ProtoMessage)
@@ -236,11 +239,15 @@ def agent_skills(entry: AgentEntry) -> list[a2a.AgentSkill]:
     offered = {s.id: s for s in card.skills} if card is not None else {}
     for skill_id in sorted(entry.skills):
         skill = offered.get(skill_id, pb.AgentSkill(id=skill_id))
+        description = skill.description or f"skill {skill_id!r} of agent {entry.name!r}"
+        options = entry.options_schema(skill_id)
+        if options is not None:
+            description += f" [options: {describe(options)}]"
         skills.append(
             a2a.AgentSkill(
                 id=f"{entry.name}/{skill_id}",
                 name=skill.name or skill_id,
-                description=skill.description or f"skill {skill_id!r} of agent {entry.name!r}",
+                description=description,
                 tags=["skill", *skill.tags],
                 examples=list(skill.examples),
                 input_modes=list(skill.input_modes),
@@ -248,6 +255,29 @@ def agent_skills(entry: AgentEntry) -> list[a2a.AgentSkill]:
             )
         )
     return skills
+
+
+def skill_schemas(entries: Iterable[AgentEntry]) -> a2a.AgentExtension:
+    """The card extension carrying the JSON Schemas of every skill that declares them:
+    ``params[AGENT/SKILL] = {options, input, output}`` (a schema each, when declared)."""
+    params: dict[str, Any] = {}
+    for entry in entries:
+        for skill in entry.card.skills if entry.card is not None else ():
+            schemas = {
+                key: struct_to_dict(getattr(skill, f"{key}_schema"))
+                for key in ("options", "input", "output")
+                if skill.HasField(f"{key}_schema")  # type: ignore[arg-type]
+            }
+            if schemas:
+                params[f"{entry.name}/{skill.id}"] = schemas
+    extension = a2a.AgentExtension(
+        uri=SKILL_SCHEMAS_URI,
+        description="JSON Schemas of the skills' options, input data and output data; "
+        "an option a schema does not name is refused",
+        required=False,
+    )
+    extension.params.update(params)
+    return extension
 
 
 def workflow_skill(name: str, description: str) -> a2a.AgentSkill:
@@ -303,6 +333,7 @@ def mesh_card(
     version: str,
     skills: Iterable[a2a.AgentSkill],
     description: str = MESH_DESCRIPTION,
+    extensions: Iterable[a2a.AgentExtension] = (),
 ) -> a2a.AgentCard:
     """A card of the mesh (or of one agent in it); ``url``: its gRPC address, or its
     interfaces."""
@@ -313,7 +344,10 @@ def mesh_card(
         version=version,
         supported_interfaces=interfaces,
         capabilities=a2a.AgentCapabilities(
-            streaming=True, push_notifications=False, extended_agent_card=True
+            streaming=True,
+            push_notifications=False,
+            extended_agent_card=True,
+            extensions=list(extensions),
         ),
         default_input_modes=_modes(()),
         default_output_modes=_modes(()),

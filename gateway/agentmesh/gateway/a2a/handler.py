@@ -44,6 +44,7 @@ from agentmesh.gateway.a2a.convert import (
     mesh_card,
     parts_to_a2a,
     security_schemes,
+    skill_schemas,
     status_of,
     task_from_job,
     work_for,
@@ -298,12 +299,19 @@ class MeshRequestHandler(RequestHandler):
             interfaces = [interface(self._url(), GRPC_BINDING)]
             if http is not None:
                 interfaces += http_interfaces(http)
-            card = mesh_card(name=CARD_NAME, url=interfaces, version=CARD_VERSION, skills=skills)
+            card = mesh_card(
+                name=CARD_NAME,
+                url=interfaces,
+                version=CARD_VERSION,
+                skills=skills,
+                extensions=[skill_schemas(self._registry.entries)],
+            )
         else:
             own = http_interfaces(f"{http}agents/{name}/") if http is not None else []
             entry = next((e for e in self._registry.entries if e.name == name), None)
             if entry is not None:
                 card = agent_card(entry, own, CARD_VERSION)
+                card.capabilities.extensions.append(skill_schemas([entry]))
             elif name in set(catalog.names()):
                 card = workflow_card(name, catalog.get(name).description, own, CARD_VERSION)
             else:

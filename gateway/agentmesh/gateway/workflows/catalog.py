@@ -58,6 +58,9 @@ class _DeclaredAgents:
     def skills_of(self, agent: str) -> frozenset[str] | None:
         return None
 
+    def options_schema(self, agent: str, skill: str) -> Mapping[str, Any] | None:
+        return None
+
     def skill_offered(self, skill: str) -> bool | None:
         return None
 

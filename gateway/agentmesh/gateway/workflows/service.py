@@ -54,6 +54,10 @@ class RegistryAgents:
         entry = self._registry.get(agent)
         return entry.skills if entry is not None and entry.card is not None else None
 
+    def options_schema(self, agent: str, skill: str) -> Mapping[str, Any] | None:
+        entry = self._registry.get(agent)
+        return entry.options_schema(skill) if entry is not None else None
+
     def skill_offered(self, skill: str) -> bool | None:
         if self._registry.with_skill(skill):
             return True

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentmesh.gateway.targets import fan_out_from_spec
 from agentmesh.gateway.workflows.expr import (
@@ -38,6 +38,7 @@ from agentmesh.gateway.workflows.spec import (
     WorkflowSpec,
 )
 from agentmesh.runtime.errors import InvalidInput
+from agentmesh.runtime.schema import check_options
 from agentmesh.v1 import gateway_pb2
 
 STEP_FIELDS = ("output", "outcome", "agent", "error")
@@ -64,6 +65,9 @@ class AgentDirectory(Protocol):
 
     def skill_offered(self, skill: str) -> bool | None:
         """Whether some agent offers ``skill``; None when that cannot be known yet."""
+
+    def options_schema(self, agent: str, skill: str) -> Mapping[str, Any] | None:
+        """The options schema on the agent's card for ``skill``; None when not known."""
 
 
 class WorkflowCycle(Exception):
@@ -537,8 +541,30 @@ def _check_target(directory: AgentDirectory, agent: str, skill: str, where: str)
         raise InvalidInput(f"{where}.skill", f"no registered agent offers skill {skill!r}")
 
 
+def _is_literal(value: Any) -> bool:
+    """Whether an option's value is known before the run (it holds no ``${...}``)."""
+    return not any(t.expressions for t in parse_value(value).templates)
+
+
+def _check_options(
+    directory: AgentDirectory, agent: str, skill: str, call: AgentCall, where: str
+) -> None:
+    """A call's options against the card's schema: names always, literal values' types."""
+    options = call.options.raw
+    if not agent or not isinstance(options, Mapping) or not options:
+        return
+    check_options(
+        directory.options_schema(agent, skill),
+        options,
+        field=f"{where}.options",
+        owner=f"skill {skill or '(default)'!r} of agent {agent!r}",
+        literal=_is_literal,
+    )
+
+
 def check_agents(workflow: CompiledWorkflow, directory: AgentDirectory) -> None:
-    """Check every agent and skill ``workflow`` (and what it nests) names; InvalidInput."""
+    """Check every agent and skill ``workflow`` (and what it nests) names, and the options
+    its calls pass against the agents' cards; InvalidInput."""
     _check_agents(workflow, directory, "", set())
 
 
@@ -551,13 +577,17 @@ def _check_agents(
             for i, leg in enumerate(step.fan_out.targets):
                 skill = leg.skill or step.fan_out.skill
                 _check_target(directory, leg.agent, skill, f"{where}.fan_out.targets[{i}]")
+                if step.call is not None:
+                    _check_options(directory, leg.agent, skill, step.call, where)
         elif step.call is not None:
             _check_target(directory, step.call.agent, step.call.skill, where)
+            _check_options(directory, step.call.agent, step.call.skill, step.call, where)
         if step.fallback is not None:
             _check_target(directory, *step.fallback, f"{where}.on_error.fallback")
         if step.compensation is not None and step.compensation.call is not None:
             call = step.compensation.call
             _check_target(directory, call.agent, call.skill, f"{where}.on_error.compensate")
+            _check_options(directory, call.agent, call.skill, call, f"{where}.on_error.compensate")
         if step.workflow is not None and step.workflow.name not in seen:
             seen.add(step.workflow.name)
             _check_agents(step.workflow, directory, f"{where}.workflow.", seen)

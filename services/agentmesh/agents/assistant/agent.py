@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from agentmesh.agents._history import earlier_turns
-from agentmesh.agents._model import ModelAgent
+from agentmesh.agents._model import ModelAgent, ModelOptions
 from agentmesh.agents.assistant import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import AgentCard, Request, Skill, StreamItem
@@ -29,6 +29,7 @@ class AssistantAgent(ModelAgent):
                 "content}]}. Options: temperature (0-2), max_tokens. Metadata fills the role "
                 "prompt (persona, language).",
                 tags=("llm", "chat", "assistant"),
+                options=ModelOptions,
                 examples=("Explain what a circuit breaker does in two sentences.",),
             ),
         ),

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from agentmesh.agents.calculator import logic
 from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill
+
+
+class NoOptions(BaseModel):
+    """The skill takes no options."""
 
 
 class CalculatorAgent(Agent):
@@ -17,6 +23,7 @@ class CalculatorAgent(Agent):
                 name="Evaluate",
                 description="+ - * / // % **, parentheses, pi, e, sqrt, log, sin, min, max, ...",
                 tags=("math", "arithmetic"),
+                options=NoOptions,
                 examples=("2*(3+4)**2", "sqrt(2) * pi"),
             ),
         ),

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, Field
 
-from agentmesh.agents._model import ModelAgent, model_result
+from agentmesh.agents._model import ModelAgent, ModelOptions, model_result
 from agentmesh.agents.code_reviewer import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem, offload
@@ -39,6 +39,12 @@ class ModelReview(BaseModel):
     notes: list[FindingNote] = Field(default_factory=list)
 
 
+class ReviewOptions(ModelOptions):
+    """Options of the review skill."""
+
+    filename: str = Field("<input>", description="the name findings are reported under")
+
+
 class CodeReviewerAgent(ModelAgent):
     card = AgentCard(
         name="code-reviewer",
@@ -54,6 +60,7 @@ class CodeReviewerAgent(ModelAgent):
                 tags=("code", "python", "security", "review"),
                 examples=("x = eval(input())",),
                 input_modes=("text/x-python", "text/plain"),
+                options=ReviewOptions,
             ),
         ),
     )

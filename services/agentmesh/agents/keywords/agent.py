@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field
+
 from agentmesh.agents.keywords import logic
 from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill, offload
+
+
+class KeywordsOptions(BaseModel):
+    """Options of the keywords skill."""
+
+    max_keywords: int = Field(
+        10, ge=1, le=logic.MAX_KEYWORDS, description="most keyphrases returned"
+    )
+
+
+class NoOptions(BaseModel):
+    """The skill takes no options."""
 
 
 class KeywordsAgent(Agent):
@@ -17,12 +31,14 @@ class KeywordsAgent(Agent):
                 name="Keywords and entities",
                 description="Option: max_keywords (1-100, default 10).",
                 tags=("text", "keywords", "extraction"),
+                options=KeywordsOptions,
             ),
             Skill(
                 id="entities",
                 name="Entities",
                 description="Emails, URLs, dates, amounts of money, percentages and numbers.",
                 tags=("text", "entities", "extraction"),
+                options=NoOptions,
             ),
         ),
     )

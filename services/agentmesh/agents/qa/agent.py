@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from pydantic import Field
+
 from agentmesh.agents._history import earlier_turns
-from agentmesh.agents._model import ModelAgent
+from agentmesh.agents._model import ModelAgent, ModelOptions
 from agentmesh.agents.qa import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import DataPart, InvalidInput, Request, Result, StreamItem, TextPart, offload
@@ -22,6 +24,13 @@ ROLE_PROMPT = (
 )
 
 
+class AnswerOptions(ModelOptions):
+    """Options of the answer skill."""
+
+    question: str | None = Field(None, description="the question (the text is the context)")
+    top_k: int = Field(3, ge=1, le=logic.MAX_TOP_K, description="supporting sentences returned")
+
+
 class QAAgent(ModelAgent):
     card = AgentCard(
         name="qa",
@@ -34,6 +43,7 @@ class QAAgent(ModelAgent):
                 description="Question in options.question (or the first text part, or a data "
                 "part {question, context}); context in the text. Option: top_k (1-20).",
                 tags=("text", "question-answering", "retrieval"),
+                options=AnswerOptions,
             ),
         ),
         takes_history=True,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from agentmesh.agents.sentiment import logic
 from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill, offload
+
+
+class NoOptions(BaseModel):
+    """The skill takes no options."""
 
 
 class SentimentAgent(Agent):
@@ -17,6 +23,7 @@ class SentimentAgent(Agent):
                 name="Sentiment",
                 description="Label (positive, negative, neutral), score and per-sentence scores.",
                 tags=("text", "sentiment", "classification"),
+                options=NoOptions,
                 examples=("The food was not good, but the staff were very friendly.",),
             ),
         ),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from agentmesh.agents._model import ModelAgent
+from pydantic import Field
+
+from agentmesh.agents._model import ModelAgent, ModelOptions
 from agentmesh.agents.summarizer import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem, offload
@@ -15,6 +17,17 @@ ROLE_PROMPT = (
     "${sentences} sentences for ${audience}, in ${language}. Use only facts stated in the "
     "text; no introduction, no opinions."
 )
+
+
+class SummarizeOptions(ModelOptions):
+    """Options of the summarize skill."""
+
+    sentences: int = Field(
+        3, ge=1, le=logic.MAX_SENTENCES, description="most sentences in the summary"
+    )
+    ratio: float | None = Field(
+        None, ge=1e-6, le=1.0, description="keep this fraction of the sentences instead"
+    )
 
 
 class SummarizerAgent(ModelAgent):
@@ -29,6 +42,7 @@ class SummarizerAgent(ModelAgent):
                 name="Summarize",
                 description="Options: sentences (1-50, default 3) or ratio (0-1].",
                 tags=("text", "summary"),
+                options=SummarizeOptions,
                 examples=("Summarize this article in two sentences.",),
             ),
         ),
