@@ -42,7 +42,7 @@ async def test_a_handler_calls_another_agent_through_the_gateway() -> None:
     recorder = RecordingAgent("notes", skills=["store"])
     relay = Relay("relay", "notes/store")
     async with running_mesh(relay, recorder, delegation=True) as mesh:
-        reply = await mesh.client.invoke("relay", "hello", timeout=20)
+        reply = await mesh.client.invoke("relay", "hello", timeout=5)
         assert reply.text == "relay> hello"
         call = recorder.assert_called(
             times=1, skill="store", text="hello", options={"via": "relay"}
@@ -50,8 +50,8 @@ async def test_a_handler_calls_another_agent_through_the_gateway() -> None:
         assert call.hops == 1  # one delegation led to it
         assert relay.seen_hops == [0]
         remaining = call.time_remaining()
-        assert remaining is not None  # the relay's deadline travelled with the call
-        assert remaining <= 20
+        assert remaining is not None  # the relay's deadline travelled with the call:
+        assert remaining < 15  # the caller's 5 s, not the gateway's default 30 s
         # The gateway routed it like any call: it counts in the callee's picks.
         listing = await mesh.stub.ListAgents(gateway_pb2.ListAgentsRequest())
         assert {a.name for a in listing.agents} == {"relay", "notes"}
