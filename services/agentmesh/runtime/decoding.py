@@ -12,10 +12,12 @@ the marker, ends the call with INVALID_ARGUMENT and a plain message.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
 import grpc
+
+from agentmesh.telemetry.handlers import MethodInterceptor, PerMethod
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -120,24 +122,11 @@ def guard(handler: Handler) -> Handler:
     return handler
 
 
-class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
-    """Applies :func:`guard` to every method (a method's guarded handler is reused)."""
+class RequestDecodingInterceptor(MethodInterceptor):
+    """Applies :func:`guard` to every method (a method's guarded handler is built once)."""
 
     def __init__(self) -> None:
-        self._guarded: dict[str, tuple[Handler, Handler]] = {}
+        self._guarded = PerMethod()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._guarded.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = guard(handler)
-        self._guarded[method] = (handler, wrapped)
-        return wrapped
+    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        return self._guarded.get(details.method, handler, guard)
