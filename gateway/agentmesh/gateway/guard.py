@@ -301,6 +301,8 @@ def _guarded(handler: Handler, guard: Guard, method: str) -> Handler:
     def done(
         principal: Principal, request: Any, context: Context, exc: BaseException | None
     ) -> None:
+        if guard.audit_log is None:
+            return  # no audit: nothing to do per call after the handler
         guard.audit(
             principal=principal.id,
             method=method,
