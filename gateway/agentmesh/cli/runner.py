@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -922,6 +923,16 @@ async def _run_locked(
     reload: bool,
     console: Console,
 ) -> int:
+    # A bad config is the user's input: said first, whatever the ports (and before a run
+    # directory moves the `latest` link).
+    try:
+        with tempfile.TemporaryDirectory(prefix="agentmesh-config-") as scratch:
+            check_gateway_config(
+                plan.gateway_config, Path(scratch) / GATEWAY_CONFIG_FILE, plan.gateway.env
+            )
+    except (PlanError, ProjectError) as exc:
+        _error(console, str(exc))
+        return EXIT_CONFIG
     try:
         await check_ports(plan.specs)
     except PortTaken as exc:
@@ -929,11 +940,7 @@ async def _run_locked(
         return EXIT_PORT_TAKEN
     run_dir = new_run_dir(plan.log_root)
     config_path = run_dir / GATEWAY_CONFIG_FILE
-    try:
-        check_gateway_config(plan.gateway_config, config_path, plan.gateway.env)
-    except (PlanError, ProjectError) as exc:
-        _error(console, str(exc))
-        return EXIT_CONFIG
+    config_path.write_text(yaml.safe_dump(dict(plan.gateway_config), sort_keys=False), "utf-8")
     specs = [
         replace(s, args=(*s.args, "--config", str(config_path.resolve()))) if s.is_gateway else s
         for s in plan.specs
