@@ -37,6 +37,7 @@ from agentmesh.gateway.mcp import McpService
 from agentmesh.gateway.policy import RetryPolicy
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.resilience.ratelimit import RateLimiter
+from agentmesh.gateway.resilience.shared import BreakerSync
 from agentmesh.gateway.routing import Router
 from agentmesh.gateway.servicer import GatewayServicer
 from agentmesh.gateway.sessions import (
@@ -97,9 +98,14 @@ class Gateway:
         self.settings = settings
         # Declared workflows first: a bad one stops the gateway before it opens anything.
         workflows = load_catalog(config, settings)
-        self.registry = Registry(config, settings)
-        self.upstream = Upstream(settings, self.registry)
         self.redis = redis_client(settings)
+        # With Redis, every replica's breakers open and close together.
+        self.registry = Registry(
+            config,
+            settings,
+            breaker_sync=BreakerSync(self.redis) if self.redis is not None else None,
+        )
+        self.upstream = Upstream(settings, self.registry)
         self.router = Router(self.registry, self.upstream, config)
         self.cache: ResponseCache = (
             RedisCache(self.redis)

@@ -54,6 +54,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from agentmesh.gateway.pubsub import Subscription
 from agentmesh.runtime.errors import LimitExceeded
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
@@ -646,12 +647,17 @@ class RedisJobStore:
         self._p = prefix
         self._signals = _Signals()
         self._cancels: asyncio.Queue[str] = asyncio.Queue()
-        self._listener: asyncio.Task[None] | None = None
-        self._channels = {
-            f"{prefix}:events": self._signals.notify,
-            f"{prefix}:queued": lambda _: self._signals.notify(_QUEUED),
-            f"{prefix}:cancel": self._cancels.put_nowait,
-        }
+        # Whatever changed while unsubscribed: everyone looks again on (re)connecting.
+        self._subscription = Subscription(
+            client,
+            {
+                f"{prefix}:events": self._signals.notify,
+                f"{prefix}:queued": lambda _: self._signals.notify(_QUEUED),
+                f"{prefix}:cancel": self._cancels.put_nowait,
+            },
+            name="jobstore-pubsub",
+            on_connect=self._signals.notify_all,
+        )
         self._scripts = {
             name: client.register_script(source)
             for name, source in {
@@ -669,30 +675,7 @@ class RedisJobStore:
 
     async def start(self) -> None:
         """Open the pub/sub connection that wakes this process's watchers and workers."""
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="jobstore-pubsub")
-
-    async def _listen(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(*self._channels)
-                # Whatever changed while unsubscribed: everyone looks again.
-                self._signals.notify_all()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    channel = message["channel"].decode()
-                    self._channels[channel](message["data"].decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("job store pub/sub connection lost; reconnecting", exc_info=exc)
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        self._subscription.start()
 
     async def create(
         self,
@@ -902,11 +885,7 @@ class RedisJobStore:
 
     async def close(self) -> None:
         """Stop the pub/sub listener (the Redis client is shared and closed by its owner)."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._subscription.close()
         self._signals.notify_all()
 
 

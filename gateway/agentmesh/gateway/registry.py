@@ -37,6 +37,7 @@ from agentmesh.gateway.external import A2AAgentStub
 from agentmesh.gateway.policy import agent_policy
 from agentmesh.gateway.resilience import AgentGuard
 from agentmesh.gateway.resilience.outlier import ReplicaStats
+from agentmesh.gateway.resilience.shared import BreakerSync
 from agentmesh.runtime import wire
 from agentmesh.runtime.tls import channel_credentials
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
@@ -236,9 +237,14 @@ class Registry:
         settings: GatewaySettings,
         *,
         clock: Callable[[], float] = time.time,
+        breaker_sync: BreakerSync | None = None,
     ) -> None:
-        """``clock`` (unix seconds) times the breakers: tests inject one to pass reset timeouts."""
+        """``clock`` (unix seconds) times the breakers: tests inject one to pass reset timeouts.
+
+        ``breaker_sync`` shares the breakers with the other replicas (Redis).
+        """
         self._settings = settings
+        self._breaker_sync = breaker_sync
         options = channel_options(settings)
         credentials = channel_credentials(
             ca_file=settings.upstream_tls_ca_file,
@@ -261,7 +267,6 @@ class Registry:
                 name,
                 agent_policy(defaults, agent),
                 retry_budget=budget,
-                redis_url=settings.redis_url,
                 clock=clock,
             )
             self._entries[name] = AgentEntry(
@@ -269,9 +274,13 @@ class Registry:
             )
         self._refresher: asyncio.Task[None] | None = None
         self._watchers: list[asyncio.Task[None]] = []
+        if breaker_sync is not None:
+            breaker_sync.attach(entry.guard.breaker for entry in self._entries.values())
 
     async def start(self) -> None:
         """Fetch every card once, then keep them fresh and watch health in the background."""
+        if self._breaker_sync is not None:
+            await self._breaker_sync.start()
         for entry in self._entries.values():
             for replica in entry.replicas:
                 if replica.health_watched:
@@ -292,6 +301,8 @@ class Registry:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._watchers.clear()
+        if self._breaker_sync is not None:
+            await self._breaker_sync.close()
         for entry in self._entries.values():
             for replica in entry.replicas:
                 await replica.close()

@@ -342,14 +342,14 @@ class Upstream:
             UPSTREAM_DURATION.labels(agent=target.name).observe(time.perf_counter() - started)
             self._left(target, opened.replica)
             guard.bulkhead.leave()
-            await guard.breaker.release(ticket, outcome)
+            guard.breaker.record(ticket, outcome)
 
     async def _open_stream(
         self, entry: AgentEntry, request: pb.InvokeRequest, deadline: Deadline, caller: bool
     ) -> tuple[_OpenStream, Ticket]:
         """Start the stream (with retries) up to its first event; the bulkhead slot stays taken."""
         self._check_draining(entry)
-        ticket = await self._admit(entry)
+        ticket = self._admit(entry)
 
         async def attempt(
             replica: Replica, timeout: float, number: int, hedged: bool
@@ -361,10 +361,10 @@ class Upstream:
                 entry, deadline, attempt, hold_slot=True, caller_deadline=caller
             )
         except _CallFailed as failed:
-            await entry.guard.breaker.release(ticket, failed.outcome)
+            entry.guard.breaker.record(ticket, failed.outcome)
             raise failed.error from None
         except BaseException:
-            await entry.guard.breaker.release(ticket, Outcome.NEUTRAL)
+            entry.guard.breaker.record(ticket, Outcome.NEUTRAL)
             raise
         return opened, ticket
 
@@ -407,7 +407,7 @@ class Upstream:
     ) -> T:
         """Run ``run`` (the attempts) inside ``entry``'s breaker."""
         self._check_draining(entry)
-        ticket = await self._admit(entry)
+        ticket = self._admit(entry)
         outcome = Outcome.NEUTRAL
         try:
             result = await run()
@@ -417,11 +417,11 @@ class Upstream:
             outcome = failed.outcome
             raise failed.error from None
         finally:
-            await entry.guard.breaker.release(ticket, outcome)
+            entry.guard.breaker.record(ticket, outcome)
 
-    async def _admit(self, entry: AgentEntry) -> Ticket:
+    def _admit(self, entry: AgentEntry) -> Ticket:
         try:
-            return await entry.guard.breaker.acquire()
+            return entry.guard.breaker.admit()
         except BreakerOpen:
             UPSTREAM_REJECTED.labels(agent=entry.name, reason="breaker_open").inc()
             raise

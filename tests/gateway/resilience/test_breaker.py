@@ -75,14 +75,14 @@ async def test_exactly_one_probe_among_concurrent_callers_then_closed() -> None:
 
     async def caller() -> None:
         try:
-            ticket = await b.acquire()
+            ticket = b.admit()
         except BreakerOpen as exc:
             refused.append(exc)
             return
         admitted.append(ticket.probe)
         probe_running.set()
         await finish_probe.wait()  # the probe is in flight while the others arrive
-        await b.release(ticket, Outcome.SUCCESS)
+        b.record(ticket, Outcome.SUCCESS)
 
     callers = [asyncio.create_task(caller()) for _ in range(50)]
     await probe_running.wait()

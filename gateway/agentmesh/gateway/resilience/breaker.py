@@ -1,34 +1,36 @@
-"""A circuit breaker per agent, on pybreaker, made safe for asyncio callers.
+"""A circuit breaker per agent, on pybreaker, made for asyncio callers.
 
-pybreaker keeps the state machine (closed, open, half-open), the counters and
-the optional shared storage; this module adds what an event loop needs:
+pybreaker keeps the state machine (closed, open, half-open) and the counters
+in this process; this module adds what an event loop needs:
 
 * admission and the recording of an outcome are two separate, non-blocking
-  steps around an awaited call (pybreaker's ``call`` cannot await);
+  steps around an awaited call (pybreaker's ``call`` cannot await); a closed
+  breaker admits from one local flag, and a success that changes nothing
+  does not reach pybreaker at all;
 * in half-open exactly one call — the probe — is admitted; every other caller
   fails fast until the probe's outcome is known;
 * only outcomes the caller classifies as the agent's failure count; a
   cancelled call or a caller-side error (``Outcome.NEUTRAL``) changes nothing;
 * time comes from an injectable clock, so tests drive the reset timeout.
 
-With shared state (pybreaker's Redis storage) the storage is synchronous, so
-:meth:`AgentBreaker.acquire` and :meth:`AgentBreaker.release` run its calls in
-a worker thread; a breaker known to be open fails fast from a local copy of
-its reopening time without touching Redis. The single probe is per gateway
+With several gateway replicas, a :class:`~agentmesh.gateway.resilience.shared.BreakerSync`
+shares openings, closings and failure counts through Redis. It is told of
+them here and writes them in the background, so no call waits on Redis: the
+hot path stays local (see that module). The single probe is per gateway
 process: with N gateway replicas sharing a breaker, at most N probes go out.
+All methods run on the event loop's thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import pybreaker
 
@@ -106,6 +108,18 @@ def _fail() -> None:
     raise _Failed
 
 
+class SharedState(Protocol):
+    """Where a breaker reports what other replicas must know (never blocks)."""
+
+    def failure(self, agent: str, threshold: int, probe_at: float) -> None: ...
+
+    def reset(self, agent: str) -> None: ...
+
+    def opened(self, agent: str, opened_at: float, probe_at: float) -> None: ...
+
+    def closed(self, agent: str) -> None: ...
+
+
 class AgentBreaker:
     """The circuit breaker of one agent."""
 
@@ -114,22 +128,23 @@ class AgentBreaker:
         agent: str,
         policy: BreakerPolicy,
         *,
-        storage: pybreaker.CircuitBreakerStorage | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.agent = agent
         self.policy = policy
         self.clock = clock
-        self.shared = storage is not None
-        self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
-        self._lock = threading.Lock()
+        self.sync: SharedState | None = None
+        self._storage = pybreaker.CircuitMemoryStorage(CLOSED)
+        self._closed = True  # mirrors the state: the closed path reads only this flag
         self._probing = False
-        # Local copy of when an open breaker may probe: the fast-fail path
-        # reads only this float.
+        # When an open breaker may probe; the fast-fail path reads only _open_until.
+        self._probe_at = 0.0
         self._open_until = 0.0
         # Openings in a row without closing: the wait before the next probe doubles.
         self._opened_in_row = 0
         self._probe_now = False  # a replica reported SERVING again: probe at once
+        self._from_shared = False  # applying another replica's transition: don't report it back
+        self._shared_failures = False  # failures reported since the last success
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=policy.failure_threshold,
             reset_timeout=policy.reset_timeout,
@@ -141,56 +156,77 @@ class AgentBreaker:
         )
         BREAKER_STATE.labels(agent=agent).set(_GAUGE.get(self._breaker.current_state, 0))
 
+    @property
+    def shared(self) -> bool:
+        return self.sync is not None
+
     # -- the two steps around a call ------------------------------------------
 
     def admit(self) -> Ticket:
-        """Admit one call or raise :class:`BreakerOpen` (never blocks on I/O when local)."""
+        """Admit one call or raise :class:`BreakerOpen` (never blocks)."""
+        if self._closed:
+            return _CLOSED_TICKET
         now = self.clock()
         if now < self._open_until:
             raise BreakerOpen(self.agent, retry_after=self._open_until - now)
-        with self._lock:
-            state = self._breaker.current_state
-            if state == CLOSED:
-                return _CLOSED_TICKET
-            if state == OPEN:
-                retry_at = self._retry_at()
-                if now < retry_at:
-                    self._open_until = retry_at
-                    raise BreakerOpen(self.agent, retry_after=retry_at - now)
-                if self._probing:
-                    raise BreakerOpen(self.agent, retry_after=None)
-                self._breaker.half_open()
+        state = self._breaker.current_state
+        if state == OPEN:
+            retry_at = self._retry_at()
+            if now < retry_at:
+                self._open_until = retry_at
+                raise BreakerOpen(self.agent, retry_after=retry_at - now)
             if self._probing:
                 raise BreakerOpen(self.agent, retry_after=None)
-            self._probing = True
-            return _PROBE_TICKET
+            self._breaker.half_open()
+        if self._probing:
+            raise BreakerOpen(self.agent, retry_after=None)
+        self._probing = True
+        return _PROBE_TICKET
 
     def record(self, ticket: Ticket, outcome: Outcome) -> None:
         """Count the outcome of an admitted call (stale outcomes are ignored)."""
-        with self._lock:
-            if ticket.probe:
-                self._probing = False
-            if outcome is Outcome.NEUTRAL:
-                return
-            state = self._breaker.current_state
+        if ticket.probe:
+            self._probing = False
+        if outcome is Outcome.NEUTRAL:
+            return
+        if self._closed:
+            if outcome is Outcome.SUCCESS:
+                if self._storage.counter == 0 and not self._shared_failures:
+                    return  # nothing to reset: the common case costs two reads
+                if self._shared_failures and self.sync is not None:
+                    self._shared_failures = False
+                    self.sync.reset(self.agent)
+        elif not (ticket.probe and self._breaker.current_state == HALF_OPEN):
             # A call admitted while closed that ends after the breaker opened
             # says nothing about the agent's recovery: only the probe does.
-            if state == CLOSED or (state == HALF_OPEN and ticket.probe):
-                with contextlib.suppress(_Failed, pybreaker.CircuitBreakerError):
-                    self._breaker.call(_succeed if outcome is Outcome.SUCCESS else _fail)
-
-    async def acquire(self) -> Ticket:
-        """:meth:`admit`, off the event loop when the state lives in Redis."""
-        if not self.shared or self.clock() < self._open_until:
-            return self.admit()
-        return await asyncio.to_thread(self.admit)
-
-    async def release(self, ticket: Ticket, outcome: Outcome) -> None:
-        """:meth:`record`, off the event loop when the state lives in Redis."""
-        if not self.shared:
-            self.record(ticket, outcome)
             return
-        await asyncio.to_thread(self.record, ticket, outcome)
+        with contextlib.suppress(_Failed, pybreaker.CircuitBreakerError):
+            self._breaker.call(_succeed if outcome is Outcome.SUCCESS else _fail)
+        if outcome is Outcome.FAILURE and self._closed and self.sync is not None:
+            # Still closed here: the other replicas' failures may open it together.
+            self._shared_failures = True
+            now = self.clock()
+            self.sync.failure(self.agent, self.policy.failure_threshold, now + self._first_wait())
+
+    def apply_shared(self, state: str, opened_at: float, probe_at: float) -> None:
+        """Take a transition another replica made (or that the shared count decided)."""
+        self._from_shared = True
+        try:
+            current = self._breaker.current_state
+            if state == OPEN:
+                if current == OPEN and self._probe_at == probe_at:
+                    return
+                if current != OPEN:
+                    self._breaker.open()
+                self._storage.opened_at = datetime.fromtimestamp(opened_at, UTC)
+                self._probe_at = probe_at
+                self._open_until = probe_at
+                self._probe_now = False
+            elif state == CLOSED and current != CLOSED:
+                self._breaker.close()
+            self._shared_failures = False
+        finally:
+            self._from_shared = False
 
     # -- visibility ----------------------------------------------------------------
 
@@ -215,20 +251,20 @@ class AgentBreaker:
             self._probe_now = True
             self._open_until = 0.0
 
+    def _first_wait(self) -> float:
+        return float(min(self.policy.first_probe, self.policy.reset_timeout))
+
     def _wait(self) -> float:
         """Seconds an open breaker waits before its probe: ``first_probe``, doubled for
         each failed probe in a row, at most ``reset_timeout``."""
-        first = min(self.policy.first_probe, self.policy.reset_timeout)
         doublings = min(max(self._opened_in_row - 1, 0), 32)
-        return float(min(self.policy.reset_timeout, first * 2.0**doublings))
+        return float(min(self.policy.reset_timeout, self._first_wait() * 2.0**doublings))
 
     def _retry_at(self) -> float:
-        opened = self._storage.opened_at
-        if opened is None or self._probe_now:  # unknown (shared state) or asked: probe now
-            return 0.0
-        return opened.timestamp() + self._wait()
+        return 0.0 if self._probe_now else self._probe_at
 
     def _on_transition(self, old: str | None, new: str) -> None:
+        self._closed = new == CLOSED
         if new == OPEN:
             now = self.clock()
             self._opened_in_row += 1
@@ -236,10 +272,14 @@ class AgentBreaker:
             # pybreaker stamps the opening with the wall clock; use ours so
             # an injected clock drives the reset timeout.
             self._storage.opened_at = datetime.fromtimestamp(now, UTC)
-            self._open_until = now + self._wait()
+            self._probe_at = self._open_until = now + self._wait()
+            if self.sync is not None and not self._from_shared:
+                self.sync.opened(self.agent, now, self._probe_at)
         else:
             if new == CLOSED:
                 self._opened_in_row = 0
+                if self.sync is not None and not self._from_shared:
+                    self.sync.closed(self.agent)
             self._probe_now = False
             self._open_until = 0.0
         BREAKER_STATE.labels(agent=self.agent).set(_GAUGE.get(new, 0))
@@ -252,6 +292,7 @@ class AgentBreaker:
                 "from_state": old,
                 "to_state": new,
                 "failures": self._breaker.fail_counter,
+                "shared": self._from_shared,
             },
         )
 
@@ -269,14 +310,6 @@ class _Transitions(pybreaker.CircuitBreakerListener):
         self._owner._on_transition(old_state.name if old_state else None, new_state.name)
 
 
-def redis_storage(redis_url: str, agent: str) -> pybreaker.CircuitBreakerStorage:
-    """Shared breaker state for ``agent`` in Redis (raises when Redis cannot be reached)."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return pybreaker.CircuitRedisStorage(CLOSED, client, namespace=f"agentmesh:breaker:{agent}")
-
-
 __all__ = [
     "CLOSED",
     "HALF_OPEN",
@@ -285,5 +318,6 @@ __all__ = [
     "BreakerOpen",
     "BreakerSnapshot",
     "Outcome",
+    "SharedState",
     "Ticket",
 ]
