@@ -53,3 +53,37 @@ def test_identity_from_metadata_else_peer_host() -> None:
     assert client_identity((("x-agentmesh-client", "ci"),), lambda: "ipv4:1.2.3.4:5") == "client:ci"
     assert client_identity((), lambda: "ipv4:10.0.0.7:40000") == "peer:10.0.0.7"
     assert client_identity(None, lambda: "ipv6:[::1]:40000") == "peer:[::1]"
+
+
+async def test_replicas_sharing_a_bucket_lease_tokens_and_never_pass_more_than_the_burst(
+    redis_db: str,
+) -> None:
+    import redis.asyncio as aioredis
+
+    policy = RateLimitPolicy(rate=0.001, burst=2000)  # no refill to speak of
+    clients = [aioredis.Redis.from_url(redis_db) for _ in range(3)]
+    try:
+        replicas = [RateLimiter(policy, redis=client) for client in clients[:2]]
+        before = (await clients[2].info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+        granted = [0, 0]
+        refused = [False, False]
+        for turn in range(6000):  # bounded: 2000 tokens, two replicas
+            index = turn % 2
+            if refused[index]:
+                if all(refused):
+                    break
+                continue
+            wait = await replicas[index].take("tenant-a")
+            if wait:
+                refused[index] = True
+            else:
+                granted[index] += 1
+        after = (await clients[2].info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert all(refused)
+    assert sum(granted) == 2000  # every token once, none twice
+    assert min(granted) > 0  # both replicas drew from the one bucket
+    # Leases of 100 tokens: about 20 scripts for 2,000 calls, not 2,000.
+    assert 20 <= after - before <= 30

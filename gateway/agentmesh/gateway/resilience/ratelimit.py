@@ -6,8 +6,15 @@ to refuse at once and say when a token will be there.
 
 Without Redis each gateway process keeps its own buckets (a client talking to
 N replicas gets up to N times its rate). With a Redis client the buckets live
-in Redis: each take is one Lua script (refill by Redis's own clock, then take),
-so every replica draws from the same bucket atomically.
+in Redis (one Lua script refills by Redis's own clock, then takes), so every
+replica draws from the same bucket atomically. A replica does not go to Redis
+for every call: it takes a *lease* of tokens (1/20 of the bucket's burst, at
+least one) and spends it locally for up to a
+second. A lease is taken from the shared bucket, so the replicas together
+never pass more than the limit; what a replica leased and did not spend in
+that second is lost, so a client's effective rate can be a little below its
+limit, never above. A burst of fewer than 40 tokens leases one token at a
+time: every call is counted in Redis, exactly.
 
 A call costs ``cost`` tokens (a fan-out its legs, a workflow its steps: see
 ``agentmesh.gateway.guard``); a cost above the bucket's burst is charged the
@@ -16,6 +23,7 @@ burst, so such a call needs a full bucket rather than never passing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,21 +34,42 @@ from agentmesh.gateway.policy import RateLimitPolicy
 
 PREFIX = "agentmesh:ratelimit:v1"
 
-# KEYS: the bucket; ARGV: rate, burst, cost. Returns the wait in seconds ("0": granted).
+# KEYS: the bucket; ARGV: rate, burst, need, want. Takes between need and want tokens:
+# returns {granted, 0}, or {0, the wait in seconds until need tokens are there}.
 _TAKE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local need, want = tonumber(ARGV[3]), tonumber(ARGV[4])
 local held = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
 local tokens = tonumber(held[1]) or burst
 local updated = tonumber(held[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
-local wait = 0
-if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+local granted, wait = 0, 0
+if tokens >= need then
+  granted = math.min(tokens, want)
+  tokens = tokens - granted
+else
+  wait = (need - tokens) / rate
+end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return tostring(wait)
+return {tostring(granted), tostring(wait)}
 """
+
+LEASE_SHARE = 20
+"""A lease is at most 1/LEASE_SHARE of a bucket's burst."""
+LEASE_SECONDS = 1.0
+"""How long a replica may spend a lease."""
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Tokens this replica took from a shared bucket and may spend until ``until``."""
+
+    tokens: float = 0.0
+    until: float = 0.0
+    fetching: asyncio.Future[None] | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +109,7 @@ class RateLimiter:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_TAKE) if redis is not None else None
+        self._leases: dict[str, _Lease] = {}
 
     @property
     def enabled(self) -> bool:
@@ -108,10 +138,34 @@ class RateLimiter:
         if limits is None:
             return 0.0
         rate, burst = limits
-        wait = await self._script(
-            keys=[f"{self._prefix}:{client}"], args=[rate, burst, min(max(cost, 1.0), burst)]
-        )
-        return float(wait)
+        cost = min(max(cost, 1.0), burst)
+        chunk = max(1.0, float(int(burst // LEASE_SHARE)))
+        lease = self._leases.pop(client, None) or _Lease()
+        if len(self._leases) >= self.policy.max_clients:
+            del self._leases[next(iter(self._leases))]  # least recently seen
+        self._leases[client] = lease
+        # One fetch at a time per client: the others wait for it, then look again.
+        while lease.fetching is not None:
+            await asyncio.shield(lease.fetching)
+        now = self._clock()
+        have = lease.tokens if now < lease.until else 0.0
+        if have >= cost:
+            lease.tokens = have - cost
+            return 0.0
+        fetching = lease.fetching = asyncio.get_running_loop().create_future()
+        try:
+            granted, wait = await self._script(
+                keys=[f"{self._prefix}:{client}"],
+                args=[rate, burst, cost - have, max(chunk, cost) - have],
+            )
+        finally:
+            lease.fetching = None
+            fetching.set_result(None)
+        if float(wait) > 0:
+            lease.tokens = have
+            return float(wait)
+        lease.tokens, lease.until = have + float(granted) - cost, now + LEASE_SECONDS
+        return 0.0
 
     def check(self, client: str, cost: float = 1.0) -> float:
         """0.0 when ``client`` may proceed, else the seconds until it may retry (this
