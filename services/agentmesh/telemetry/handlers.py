@@ -19,7 +19,7 @@ could not be imported from here without an import cycle.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -121,6 +121,53 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
 
+class MethodChain(grpc.aio.ServerInterceptor):
+    """Several :class:`MethodInterceptor` as one server interceptor, first outermost.
+
+    gRPC awaits one ``intercept_service`` per interceptor per call; a chain
+    costs one, and builds the composed handler once per method (each
+    interceptor's :meth:`MethodInterceptor.intercept` depends on the method
+    alone).
+    """
+
+    def __init__(self, interceptors: Sequence[MethodInterceptor]) -> None:
+        self.interceptors = tuple(interceptors)
+        self._built = PerMethod()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return self._built.get(handler_call_details.method, handler, self._compose,
+                               handler_call_details)  # fmt: skip
+
+    def _compose(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        for interceptor in reversed(self.interceptors):
+            handler = interceptor.intercept(details, handler)
+        return handler
+
+
+def chained(interceptors: Sequence[grpc.aio.ServerInterceptor]) -> list[grpc.aio.ServerInterceptor]:
+    """``interceptors`` in the same order, each run of method interceptors as one chain."""
+    result: list[grpc.aio.ServerInterceptor] = []
+    run: list[MethodInterceptor] = []
+    for interceptor in interceptors:
+        if isinstance(interceptor, MethodInterceptor):
+            run.append(interceptor)
+            continue
+        if run:
+            result.append(MethodChain(run))
+            run = []
+        result.append(interceptor)
+    if run:
+        result.append(MethodChain(run))
+    return result
+
+
 class PerMethod:
     """Wrapped handlers, built once per method and reused while gRPC hands the same handler."""
 
@@ -147,8 +194,10 @@ __all__ = [
     "Check",
     "Context",
     "Handler",
+    "MethodChain",
     "MethodInterceptor",
     "PerMethod",
+    "chained",
     "checked",
     "responses",
     "rewrap",
