@@ -26,7 +26,11 @@ async def test_breakers_shows_open_and_closed_breakers_with_replicas() -> None:
         config = {
             "agents": {
                 "alpha": {"address": alive, "max_concurrency": 4},
-                "gone": {"address": dead, "breaker": {"failure_threshold": 1}, "fallback": "alpha"},
+                "gone": {
+                    "address": dead,
+                    "breaker": {"failure_threshold": 1, "first_probe": 30},
+                    "fallback": "alpha",
+                },
             }
         }
         async with gateway_with(config) as (_, stub, gateway):
