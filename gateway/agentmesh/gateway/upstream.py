@@ -339,7 +339,7 @@ class Upstream:
         finally:
             # The caller went away or failed: stop the agent's work too.
             opened.call.cancel()
-            UPSTREAM_DURATION.labels(agent=target.name).observe(time.perf_counter() - started)
+            _agent_metrics(target.name)[1].observe(time.perf_counter() - started)
             self._left(target, opened.replica)
             guard.bulkhead.leave()
             guard.breaker.record(ticket, outcome)
@@ -377,13 +377,16 @@ class Upstream:
         number: int,
     ) -> _OpenStream:
         with _AttemptSpan(_INVOKE_STREAM, entry, replica, request, number, False) as attempt:
-            self._entered(entry, replica)
+            started = self._started(entry, replica)
             call = replica.stub.InvokeStream(request, timeout=timeout, metadata=attempt.metadata)
             try:
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:
                 call.cancel()
                 self._left(entry, replica)
+                # Counted like a failed unary attempt: error ratios see streams that never began.
+                _agent_metrics(entry.name)[1].observe(time.perf_counter() - started)
+                _requests_metric(entry.name, exc.code().name).inc()
                 self._count(entry, replica, _attempt_outcome(exc.code(), retry_after_of(exc)))
                 attempt.finish(exc.code())
                 raise _AttemptFailed(exc, replica) from None
@@ -392,7 +395,7 @@ class Upstream:
                 self._left(entry, replica)
                 attempt.finish(grpc.StatusCode.CANCELLED)
                 raise
-            UPSTREAM_REQUESTS.labels(agent=entry.name, code="OK").inc()
+            _requests_metric(entry.name, "OK").inc()
             attempt.finish(grpc.StatusCode.OK)
         if first is grpc.aio.EOF:
             return _OpenStream(call, None, replica, timeout)
