@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from meshtest import ProbeAgent, running_mesh
 
 from agentmesh.gateway.auth import hash_key
@@ -85,3 +90,30 @@ async def test_traces_are_filtered_and_bad_filters_get_a_clear_message(tmp_path:
     assert missing.status_code == 404
     assert bad_state.status_code == 400
     assert "completed" in bad_state.json()["error"]["message"]
+
+
+async def test_a_job_event_stream_open_at_shutdown_ends_without_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = ProbeAgent("alpha")
+    http = httpx.AsyncClient(timeout=30)
+    async with running_mesh(agent, http_port=0) as mesh:
+        job = await mesh.client.submit("alpha/hold", "wait")
+        await asyncio.wait_for(agent.entered.wait(), 30)
+        url = f"{mesh.gateway.http_url()}dashboard/api/jobs/{job.job_id}/events"
+        response = await http.send(http.build_request("GET", url), stream=True)
+        lines = response.aiter_lines()
+        seen = [await anext(lines) for _ in range(3)]  # the SUBMITTED state event
+        assert seen[0] == "event: job"
+        # The job waits on the agent: the stream waits on its log while the gateway stops.
+    with contextlib.suppress(httpx.HTTPError):
+        await asyncio.wait_for(_drain(lines), 30)
+    await response.aclose()
+    await http.aclose()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    async for _ in lines:
+        pass

@@ -258,12 +258,12 @@ class Dashboard:
 
         async def stream() -> AsyncIterator[str]:
             closing = asyncio.ensure_future(self._closing.wait())
+            following: asyncio.Future[Any] | None = None
             try:
                 while True:
                     following = asyncio.ensure_future(anext(events))
                     await asyncio.wait([following, closing], return_when=asyncio.FIRST_COMPLETED)
                     if not following.done():
-                        following.cancel()
                         return
                     try:
                         event = following.result()
@@ -272,7 +272,13 @@ class Dashboard:
                     yield f"event: job\ndata: {json.dumps(_dict(event))}\n\n"
                 yield "event: end\ndata: {}\n\n"
             finally:
+                # Closing, or the browser gone (this generator cancelled): the pending
+                # read ends before the log's generator is closed (it refuses while running).
                 closing.cancel()
+                if following is not None and not following.done():
+                    following.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await following
                 if isinstance(events, AsyncGenerator):
                     await events.aclose()
 
