@@ -10,7 +10,7 @@ seconds old (or the first, while the gateway is younger), the way
 Prometheus's ``increase()`` and ``histogram_quantile()`` work on a range. Nothing
 is added to a call: the metrics are updated as they always were, and only read here.
 
-An error is what the agent's health alert counts
+An error is a code a server span marks as one
 (:data:`~agentmesh.telemetry.rpcstatus.SERVER_ERROR_CODES`: UNKNOWN,
 DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS); a caller's
 mistake (INVALID_ARGUMENT, NOT_FOUND, ...) is a call but no error, and a
