@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from meshtest import ProbeAgent, running_mesh
 
+from agentmesh.client import CallError
 from agentmesh.gateway.auth import hash_key
 from agentmesh.gateway.http.dashboard import COOKIE
 from agentmesh.telemetry.collector import SpanRecord, SpanStore
@@ -85,3 +91,60 @@ async def test_traces_are_filtered_and_bad_filters_get_a_clear_message(tmp_path:
     assert missing.status_code == 404
     assert bad_state.status_code == 400
     assert "completed" in bad_state.json()["error"]["message"]
+
+
+async def test_agents_carry_their_recent_calls_error_rate_and_latency() -> None:
+    async with running_mesh(ProbeAgent("alpha"), ProbeAgent("beta"), http_port=0) as mesh:
+        api = f"{mesh.gateway.http_url()}dashboard/api/agents"
+        async with httpx.AsyncClient(timeout=10) as http:
+            before = (await http.get(api)).json()
+            for n in range(3):
+                await mesh.client.invoke("alpha/echo", f"hello {n}")
+            for n in range(2):
+                with pytest.raises(CallError) as failed:
+                    await mesh.client.invoke("alpha/crash", f"boom {n}")
+                assert failed.value.code.name == "INTERNAL"
+            after = (await http.get(api)).json()
+    assert before["window"]["seconds"] == 300
+    assert {a["name"]: a["recent"]["calls"] for a in before["agents"]} == {"alpha": 0, "beta": 0}
+    assert after["window"]["covered_seconds"] >= before["window"]["covered_seconds"]
+    agents = {a["name"]: a for a in after["agents"]}
+    alpha, beta = agents["alpha"]["recent"], agents["beta"]["recent"]
+    assert alpha["calls"] == 5
+    assert alpha["errors"] == 2
+    assert alpha["error_rate"] == 0.4
+    assert alpha["codes"] == {"OK": 3, "INTERNAL": 2}
+    assert (alpha["caller_errors"], alpha["cancelled"], alpha["rejected"]) == (0, 0, 0)
+    assert 0 < alpha["p50_ms"] <= alpha["p99_ms"] <= 60_000
+    assert alpha["mean_ms"] > 0
+    assert agents["alpha"]["status"] == "AGENT_STATUS_SERVING"  # AgentInfo's fields stay
+    assert beta == {"calls": 0, "errors": 0, "caller_errors": 0, "cancelled": 0,
+                    "rejected": 0, "error_rate": None, "p50_ms": None, "p99_ms": None,
+                    "mean_ms": None, "codes": {}}  # fmt: skip
+
+
+async def test_a_job_event_stream_open_at_shutdown_ends_without_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = ProbeAgent("alpha")
+    http = httpx.AsyncClient(timeout=30)
+    async with running_mesh(agent, http_port=0) as mesh:
+        job = await mesh.client.submit("alpha/hold", "wait")
+        await asyncio.wait_for(agent.entered.wait(), 30)
+        url = f"{mesh.gateway.http_url()}dashboard/api/jobs/{job.job_id}/events"
+        response = await http.send(http.build_request("GET", url), stream=True)
+        lines = response.aiter_lines()
+        seen = [await anext(lines) for _ in range(3)]  # the SUBMITTED state event
+        assert seen[0] == "event: job"
+        # The job waits on the agent: the stream waits on its log while the gateway stops.
+    with contextlib.suppress(httpx.HTTPError):
+        await asyncio.wait_for(_drain(lines), 30)
+    await response.aclose()
+    await http.aclose()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    async for _ in lines:
+        pass

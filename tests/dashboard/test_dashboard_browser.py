@@ -2,8 +2,10 @@
 
 A real gateway (HTTP port 0) with six agents on port 0 serves ``/dashboard/``;
 its traces page reads a span file written the way ``agentmesh up``'s collector
-writes it, from the spans of a real traced gRPC call. Selenium Manager never
-runs: the driver and browser are Debian's (``chromium``, ``chromium-driver``).
+writes it, from the spans of a real traced gRPC call; a declared workflow is
+drawn, run as a job and followed live. Selenium Manager never runs: the driver
+and browser are Debian's (``chromium``, ``chromium-driver``). One browser session
+goes through every page.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from agentmesh.client import CallError
 from agentmesh.runtime import ServerSettings
 from agentmesh.runtime.service import AgentServicer
 from agentmesh.telemetry import TelemetryInterceptor
@@ -36,6 +39,31 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 AGENTS = ("summarizer", "sentiment", "keywords", "calculator", "translator", "reviewer")
 WAIT = 30.0  # seconds any one page condition may take, at most
+# A declared workflow: one step, two side by side, then one that waits to be released.
+WORKFLOW = """\
+name: triage
+description: echo, both sides at once, then hold until released
+steps:
+  - id: first
+    agent: summarizer
+    skill: echo
+    input: ${input.text}
+  - id: sides
+    parallel:
+      - id: left
+        agent: sentiment
+        skill: echo
+        input: ${steps.first.output.text}
+      - id: right
+        agent: calculator
+        skill: echo
+        input: ${steps.first.output.text}
+  - id: held
+    agent: translator
+    skill: hold
+    input: ${input.text}
+"""
+EDGES = {("first", "left"), ("first", "right"), ("left", "held"), ("right", "held")}
 
 if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
     if os.environ.get("CI"):
@@ -127,27 +155,48 @@ def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
     return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition)
 
 
-def agent_status(driver: WebDriver, name: str) -> str:
-    """The status the agents table shows for ``name`` (read in one go: rows are redrawn)."""
+def agent_cell(driver: WebDriver, name: str, cell: str) -> str:
+    """The text the agents table shows in ``cell`` (a class: status, error-rate, p50, ...)
+    for ``name``, up to its first child element (read in one go: rows are redrawn)."""
     script = (
-        'const cell = document.querySelector(`tr[data-agent="${arguments[0]}"] td.status`);'
-        "return cell ? cell.firstChild.textContent : '';"
+        "const cell = document.querySelector("
+        '`tr[data-agent="${arguments[0]}"] td.${arguments[1]}`);'
+        "return cell && cell.firstChild ? cell.firstChild.textContent : '';"
     )
-    return str(driver.execute_script(script, name))
+    return str(driver.execute_script(script, name, cell))
 
 
-async def test_the_dashboard_shows_agents_traces_and_an_agent_going_down(
+def agent_status(driver: WebDriver, name: str) -> str:
+    return agent_cell(driver, name, "status")
+
+
+def job_view(driver: WebDriver) -> tuple[str, list[str], object]:
+    """The job page's state, its event lines, and the page's marker (see the test)."""
+    script = (
+        "return [document.getElementById('job-state').textContent,"
+        " [...document.querySelectorAll('#job-events .event-text')].map((e) => e.textContent),"
+        " window.stillTheSamePage || null];"
+    )
+    state, lines, marker = driver.execute_script(script)
+    return str(state), [str(line) for line in lines], marker
+
+
+async def test_the_dashboard_shows_agents_calls_jobs_workflows_traces_and_an_agent_going_down(
     browser: WebDriver, tmp_path: Path
 ) -> None:
     traces_file = tmp_path / "traces.jsonl"
     span_names = await write_traced_call(traces_file)
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    agents = [ProbeAgent(name) for name in AGENTS]
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "triage.yaml").write_text(WORKFLOW)
+    agents = {name: ProbeAgent(name) for name in AGENTS}
     # An agent's status turns UNAVAILABLE at its next card refresh (or failed call).
     async with running_mesh(
-        *agents,
+        *agents.values(),
         http_port=0,
+        workflow_dir=workflows,
         dashboard_traces_file=traces_file,
         dashboard_interval=0.2,
         card_refresh_interval=0.5,
@@ -163,6 +212,25 @@ async def test_the_dashboard_shows_agents_traces_and_an_agent_going_down(
             browser.find_element, By.CSS_SELECTOR, f'tr[data-agent="{AGENTS[0]}"]'
         )
         assert "echo" in skills.text
+        assert agent_cell(browser, "reviewer", "calls") == "0"
+        assert agent_cell(browser, "reviewer", "error-rate") == "\u2013"  # no calls, no rate
+
+        # Calls to one agent, some failing: its row's next update shows them.
+        for n in range(3):
+            await mesh.client.invoke("reviewer/echo", f"fine {n}")
+        for n in range(2):
+            with pytest.raises(CallError):
+                await mesh.client.invoke("reviewer/crash", f"boom {n}")
+        await in_browser(
+            wait_for, browser, lambda d: agent_cell(d, "reviewer", "error-rate") == "40 %"
+        )
+        assert agent_cell(browser, "reviewer", "calls") == "5"
+        for quantile in ("p50", "p99"):
+            latency = agent_cell(browser, "reviewer", quantile)
+            assert latency.endswith((" ms", " s")), latency
+        assert agent_cell(browser, "summarizer", "error-rate") == "\u2013"
+        window = await in_browser(browser.find_element, By.ID, "agents-window")
+        assert "since the gateway started" in window.text or "last 5 min" in window.text
         await in_browser(browser.save_screenshot, str(shots / "agents.png"))
 
         # The traces page lists the call; its waterfall shows the spans in order.
@@ -189,13 +257,58 @@ async def test_the_dashboard_shows_agents_traces_and_an_agent_going_down(
         assert agent_status(browser, "summarizer") == "SERVING"
         await in_browser(browser.save_screenshot, str(shots / "agent-down.png"))
 
-        # Workflows and jobs pages render without an error.
-        for page in ("workflows", "jobs"):
-            await in_browser(browser.get, base + f"dashboard/#{page}")
-            shown_page = f"page-{page}"
-            await in_browser(
-                wait_for, browser, lambda d, p=shown_page: d.find_element(By.ID, p).is_displayed()
+        # The declared workflow, drawn: a node per step, an edge per hand-over.
+        await in_browser(browser.get, base + "dashboard/#workflows")
+        nodes = await in_browser(
+            wait_for,
+            browser,
+            lambda d: d.find_elements(By.CSS_SELECTOR, '[data-workflow="triage"] svg g.node'),
+        )
+        steps = {await in_browser(n.get_attribute, "data-step") for n in nodes}
+        assert steps == {"first", "left", "right", "held"}
+        edges = await in_browser(
+            browser.find_elements, By.CSS_SELECTOR, '[data-workflow="triage"] svg path.edge'
+        )
+        drawn = {
+            (
+                await in_browser(e.get_attribute, "data-from"),
+                await in_browser(e.get_attribute, "data-to"),
             )
-            error = await in_browser(browser.find_element, By.ID, "error")
-            assert not await in_browser(error.is_displayed)
-    assert all((shots / f"{n}.png").stat().st_size > 0 for n in ("agents", "trace", "agent-down"))
+            for e in edges
+        }
+        assert drawn == EDGES
+        await in_browser(browser.save_screenshot, str(shots / "workflow.png"))
+
+        # A job of it, opened from the jobs page: its events arrive while it runs, and
+        # its final state, without the page being loaded again.
+        job = await mesh.client.submit(workflow="triage", text="look at this")
+        await asyncio.wait_for(agents["translator"].entered.wait(), WAIT)
+        await in_browser(browser.get, base + "dashboard/#jobs")
+        row = await in_browser(
+            wait_for,
+            browser,
+            lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-job="{job.job_id}"]'),
+        )
+        await in_browser(row.click)
+        await in_browser(
+            wait_for, browser, lambda d: any("step held started" in e for e in job_view(d)[1])
+        )
+        state, lines, _ = job_view(browser)
+        assert state == "WORKING"
+        assert not any("COMPLETED" in line for line in lines), "\n".join(lines)
+        browser.execute_script("window.stillTheSamePage = true;")
+        agents["translator"].release.set()
+        await in_browser(wait_for, browser, lambda d: job_view(d)[0] == "COMPLETED")
+        state, after, marker = job_view(browser)
+        assert marker is True  # the same page, updated by its event stream
+        assert after[: len(lines)] == lines
+        assert after[-1].endswith("state COMPLETED")
+        assert any("step held succeeded (translator)" in line for line in after[len(lines) :])
+        assert len(after) > len(lines)
+        await in_browser(browser.save_screenshot, str(shots / "job.png"))
+        error = await in_browser(browser.find_element, By.ID, "error")
+        assert not await in_browser(error.is_displayed)
+    assert all(
+        (shots / f"{n}.png").stat().st_size > 0
+        for n in ("agents", "trace", "agent-down", "workflow", "job")
+    )

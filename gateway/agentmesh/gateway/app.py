@@ -235,6 +235,7 @@ class Gateway:
                     guard=self.guard,
                     traces_file=settings.dashboard_traces_file,
                     interval=settings.dashboard_interval,
+                    window=settings.dashboard_window,
                 )
                 if settings.dashboard
                 else None
@@ -331,6 +332,8 @@ class Gateway:
         """Fetch agent cards, then listen; returns the bound port."""
         await self.registry.start()
         await self.jobs.start()
+        if self.dashboard is not None:
+            self.dashboard.start()
         if self.http is not None:
             await self.http.start()
         return await self.server.start()

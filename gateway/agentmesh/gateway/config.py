@@ -199,6 +199,13 @@ class GatewaySettings(AuthSettings):
     dashboard_interval: float = Field(
         1.0, gt=0, le=60, description="seconds between the dashboard's live agent updates"
     )
+    dashboard_window: float = Field(
+        300.0,
+        ge=10,
+        le=86_400,
+        description="seconds of recent calls behind the dashboard's error rate and latency "
+        "per agent (read from the gateway's metrics every window/30 seconds)",
+    )
 
 
 class TargetConfig(BaseModel):

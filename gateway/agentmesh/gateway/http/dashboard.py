@@ -4,7 +4,10 @@ Pages (one HTML shell, ``dashboard.js`` and ``dashboard.css``, shipped as
 package data: nothing is fetched from elsewhere at run time):
 
 - agents and their replicas: health, card, skills, breaker, in-flight calls,
-  from the same :class:`~agentmesh.v1.gateway_pb2.AgentInfo` ListAgents serves;
+  from the same :class:`~agentmesh.v1.gateway_pb2.AgentInfo` ListAgents serves,
+  and each agent's calls, error rate and p50/p99 latency over the last
+  ``dashboard_window`` seconds (:mod:`agentmesh.gateway.recent`, read from the
+  gateway's own metrics);
 - jobs, filtered by state, and one job's event log as it grows;
 - declared workflows, each drawn as a graph of its steps;
 - recent traces from the local OTLP receiver's span file
@@ -41,6 +44,7 @@ from starlette.staticfiles import StaticFiles
 from agentmesh.gateway.auth import ANONYMOUS, AuthError, Principal
 from agentmesh.gateway.guard import ALLOW, DENY, Guard
 from agentmesh.gateway.jobs import JobManager
+from agentmesh.gateway.recent import NOTHING, RecentCalls
 from agentmesh.gateway.registry import Registry
 from agentmesh.gateway.servicer import agent_info
 from agentmesh.gateway.workflows import WorkflowCatalog
@@ -99,8 +103,11 @@ class Dashboard:
         guard: Guard,
         traces_file: Path | None,
         interval: float = 1.0,
+        window: float = 300.0,
     ) -> None:
         self._registry = registry
+        self._recent = RecentCalls(window)
+        self._sampler: asyncio.Task[None] | None = None
         self._jobs = jobs
         self._workflows = workflows
         self._guard = guard
@@ -108,9 +115,23 @@ class Dashboard:
         self._interval = interval
         self._closing = asyncio.Event()
 
+    def start(self) -> None:
+        """Read the call metrics every step of the window, watched or not (so the
+        window's start is at hand whenever the page is opened)."""
+        if self._sampler is None:
+            self._sampler = asyncio.create_task(self._sample(), name="dashboard-sampler")
+
+    async def _sample(self) -> None:
+        while not self._closing.is_set():
+            self._recent.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self._recent.step)
+
     def close(self) -> None:
         """End the open event streams (before the HTTP port stops: none holds it up)."""
         self._closing.set()
+        if self._sampler is not None:
+            self._sampler.cancel()
 
     def routes(self) -> list[BaseRoute]:
         api = [
@@ -224,11 +245,18 @@ class Dashboard:
     async def index(self, request: Request) -> Response:
         return FileResponse(ASSETS / "index.html", headers={"cache-control": "no-store"})
 
-    def agent_list(self) -> list[dict[str, Any]]:
-        return [_dict(agent_info(entry)) for entry in self._registry.entries]
+    def agent_view(self) -> dict[str, Any]:
+        """Every agent's ``AgentInfo`` and its ``recent`` figures, and the ``window``."""
+        covered, figures = self._recent.figures()
+        agents = [
+            {**_dict(agent_info(entry)), "recent": figures.get(entry.name, NOTHING).as_dict()}
+            for entry in self._registry.entries
+        ]
+        window = {"seconds": self._recent.window, "covered_seconds": round(covered, 3)}
+        return {"agents": agents, "window": window}
 
     async def agents(self, request: Request) -> Response:
-        return JSONResponse({"agents": self.agent_list()})
+        return JSONResponse(self.agent_view())
 
     async def jobs(self, request: Request) -> Response:
         state_name = request.query_params.get("state", "").strip().upper()
@@ -258,12 +286,12 @@ class Dashboard:
 
         async def stream() -> AsyncIterator[str]:
             closing = asyncio.ensure_future(self._closing.wait())
+            following: asyncio.Future[Any] | None = None
             try:
                 while True:
                     following = asyncio.ensure_future(anext(events))
                     await asyncio.wait([following, closing], return_when=asyncio.FIRST_COMPLETED)
                     if not following.done():
-                        following.cancel()
                         return
                     try:
                         event = following.result()
@@ -272,7 +300,13 @@ class Dashboard:
                     yield f"event: job\ndata: {json.dumps(_dict(event))}\n\n"
                 yield "event: end\ndata: {}\n\n"
             finally:
+                # Closing, or the browser gone (this generator cancelled): the pending
+                # read ends before the log's generator is closed (it refuses while running).
                 closing.cancel()
+                if following is not None and not following.done():
+                    following.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await following
                 if isinstance(events, AsyncGenerator):
                     await events.aclose()
 
@@ -362,7 +396,7 @@ class Dashboard:
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
             while not self._closing.is_set():
-                yield f"event: agents\ndata: {json.dumps({'agents': self.agent_list()})}\n\n"
+                yield f"event: agents\ndata: {json.dumps(self.agent_view())}\n\n"
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._interval)
 

@@ -64,6 +64,36 @@ function showLogin(reason) {
 
 // -- agents ---------------------------------------------------------------------
 
+function millis(ms) {
+  if (ms === null || ms === undefined) return "\u2013";
+  if (ms >= 1000) return (ms / 1000).toFixed(2) + " s";
+  return (ms < 10 ? ms.toFixed(2) : ms.toFixed(1)) + " ms";
+}
+
+function lasting(seconds) {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  return s % 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s / 60} min`;
+}
+
+function recentCells(recent) {
+  // The agent's calls over the window: error rate of the agent's own failures, latency
+  // quantiles from the gateway's duration histogram (see the window note above the table).
+  const r = recent || {};
+  const codes = Object.entries(r.codes || {}).map(([code, n]) => `${code} ${n}`).join(", ");
+  const rate = r.error_rate === null || r.error_rate === undefined
+    ? "\u2013" : (r.error_rate * 100).toFixed(r.error_rate && r.error_rate < 0.1 ? 1 : 0) + " %";
+  return [
+    el("td", { class: "calls num", title: codes || "no calls" }, `${r.calls || 0}`,
+      r.rejected ? el("div", { class: "muted" }, `${r.rejected} refused`) : "",
+      r.caller_errors ? el("div", { class: "muted" }, `${r.caller_errors} caller errors`) : ""),
+    el("td", { class: "error-rate num" + (r.errors ? " status-ERROR" : ""),
+      title: r.errors ? `${r.errors} of ${r.calls} calls failed` : "" }, rate),
+    el("td", { class: "p50 num", title: r.mean_ms ? `mean ${millis(r.mean_ms)}` : "" }, millis(r.p50_ms)),
+    el("td", { class: "p99 num" }, millis(r.p99_ms)),
+  ];
+}
+
 function agentRow(agent) {
   const status = trimmed(agent.status, "AGENT_STATUS_") || "UNSPECIFIED";
   const breaker = agent.breaker || {};
@@ -72,6 +102,8 @@ function agentRow(agent) {
   const replicas = (agent.replicas || []).map((replica) =>
     el("div", { class: "mono" }, replica.address,
       replica.ejected ? el("span", { class: "status-OPEN" }, " ejected") : "",
+      replica.consecutive_failures
+        ? el("span", { class: "muted" }, ` ${replica.consecutive_failures} failed in a row`) : "",
       replica.in_flight ? ` (${replica.in_flight} in flight)` : ""));
   const skills = (card.skills || []).map((skill) =>
     el("span", { class: "skill", title: skill.description || "" }, skill.id || skill.name));
@@ -83,6 +115,7 @@ function agentRow(agent) {
     el("td", { class: statusClass(breakerState) }, breakerState,
       breaker.failures ? el("div", { class: "muted" }, `${breaker.failures} failures`) : ""),
     el("td", {}, `${agent.in_flight || 0}` + (agent.max_concurrency ? ` / ${agent.max_concurrency}` : "")),
+    ...recentCells(agent.recent),
     el("td", {}, skills),
     el("td", {}, card.name
       ? el("details", {}, el("summary", {}, card.version ? `v${card.version}` : "card"),
@@ -90,10 +123,15 @@ function agentRow(agent) {
       : el("span", { class: "muted" }, "none")));
 }
 
-function renderAgents(agents) {
+function renderAgents({ agents, window: win }) {
   const body = $("#agents-table tbody");
   body.replaceChildren(...agents.map(agentRow));
   $("#agents-updated").textContent = "updated " + new Date().toLocaleTimeString();
+  if (win) {
+    $("#agents-window").textContent = win.covered_seconds + 1 < win.seconds
+      ? `over the ${lasting(win.covered_seconds)} since the gateway started (window ${lasting(win.seconds)})`
+      : `over the last ${lasting(win.seconds)}`;
+  }
 }
 
 function startAgentStream() {
@@ -102,7 +140,7 @@ function startAgentStream() {
   agentsStream.addEventListener("agents", (event) => {
     $("#live").textContent = "live";
     $("#live").classList.add("on");
-    renderAgents(JSON.parse(event.data).agents);
+    renderAgents(JSON.parse(event.data));
   });
   agentsStream.addEventListener("error", () => {
     $("#live").textContent = "reconnecting";
@@ -111,7 +149,7 @@ function startAgentStream() {
 }
 
 async function showAgents() {
-  renderAgents((await api("agents")).agents);
+  renderAgents(await api("agents"));
   startAgentStream();
 }
 
@@ -133,15 +171,64 @@ async function showJobs() {
   }));
 }
 
+function showJobState(state) {
+  $("#job-state").textContent = state;
+  $("#job-state").className = statusClass(state);
+}
+
+const lower = (name, prefix) => trimmed(name, prefix).toLowerCase();
+const who = (agent, skill) => (agent ? ` (${[agent, skill].filter(Boolean).join("/")})` : "");
+
+function workflowEventText(w) {
+  if (w.started) return `workflow ${w.started.workflow} started: ${(w.started.steps || []).join(", ")}`;
+  if (w.step_started) {
+    const s = w.step_started;
+    return `step ${s.step} started${who(s.agent, s.skill)}` + (s.attempt > 1 ? `, attempt ${s.attempt}` : "");
+  }
+  if (w.step_partial) return `step ${w.step_partial.step}: partial output`;
+  if (w.step_finished) {
+    const s = w.step_finished;
+    return `step ${s.step} ${lower(s.outcome, "STEP_OUTCOME_") || "finished"}${who(s.agent)}`
+      + (s.latency_ms !== undefined ? ` in ${millis(s.latency_ms)}` : "")
+      + (s.message ? `: ${s.message}` : "");
+  }
+  if (w.final) {
+    return `workflow ${w.final.workflow} ${lower(w.final.state, "TASK_STATE_")}`
+      + (w.final.latency_ms !== undefined ? ` in ${millis(w.final.latency_ms)}` : "");
+  }
+  if (w.error) return `error ${w.error.code || ""} ${w.error.source || ""}: ${w.error.message || ""}`;
+  return null;
+}
+
+function invokeEventText(i) {
+  if (i.started) return `started${who(i.started.agent, i.started.skill)}`;
+  if (i.partial) return "partial output";
+  if (i.final) return `answered${who(i.final.agent, i.final.skill)}`;
+  if (i.error) return `error ${i.error.code || ""} ${i.error.source || ""}: ${i.error.message || ""}`;
+  if (i.progress) {
+    const p = i.progress;
+    return `step ${p.step} ${p.status}${who(p.agent)}` + (p.message ? `: ${p.message}` : "");
+  }
+  return null;
+}
+
 function jobEventText(event) {
+  // One line per event; the whole event is under it (details).
   if (event.state) {
     const state = trimmed(event.state.state, "TASK_STATE_");
-    $("#job-state").textContent = state;
-    $("#job-state").className = statusClass(state);
+    showJobState(state);
     return `state ${state}` + (event.state.message ? `: ${event.state.message}` : "");
   }
-  const inner = event.workflow || event.invoke || {};
-  return JSON.stringify(inner);
+  const text = event.workflow ? workflowEventText(event.workflow)
+    : event.invoke ? invokeEventText(event.invoke) : null;
+  return text || JSON.stringify(event.workflow || event.invoke || {});
+}
+
+function jobEventItem(event) {
+  const inner = event.workflow || event.invoke || event.state;
+  return el("li", { dataset: { offset: event.offset || 0 } },
+    el("span", { class: "event-text" }, `#${event.offset || 0} `, jobEventText(event)),
+    inner ? el("details", {}, el("summary", {}, "event"), el("pre", {}, JSON.stringify(inner, null, 2))) : "");
 }
 
 async function showJob(jobId) {
@@ -149,13 +236,10 @@ async function showJob(jobId) {
   const list = $("#job-events");
   list.replaceChildren();
   const { job } = await api("jobs/" + encodeURIComponent(jobId));
-  const state = trimmed(job.state, "TASK_STATE_");
-  $("#job-state").textContent = state;
-  $("#job-state").className = statusClass(state);
+  showJobState(trimmed(job.state, "TASK_STATE_"));
   jobStream = new EventSource("api/jobs/" + encodeURIComponent(jobId) + "/events");
   jobStream.addEventListener("job", (message) => {
-    const event = JSON.parse(message.data);
-    list.append(el("li", { class: "mono" }, `#${event.offset || 0} `, jobEventText(event)));
+    list.append(jobEventItem(JSON.parse(message.data)));
   });
   jobStream.addEventListener("end", () => { jobStream.close(); jobStream = null; });
 }
@@ -205,7 +289,7 @@ function workflowGraph(workflow) {
     for (const from of previous) {
       for (const to of points) {
         const midX = (from.x + NODE_W + to.x) / 2;
-        svg.append(svgEl("path", { class: "edge",
+        svg.append(svgEl("path", { class: "edge", "data-from": from.step.id, "data-to": to.step.id,
           d: `M ${from.x + NODE_W} ${from.y} C ${midX} ${from.y}, ${midX} ${to.y}, ${to.x} ${to.y}` }));
       }
     }
