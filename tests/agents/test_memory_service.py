@@ -112,7 +112,8 @@ async def test_remember_recall_and_forget_through_the_gateway() -> None:
         assert len(one.data["hits"]) == 1
 
         # Forget one entry, then the whole space.
-        await client.invoke("memory/forget", context_id="ops", options={"id": ids[1]})
+        forgot = await client.invoke("memory/forget", ids[1], context_id="ops")  # id as text
+        assert forgot.data == {"space": "ops", "id": ids[1], "forgotten": 1}
         after = await client.invoke("memory/recall", "when do we deploy?", context_id="ops")
         assert after.data["hits"] == []
         assert await _code(
@@ -138,6 +139,8 @@ async def test_bad_requests_name_what_is_wrong() -> None:
             (client.invoke("memory/forget", options={"space": "s"}), "options.id"),
             (client.invoke("memory/forget", options={"space": "s", "id": "a", "all": True}), "all"),
             (client.invoke("memory/forget", options={"space": "s", "id": "../x"}), "options.id"),
+            (client.invoke("memory/forget", "../x", options={"space": "s"}), "message.parts"),
+            (client.invoke("memory/forget", "abc", options={"space": "s", "all": True}), "all"),
             (client.invoke("memory/remember", "x", options={"space": "s", "colour": 1}), "colour"),
         ]
         for call, field in cases:
@@ -158,7 +161,7 @@ async def test_a_call_that_names_no_principal_is_refused() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Invoke(request)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "through the gateway" in (refused.value.details() or "")
+        assert "names none" in (refused.value.details() or "")
 
 
 def test_the_principal_header_round_trips_any_subject() -> None:

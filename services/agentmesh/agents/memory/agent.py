@@ -7,7 +7,7 @@ which the gateway tells the agent (``request.principal``,
 :mod:`agentmesh.runtime.principal`). Another principal naming the same space
 reaches a different, empty one: its recall finds nothing and its forget is
 NOT_FOUND, exactly as for a space that never existed. A call that names no
-principal (one that did not come through a gateway) is refused.
+principal (made directly, or from a job, which runs without its caller) is refused.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class RecallOptions(BaseModel):
 
 
 class ForgetOptions(BaseModel):
-    """Options of the forget skill: ``id`` forgets one entry, ``all`` the whole space."""
+    """Options of the forget skill: ``id`` (or the text) forgets one entry, ``all`` the space."""
 
     space: str | None = _SPACE
     id: str | None = Field(None, max_length=logic.MAX_ID_CHARS, description="the entry to forget")
@@ -95,7 +95,8 @@ class MemoryAgent(Agent):
             Skill(
                 id="forget",
                 name="Forget",
-                description="Forgets the entry options.id, or with options.all the whole space.",
+                description="Forgets the entry options.id (or the one the text names), or with "
+                "options.all the whole space.",
                 tags=("memory",),
                 options=ForgetOptions,
             ),
@@ -135,8 +136,9 @@ class MemoryAgent(Agent):
         owner = request.principal
         if not owner:
             raise FailedPrecondition(
-                "the memory agent keeps spaces per caller and this call names none: call it "
-                "through the gateway, which tells the agent who the caller is"
+                "memory spaces belong to their caller and this call names none: the gateway "
+                "names the caller on the calls it makes for a client (Invoke, streams, "
+                "workflows, fan-outs), not on calls made directly or, for now, from jobs"
             )
         space = _space(request)
         if request.skill == "remember":
@@ -173,11 +175,15 @@ class MemoryAgent(Agent):
 
     async def _forget(self, request: Request, owner: str, space: str) -> Result:
         entry_id = request.options.get("id")
+        field = "options.id"
+        text = request.text.strip()
+        if entry_id is None and text:
+            entry_id, field = text, "message.parts"  # the text may name the entry instead
         everything = request.bool_option("all", False)
         if entry_id is not None and everything:
-            raise InvalidInput("options.all", "give either id or all, not both")
+            raise InvalidInput("options.all", "give either an entry id or all, not both")
         if entry_id is not None:
-            checked = logic.check_id(entry_id)
+            checked = logic.check_id(entry_id, field)
             if not await self._store.remove(owner, space, checked):
                 raise NotFound(f"no entry {checked!r} in memory space {space!r}")
             return Result.of(
