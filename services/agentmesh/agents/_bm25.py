@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-__all__ = ["B", "K1", "bm25_scores", "idf"]
+__all__ = ["K1", "B", "bm25_scores", "idf"]
 
 K1 = 1.5
 B = 0.75

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from agentmesh.agents._bm25 import B, K1, bm25_scores, idf
+from agentmesh.agents._bm25 import K1, B, bm25_scores, idf
 from agentmesh.agents._text import content_terms, normalize_text, split_sentences
 from agentmesh.runtime.errors import InvalidInput, LimitExceeded
 
