@@ -153,7 +153,7 @@ def check_id(entry_id: object, field: str = "options.id") -> str:
 def new_entry(text: str, tags: Sequence[str], now: float) -> Entry:
     """A new entry with a fresh id; InvalidInput/LimitExceeded for bad text."""
     _check_text("message.parts", text, MAX_TEXT_CHARS)
-    return Entry(uuid.uuid4().hex, text, tuple(tags), now)
+    return Entry(uuid.uuid4().hex, text, tuple(tags), float(now))
 
 
 def recall(
