@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)  ## virtualenv with agentmesh and its dev tools
 
-up: $(STAMP)  ## run the gateway and the six agents on 127.0.0.1 (Ctrl-C stops them)
+up: $(STAMP)  ## run the gateway and the reference agents on 127.0.0.1 (Ctrl-C stops them)
 	$(VENV)/bin/agentmesh up
 
 test: lint typecheck layers codegen-check  ## everything CI checks

@@ -6,7 +6,8 @@ It knows nothing of agentmesh. The skill comes from message metadata
 
 - ``shout``: the text upper-cased, streamed as three appended artifact chunks;
 - ``count``: a plain message (no task) with data ``{"words": N}``;
-- ``headers``: data with the request's ``traceparent`` and ``x-api-key``, and
+- ``headers``: data with the request's ``traceparent``, ``x-api-key`` and
+  ``x-agentmesh-principal`` (which the mesh keeps to itself), and
   the ``options`` it received in metadata;
 - ``hold``: works until cancelled; ``stats`` says how many ``hold`` tasks were
   cancelled;
@@ -85,6 +86,7 @@ class ExternalExecutor(AgentExecutor):
             seen = {
                 "traceparent": headers.get("traceparent", ""),
                 "x-api-key": headers.get("x-api-key", ""),
+                "x-agentmesh-principal": headers.get("x-agentmesh-principal", ""),
                 "options": metadata.get("options", {}),
             }
             await updater.add_artifact([a2a.Part(data=_value(seen))], artifact_id="headers")

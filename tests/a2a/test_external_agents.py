@@ -202,6 +202,7 @@ async def test_configured_headers_options_and_the_agents_failures_carry_over(
         reply = await mesh.stub.Invoke(request("x", skill="headers", depth=2), timeout=10)
         seen = data_of(reply)
         assert seen["x-api-key"] == "k-123"
+        assert seen["x-agentmesh-principal"] == "", "the caller's principal stays in the mesh"
         assert seen["options"] == {"depth": 2}
 
         with pytest.raises(grpc.aio.AioRpcError) as failed:

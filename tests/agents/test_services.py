@@ -1,4 +1,4 @@
-"""The six reference agents served for real, called through the gateway."""
+"""The offline reference agents served for real, called through the gateway."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from meshtest import running_mesh
 from agentmesh.agents.calculator.agent import CalculatorAgent
 from agentmesh.agents.code_reviewer.agent import CodeReviewerAgent
 from agentmesh.agents.keywords.agent import KeywordsAgent
+from agentmesh.agents.memory.agent import MemoryAgent
 from agentmesh.agents.qa.agent import QAAgent
 from agentmesh.agents.sentiment.agent import SentimentAgent
 from agentmesh.agents.summarizer.agent import SummarizerAgent
@@ -30,7 +31,7 @@ ARTICLE = (
 async def mesh() -> AsyncIterator[AsyncClient]:
     agents: list[Agent] = [
         SummarizerAgent(), SentimentAgent(), KeywordsAgent(),
-        CalculatorAgent(), CodeReviewerAgent(), QAAgent(),
+        CalculatorAgent(), CodeReviewerAgent(), QAAgent(), MemoryAgent(),
     ]  # fmt: skip
     async with running_mesh(*agents) as served, AsyncClient(served.address, timeout=10) as client:
         yield client
@@ -40,7 +41,7 @@ async def test_each_agent_does_its_job_through_the_gateway() -> None:
     async with mesh() as client:
         listed = await client.list_agents()
         assert {a.name for a in listed} == {
-            "summarizer", "sentiment", "keywords", "calculator", "code-reviewer", "qa",
+            "summarizer", "sentiment", "keywords", "calculator", "code-reviewer", "qa", "memory",
         }  # fmt: skip
         assert all(a.card is not None and a.card.skills for a in listed)
 
@@ -68,6 +69,11 @@ async def test_each_agent_does_its_job_through_the_gateway() -> None:
         )
         assert "panels" in answer.text
         assert answer.data["supporting"]
+
+        for sentence in ARTICLE.split(". "):
+            await client.invoke("memory/remember", sentence, context_id="solar")
+        recalled = await client.invoke("memory", "fence colour", skill="recall", context_id="solar")
+        assert recalled.text.startswith("My neighbour painted his fence blue")
 
 
 async def test_streaming_through_the_gateway_ends_with_the_final_reply() -> None:

@@ -37,6 +37,7 @@ from deploy.manifests import (
 from meshtest import REPO_ROOT
 
 from agentmesh.agents import REFERENCE_AGENTS
+from agentmesh.agents.memory.store import MemorySettings
 from agentmesh.cli.runner import GATEWAY_MODULE
 from agentmesh.gateway.config import GatewaySettings, load_config
 from agentmesh.runtime.settings import ServerSettings
@@ -386,6 +387,9 @@ def test_network_policy_allows_the_mesh_and_nothing_else(overlays: dict[str, Ren
             store = Pod(pod_labels(redis))
             assert allowed(gateway, store, 6379)
             assert not allowed(agents[0], store, 6379)
+            memory = _pod(rendered, "memory")
+            assert allowed(memory, store, 6379), "the memory agent keeps its spaces in Redis"
+            assert not allowed(client, store, 6379)
 
 
 # -- prod ----------------------------------------------------------------------------
@@ -443,6 +447,24 @@ def test_prod_gateway_shares_state_through_redis(overlays: dict[str, Rendered]) 
     assert "AGENTMESH_REDIS_URL" not in env_values(
         the_container(overlays["dev"].get("Deployment", "gateway"))
     ), "dev runs one gateway with in-memory state"
+
+
+def test_prod_memory_agent_shares_its_spaces_through_the_gateways_redis(
+    overlays: dict[str, Rendered],
+) -> None:
+    prod = overlays["prod"]
+    memory = prod.get("Deployment", "memory")
+    env = env_values(the_container(memory))
+    gateway = env_values(the_container(prod.get("Deployment", "gateway")))
+    values = {k.removeprefix("AGENTMESH_").lower(): v for k, v in env.items()}
+    settings = MemorySettings.model_validate(
+        {k: v for k, v in values.items() if k in MemorySettings.model_fields}
+    )
+    assert settings.redis_url == gateway["AGENTMESH_REDIS_URL"]
+    assert settings.redis_password_file is not None
+    assert "secret" in mounted_volume(memory, str(settings.redis_password_file))
+    dev = env_values(the_container(overlays["dev"].get("Deployment", "memory")))
+    assert "AGENTMESH_REDIS_URL" not in dev, "dev runs one memory pod with in-process spaces"
 
 
 # -- the image -------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
@@ -50,6 +49,7 @@ from agentmesh.gateway.upstream import Upstream
 from agentmesh.gateway.workflows import WorkflowService, load_catalog
 from agentmesh.runtime.errors import AgentError
 from agentmesh.runtime.logs import configure_logging
+from agentmesh.runtime.redisconn import open_redis
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import load_settings
 from agentmesh.runtime.tls import TLSConfigError
@@ -62,33 +62,20 @@ log = logging.getLogger("agentmesh.gateway")
 
 
 def redis_client(settings: GatewaySettings) -> aioredis.Redis | None:
-    """The gateway's Redis client (``redis://`` or TLS ``rediss://``), or None without one.
-
-    A bounded pool that waits for a free connection: many watchers share a few.
-    """
+    """The gateway's Redis client (``redis://`` or TLS ``rediss://``), or None without one."""
     if not settings.redis_url:
         return None
-    options: dict[str, Any] = {}
-    if settings.redis_password_file is not None:
-        try:
-            secret = settings.redis_password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"redis_password_file: cannot read {settings.redis_password_file}: {exc.strerror}"
-            ) from None
-        options["password"] = secret
-    elif settings.redis_password is not None:
-        options["password"] = settings.redis_password.get_secret_value()
-    if settings.redis_tls_ca_file is not None:
-        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
-    return aioredis.Redis(
-        connection_pool=aioredis.BlockingConnectionPool.from_url(
+    password = settings.redis_password
+    try:
+        return open_redis(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
-            timeout=10,
-            **options,
+            password=password.get_secret_value() if password is not None else None,
+            password_file=settings.redis_password_file,
+            tls_ca_file=settings.redis_tls_ca_file,
         )
-    )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class Gateway:

@@ -56,6 +56,7 @@ from google.protobuf.json_format import ParseError
 from google.protobuf.message import Message as ProtoMessage
 
 from agentmesh.gateway.config import A2AAgentConfig
+from agentmesh.runtime.principal import PRINCIPAL_HEADER
 from agentmesh.runtime.status import RETRY_AFTER
 from agentmesh.runtime.wire import struct_to_dict
 from agentmesh.v1 import agent_pb2
@@ -428,9 +429,11 @@ class A2AAgentStub:
         return self.card is None or self.card.capabilities.streaming
 
     def call_context(self, timeout: float | None, metadata: Metadata | None) -> ClientCallContext:
-        """The configured headers plus the call's metadata (trace context) and deadline."""
+        """The configured headers plus the call's metadata (trace context) and deadline.
+
+        The caller's principal is for the mesh's own agents: it does not leave the mesh."""
         parameters = dict(self._headers)
-        parameters.update(metadata or ())
+        parameters.update((k, v) for k, v in metadata or () if k != PRINCIPAL_HEADER)
         return ClientCallContext(service_parameters=parameters, timeout=timeout)
 
     # -- the agentmesh.v1.Agent calls ------------------------------------------------

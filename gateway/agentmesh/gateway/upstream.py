@@ -52,12 +52,14 @@ from typing import Any, TypeVar
 
 import grpc
 
+from agentmesh.gateway.auth import current_principal
 from agentmesh.gateway.config import GatewaySettings
 from agentmesh.gateway.registry import AgentEntry, Registry, Replica, StreamCall
 from agentmesh.gateway.resilience import AgentGuard, BreakerOpen, BulkheadFull, Outcome
 from agentmesh.gateway.resilience.breaker import Ticket
 from agentmesh.runtime.delegation import hop_metadata
 from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode, Reason, Unavailable
+from agentmesh.runtime.principal import principal_metadata
 from agentmesh.runtime.resilience import (
     CALLER_CODES,
     Deadline,
@@ -663,8 +665,12 @@ class _AttemptSpan(ClientSpan):
 
     def __enter__(self) -> _AttemptSpan:
         super().__enter__()
-        # How deep in delegations the agent is called (the gateway's hop count).
+        # How deep in delegations the agent is called (the gateway's hop count), and for
+        # whom: the principal this gateway admitted (never a header a client sent).
         self.metadata += hop_metadata()
+        principal = current_principal()
+        if principal is not None:
+            self.metadata += principal_metadata(principal.owner)
         span = self.span
         if span.is_recording():
             entry, replica, request, number, hedged = self._about

@@ -12,4 +12,5 @@ REFERENCE_AGENTS: dict[str, str] = {
     "code-reviewer": "agentmesh.agents.code_reviewer",
     "qa": "agentmesh.agents.qa",
     "assistant": "agentmesh.agents.assistant",
+    "memory": "agentmesh.agents.memory",
 }

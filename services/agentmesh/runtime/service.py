@@ -22,6 +22,7 @@ from agentmesh.runtime import wire
 from agentmesh.runtime.agent import Agent, Assembler
 from agentmesh.runtime.delegation import GatewayConnection, hops_from
 from agentmesh.runtime.logs import configure_logging
+from agentmesh.runtime.principal import principal_from
 from agentmesh.runtime.schema import check_options
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import AgentSettings, ServerSettings, load_settings
@@ -70,12 +71,14 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         )
         if self._work is not None:
             bind(self._work, domain.deadline)  # offload() in this call uses them
-        hops = hops_from(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        hops = hops_from(metadata)
+        principal = principal_from(metadata)
         if self._gateway is not None:
             mesh = self._gateway.for_request(hops=hops, deadline=domain.deadline)
-            domain = replace(domain, mesh=mesh, hops=hops)
-        elif hops:
-            domain = replace(domain, hops=hops)
+            domain = replace(domain, mesh=mesh, hops=hops, principal=principal)
+        elif hops or principal:
+            domain = replace(domain, hops=hops, principal=principal)
         trace.get_current_span().set_attributes(
             {"agentmesh.agent": self._name, "agentmesh.skill": skill}
         )

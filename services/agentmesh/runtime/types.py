@@ -303,6 +303,9 @@ class Request:
     """Calls to other agents through the gateway (delegation)."""
     hops: int = 0
     """How many delegations led to this call (0: a client called)."""
+    principal: str = ""
+    """Who the call is for, as the gateway authenticated it ("" when no gateway said:
+    see :mod:`agentmesh.runtime.principal` for what an agent may trust it for)."""
 
     @property
     def text(self) -> str:

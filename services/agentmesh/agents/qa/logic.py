@@ -2,9 +2,9 @@
 
 The context is split into sentences (``agentmesh.agents._text``), each sentence is
 a BM25 "document", and the question's content terms (stopwords removed, lightly
-stemmed exactly as the summarizer does) are the query. Okapi BM25 with
-``k1 = 1.5``, ``b = 0.75`` and the smoothed, never negative IDF
-``log((N - n + 0.5) / (n + 0.5) + 1)``.
+stemmed exactly as the summarizer does) are the query, ranked by Okapi BM25
+(``agentmesh.agents._bm25``: ``k1 = 1.5``, ``b = 0.75``, the smoothed, never
+negative IDF ``log((N - n + 0.5) / (n + 0.5) + 1)``).
 
 Confidence, in 0..1, combines two things:
 
@@ -21,10 +21,10 @@ sentence scores 0.5.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from agentmesh.agents._bm25 import K1, B, bm25_scores, idf
 from agentmesh.agents._text import content_terms, normalize_text, split_sentences
 from agentmesh.runtime.errors import InvalidInput, LimitExceeded
 
@@ -46,8 +46,6 @@ MAX_CONTEXT_CHARS = 200_000
 """Longest accepted context, in characters."""
 MAX_TOP_K = 20
 """Upper bound for ``top_k``."""
-K1 = 1.5
-B = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,38 +74,6 @@ class Answer:
             "confidence": self.confidence,
             "supporting": [p.to_dict() for p in self.supporting],
         }
-
-
-def _idf(documents: list[list[str]]) -> dict[str, float]:
-    n = len(documents)
-    frequency = Counter(term for document in documents for term in set(document))
-    return {t: math.log((n - df + 0.5) / (df + 0.5) + 1.0) for t, df in frequency.items()}
-
-
-def bm25_scores(query: list[str], documents: list[list[str]]) -> list[float]:
-    """Okapi BM25 score of every document (a list of terms) for the query terms.
-
-    Each distinct query term counts once. Documents without any query term score 0.
-    """
-    if not documents:
-        return []
-    idf = _idf(documents)
-    total = sum(len(d) for d in documents)
-    average = total / len(documents) if total else 1.0
-    # Query term -> its position: a document's matching terms are found from the
-    # document's side (linear in the context, whatever the question's length) and
-    # summed in query order, so equal documents get bit-for-bit equal scores.
-    position = {term: index for index, term in enumerate(dict.fromkeys(query))}
-    scores: list[float] = []
-    for document in documents:
-        counts = Counter(document)
-        norm = K1 * (1.0 - B + B * len(document) / average)
-        score = 0.0
-        for term in sorted((t for t in counts if t in position), key=position.__getitem__):
-            tf = counts[term]
-            score += idf[term] * tf * (K1 + 1.0) / (tf + norm)
-        scores.append(score)
-    return scores
 
 
 def _check(field: str, value: str, limit: int) -> None:
@@ -146,11 +112,11 @@ def answer(question: str, context: str, *, top_k: int = 3) -> Answer:
         return Answer(answer="", confidence=0.0, supporting=())
 
     best = ranked[0]
-    idf = _idf(documents)
+    weights_by_term = idf(documents)
     # Query terms absent from the context still count against coverage; give them
     # the IDF of a term that occurs nowhere.
     unseen = math.log((len(documents) + 0.5) / 0.5 + 1.0)
-    weights = {t: idf.get(t, unseen) for t in query}
+    weights = {t: weights_by_term.get(t, unseen) for t in query}
     present = set(documents[best])
     coverage = sum(w for t, w in weights.items() if t in present) / sum(weights.values())
     runner_up = scores[ranked[1]] if len(ranked) > 1 else 0.0

@@ -1,0 +1,1 @@
+"""Memory agent: facts remembered in named spaces, recalled by BM25, owned by their principal."""
