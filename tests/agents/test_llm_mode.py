@@ -314,7 +314,19 @@ async def test_role_prompt_from_settings_is_templated_from_request_metadata(
     monkeypatch.setenv("AGENTMESH_LLM_MODEL", config.model)
     monkeypatch.setenv("AGENTMESH_LLM_BASE_URL", config.base_url)
     monkeypatch.setenv("AGENTMESH_LLM_API_KEY", fake_llm.api_key)
+    # A placeholder of the operator's own must be declared: ${team} alone stops the agent.
     monkeypatch.setenv("AGENTMESH_LLM_PROMPTS", '{"assistant": "You are ${persona} for ${team}."}')
+    with pytest.raises(SystemExit) as undeclared:
+        await AssistantAgent().startup()
+    assert str(undeclared.value) == (
+        "assistant: AGENTMESH_LLM_PROMPTS: prompts['assistant']: system template: unknown "
+        "placeholder(s) ${team} (known: agent, language, persona, skill, text; declare one "
+        "under variables to fill it from the request's metadata)"
+    )
+    prompts = {
+        "assistant": {"system": "You are ${persona} for ${team}.", "variables": {"team": None}}
+    }
+    monkeypatch.setenv("AGENTMESH_LLM_PROMPTS", json.dumps(prompts))
     fake_llm.reply_text("Noted.")
     agent = AssistantAgent()
     await agent.startup()
@@ -332,8 +344,8 @@ async def test_role_prompt_from_settings_is_templated_from_request_metadata(
 
         with pytest.raises(InvalidInput) as missing:
             await agent.invoke(Request(skill="chat", message=_text("Who are you?")))
-        assert missing.value.field == "message.metadata"
-        assert "${team}" in missing.value.problem
+        assert missing.value.field == "message.metadata.team"
+        assert "required by the prompt of skill 'chat'" in missing.value.problem
     finally:
         await agent.shutdown()
     assert len(fake_llm.requests) == 1  # the refused request never reached the provider

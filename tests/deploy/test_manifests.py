@@ -392,6 +392,35 @@ def test_network_policy_allows_the_mesh_and_nothing_else(overlays: dict[str, Ren
             assert not allowed(client, store, 6379)
 
 
+def test_network_policy_lets_delegating_agents_reach_the_gateway(
+    overlays: dict[str, Rendered],
+) -> None:
+    for rendered in _each(overlays):
+        gateway = _pod(rendered, "gateway")
+        plain = _pod(rendered, "summarizer")
+        delegating = Pod({**plain.labels, "agentmesh.dev/delegates": "true"})
+        assert connection_allowed(rendered, delegating, gateway, 50051)
+        assert not connection_allowed(rendered, delegating, gateway, 8080), "gRPC port only"
+        assert not connection_allowed(rendered, plain, gateway, 50051), "the label is needed"
+        assert not connection_allowed(rendered, delegating, plain, 50051), "not other agents"
+        # A pod that only carries the label is no agent: still shut out.
+        impostor = Pod({"agentmesh.dev/delegates": "true"})
+        assert not connection_allowed(rendered, impostor, gateway, 50051)
+        # The gateway admits them in their own right, not through the clients' rule.
+        narrowed = Rendered(
+            rendered.name,
+            [
+                o
+                for o in rendered.objects
+                if not (
+                    o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "gateway-from-clients"
+                )
+            ],
+        )
+        assert connection_allowed(narrowed, delegating, gateway, 50051)
+        assert not ingress_allowed(narrowed, plain, gateway, 50051)
+
+
 # -- prod ----------------------------------------------------------------------------
 
 

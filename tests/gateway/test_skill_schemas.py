@@ -59,7 +59,7 @@ async def test_the_agent_refuses_an_unknown_option_listing_the_known_ones() -> N
             detail = caught.value.details() or ""
             assert detail.startswith("options.sentence: unknown option")
             assert "did you mean 'sentences'?" in detail
-            assert "takes: max_tokens, ratio, sentences, temperature" in detail
+            assert "takes: max_tokens, model, ratio, sentences, temperature" in detail
 
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Invoke(invoke_request(TEXT, sentences="two"), timeout=10)

@@ -7,9 +7,10 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import jsonschema
 import pytest
 from mcp import ClientSession, McpError, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
@@ -23,10 +24,11 @@ from meshtest import (
     running_mesh,
     service_env,
 )
+from pydantic import BaseModel, Field
 
 from agentmesh.agents.calculator.agent import CalculatorAgent
 from agentmesh.gateway.auth import hash_key
-from agentmesh.runtime import AgentCard, Skill
+from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill
 
 WORKFLOW = """\
 name: square
@@ -201,3 +203,94 @@ async def test_a_changed_set_of_tools_is_announced() -> None:
         after = {tool.name for tool in (await session.list_tools()).tools}
     assert "probe__shout" not in before
     assert "probe__shout" in after
+
+
+# -- tool schemas from the cards ----------------------------------------------------------
+
+
+class Span(BaseModel):
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class MarkOptions(BaseModel):
+    top: int = Field(3, ge=1, le=9, description="how many spans to mark")
+    style: Literal["bold", "italic"] = "bold"
+
+
+class MarkInput(BaseModel):
+    spans: list[Span]
+
+
+class Marker(Agent):
+    card = AgentCard(
+        name="marker",
+        description="Marks spans of the text",
+        skills=(Skill(id="mark", options=MarkOptions, input=MarkInput),),
+    )
+
+    def __init__(self) -> None:
+        self.calls: list[Request] = []
+
+    async def invoke(self, request: Request) -> Result:
+        self.calls.append(request)
+        data = request.message.data
+        spans = data["spans"] if isinstance(data, dict) else []
+        top = request.int_option("top", 3, minimum=1, maximum=9)
+        return Result.of(text=f"{len(spans) if isinstance(spans, list) else 0} spans, top {top}")
+
+
+async def test_a_skill_tool_takes_the_options_and_input_schemas_of_the_card(
+    tmp_path: Path,
+) -> None:
+    marker = Marker()
+    async with (
+        running_mesh(marker, CalculatorAgent(), http_port=0) as mesh,
+        http_session(mcp_url(mesh)) as session,
+    ):
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        schema = tools["marker__mark"].inputSchema
+        good = {
+            "text": "the quick brown fox",
+            "options": {"top": 2, "style": "italic"},
+            "data": {"spans": [{"start": 0, "end": 3}]},
+        }
+        called = await session.call_tool("marker__mark", good)
+        typo = await session.call_tool("marker__mark", {"text": "x", "options": {"tpo": 2}})
+        mistyped = await session.call_tool("marker__mark", {"text": "x", "options": {"top": "2"}})
+        stray = await session.call_tool("marker__mark", {"text": "x", "date": {}})
+        calculator = tools["calculator__evaluate"].inputSchema
+    options = schema["properties"]["options"]
+    assert schema["required"] == ["text"]
+    assert options["properties"]["top"]["maximum"] == 9
+    assert options["properties"]["top"]["description"] == "how many spans to mark"
+    assert options["properties"]["style"]["enum"] == ["bold", "italic"]
+    assert options["additionalProperties"] is False  # the agent refuses any other option
+    assert schema["properties"]["data"]["properties"]["spans"]["items"] == {
+        "$ref": "#/$defs/data.Span"
+    }
+    assert set(schema["$defs"]) == {"data.Span"}
+    # The schema is whole: its references resolve, and it says what the agent takes.
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(good)
+    assert not validator.is_valid({**good, "options": {"tpo": 2}})
+    assert not validator.is_valid({**good, "data": {"spans": [{"start": -1, "end": 3}]}})
+    # Every reference agent declares its options: the calculator's are on its tool too.
+    assert "properties" in calculator["properties"]["options"]
+
+    assert not called.isError
+    assert text_of(called) == "1 spans, top 2"
+    (request,) = marker.calls  # the refused calls never reached the agent
+    assert request.options == {"top": 2, "style": "italic"}
+    assert request.message.data == {"spans": [{"start": 0, "end": 3}]}
+    assert typo.isError
+    assert text_of(typo) == (
+        "INVALID_ARGUMENT: options.tpo: unknown option (did you mean 'top'?); "
+        "skill 'mark' of agent 'marker' takes: style, top"
+    )
+    assert mistyped.isError
+    assert text_of(mistyped) == "INVALID_ARGUMENT: options.top: must be an integer"
+    assert stray.isError
+    assert text_of(stray).startswith("INVALID_ARGUMENT: date: unknown argument of tool")
+    assert "(it takes: text, options, data)" in text_of(stray)

@@ -2,9 +2,13 @@
 
 Tools are named ``AGENT__SKILL`` (an agent's skill) and ``workflow__NAME`` (a
 declared workflow); see docs/mcp.md. A skill's tool takes ``text`` (the
-message) and ``options`` (the skill's options, an object); a workflow's takes
-``text``. A call is admitted by the gateway's :class:`~agentmesh.gateway.guard.Guard`
-as the ``Invoke`` it stands for (credentials from the HTTP request's
+message), ``options`` (an object: the JSON Schema of the skill's options from
+the agent's card when it declares one) and, when the skill declares the shape
+of its input data, ``data`` (that schema; sent as a data part); a workflow's
+takes ``text``. Arguments are checked as the gRPC API checks them (an unknown
+argument or option, a mistyped one: INVALID_ARGUMENT naming it). A call is
+admitted by the gateway's :class:`~agentmesh.gateway.guard.Guard` as the
+``Invoke`` it stands for (credentials from the HTTP request's
 ``x-api-key`` or ``authorization: Bearer`` header, scopes, rate limit), then goes
 through the :class:`~agentmesh.gateway.dispatch.Dispatcher` (routing, breakers,
 retries, deadlines, caching) like any other work. With a progress token the call
@@ -25,7 +29,7 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -39,9 +43,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from agentmesh.gateway.auth import AuthError, set_current_principal
 from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.guard import ALLOW, DENY, Guard
-from agentmesh.gateway.registry import Registry
+from agentmesh.gateway.registry import AgentEntry, Registry
 from agentmesh.gateway.workflows.catalog import WorkflowCatalog
-from agentmesh.runtime.errors import AgentError, ErrorCode
+from agentmesh.runtime import wire
+from agentmesh.runtime.errors import AgentError, ErrorCode, InvalidInput
+from agentmesh.runtime.schema import check_options
 from agentmesh.v1 import messages_pb2 as pb
 
 log = logging.getLogger("agentmesh.gateway.mcp")
@@ -52,10 +58,11 @@ INVOKE_METHOD = "/agentmesh.v1.Gateway/Invoke"
 LIST_METHOD = "/agentmesh.v1.Gateway/ListAgents"
 SERVER_NAME = "agentmesh"
 
+_TEXT = {"type": "string", "description": "the message to the skill"}
 _SKILL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "text": {"type": "string", "description": "the message to the skill"},
+        "text": _TEXT,
         "options": {"type": "object", "description": "the skill's options"},
     },
     "required": ["text"],
@@ -82,6 +89,77 @@ def target_of_tool(name: str) -> pb.InvokeRequest:
             code=ErrorCode.INVALID_ARGUMENT,
         )
     return pb.InvokeRequest(agent=agent, skill=skill)
+
+
+def _rewrite_refs(schema: Any, prefix: str) -> Any:
+    """``schema`` with each local ``#/$defs/NAME`` reference renamed ``#/$defs/PREFIXNAME``."""
+    if isinstance(schema, dict):
+        return {
+            key: (
+                f"#/$defs/{prefix}{value.removeprefix('#/$defs/')}"
+                if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/")
+                else _rewrite_refs(value, prefix)
+            )
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_rewrite_refs(item, prefix) for item in schema]
+    return schema
+
+
+def skill_input_schema(
+    options: Mapping[str, Any] | None, data: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A skill tool's ``inputSchema``: ``text``, and ``options`` and ``data`` from the
+    skill's schemas on the card (the generic object when it declares no options).
+
+    Each schema's ``$defs`` move to the tool schema's root (prefixed ``options.`` or
+    ``data.``), where its references point once it is nested. The options schema is
+    closed (``additionalProperties: false``) unless it says otherwise: the agent refuses
+    an option its schema does not name."""
+    if options is None and data is None:
+        return _SKILL_SCHEMA
+    properties: dict[str, Any] = {"text": _TEXT, "options": _SKILL_SCHEMA["properties"]["options"]}
+    defs: dict[str, Any] = {}
+    for key, declared, description in (
+        ("options", options, "the skill's options"),
+        ("data", data, "the skill's input data (sent as a data part)"),
+    ):
+        if declared is None:
+            continue
+        nested = _rewrite_refs(dict(declared), f"{key}.")
+        for name, definition in (nested.pop("$defs", None) or {}).items():
+            defs[f"{key}.{name}"] = definition
+        nested.pop("$schema", None)
+        nested.setdefault("description", nested.pop("title", None) or description)
+        if key == "options" and nested.get("type") == "object":
+            nested.setdefault("additionalProperties", False)
+        properties[key] = nested
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": ["text"]}
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def check_arguments(
+    name: str, arguments: Mapping[str, Any], schema: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], Any]:
+    """``(text, options, data)`` of a tool call whose arguments have the right shape;
+    an unknown or mistyped argument raises InvalidInput naming it."""
+    known = schema.get("properties") or {}
+    for argument in arguments:
+        if argument not in known:
+            raise InvalidInput(
+                str(argument)[:80],
+                f"unknown argument of tool {name!r} (it takes: {', '.join(known)})",
+            )
+    text = arguments.get("text")
+    if not isinstance(text, str):
+        raise InvalidInput("text", "required: the message, a string")
+    options = arguments.get("options", {})
+    if not isinstance(options, dict):
+        raise InvalidInput("options", "must be an object")
+    return text, options, arguments.get("data")
 
 
 def _text_of(parts: Sequence[pb.Part]) -> list[types.TextContent]:
@@ -125,7 +203,9 @@ class McpService:
         self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
         self.server: Server[Any, Any] = Server(SERVER_NAME)
         self.server.list_tools()(self._list_tools)  # type: ignore[no-untyped-call]
-        self.server.call_tool(validate_input=True)(self._call_tool)
+        # Arguments are checked here, with the gRPC API's messages (check_arguments and
+        # the skill's options schema), not by the SDK's JSON Schema validation.
+        self.server.call_tool(validate_input=False)(self._call_tool)
         self._allowed_hosts = allowed_hosts
         self._manager: StreamableHTTPSessionManager | None = None
 
@@ -177,7 +257,10 @@ class McpService:
                         title=f"{entry.name}: {skill.name or skill_id}",
                         description=skill.description
                         or f"skill {skill_id!r} of agent {entry.name!r}",
-                        inputSchema=_SKILL_SCHEMA,
+                        inputSchema=skill_input_schema(
+                            wire.schema_from_proto(skill, "options_schema"),
+                            wire.schema_from_proto(skill, "input_schema"),
+                        ),
                     )
                 )
         for name in self._catalog.names():
@@ -222,20 +305,20 @@ class McpService:
     async def _call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         try:
             request = target_of_tool(name)
+            text, options, data = check_arguments(name, arguments, self._schema_of(request))
+            request.message.CopyFrom(pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=text)]))
+            if data is not None:
+                wire.python_to_value(data, request.message.parts.add().data)
+            wire.dict_to_struct(options, request.options)
         except AgentError as exc:
             return _error(f"{exc.code.value}: {exc.message}")
-        request.message.CopyFrom(
-            pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=str(arguments.get("text", "")))])
-        )
-        options = arguments.get("options")
-        if isinstance(options, dict):
-            request.options.update(options)
         try:
             principal = await self._admit(INVOKE_METHOD, request)
         except AuthError as exc:
             return _error(f"{exc.code.name}: {exc.message}")
         code = "OK"
         try:
+            self._check_options(request, options)
             return await self._run(request)
         except AgentError as exc:
             code = exc.code.value
@@ -243,6 +326,38 @@ class McpService:
         finally:
             self._guard.audit(principal=principal, method=INVOKE_METHOD, request=request,
                               decision=ALLOW, status=grpc.StatusCode[code])  # fmt: skip
+
+    def _skill(self, request: pb.InvokeRequest) -> tuple[AgentEntry, pb.AgentSkill] | None:
+        """The registry entry and card skill a skill tool's request names, when known."""
+        entry = self._registry.get(request.agent) if request.agent else None
+        if entry is None or entry.card is None:
+            return None
+        skill = next((s for s in entry.card.skills if s.id == request.skill), None)
+        return None if skill is None else (entry, skill)
+
+    def _schema_of(self, request: pb.InvokeRequest) -> Mapping[str, Any]:
+        """The inputSchema of the tool ``request`` stands for (as tools/list gives it)."""
+        if request.agent.startswith("workflow:"):
+            return _WORKFLOW_SCHEMA
+        found = self._skill(request)
+        if found is None:
+            return _SKILL_SCHEMA  # an unknown agent or skill: NOT_FOUND once admitted
+        _, skill = found
+        return skill_input_schema(
+            wire.schema_from_proto(skill, "options_schema"),
+            wire.schema_from_proto(skill, "input_schema"),
+        )
+
+    def _check_options(self, request: pb.InvokeRequest, options: Mapping[str, Any]) -> None:
+        """The options against the skill's schema, before any call (as the agent would)."""
+        found = self._skill(request)
+        if found is not None and options:
+            entry, skill = found
+            check_options(
+                wire.schema_from_proto(skill, "options_schema"),
+                options,
+                owner=f"skill {skill.id!r} of agent {entry.name!r}",
+            )
 
     async def _run(self, request: pb.InvokeRequest) -> types.CallToolResult:
         self._dispatcher.check(request)  # NOT_FOUND for an unknown agent, skill or workflow

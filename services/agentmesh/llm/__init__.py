@@ -20,7 +20,7 @@ to :class:`agentmesh.runtime.errors.AgentError` (table in ``_errors``).
 from __future__ import annotations
 
 from agentmesh.llm._anthropic import AnthropicProvider
-from agentmesh.llm._client import LLMClient, build_provider
+from agentmesh.llm._client import LLMClient, ModelNotAllowed, build_provider
 from agentmesh.llm._errors import (
     AllProvidersFailed,
     AuthError,
@@ -43,9 +43,9 @@ from agentmesh.llm._errors import (
 from agentmesh.llm._http import HTTPProvider
 from agentmesh.llm._openai import OpenAIProvider
 from agentmesh.llm._pricing import DEFAULT_PRICES, ModelPrice, PriceTable, estimate_cost
-from agentmesh.llm._prompts import PromptTemplateError, render_prompt
+from agentmesh.llm._prompts import PromptTemplateError, placeholders, render_prompt
 from agentmesh.llm._provider import Provider
-from agentmesh.llm._settings import LLMSettings, ProviderConfig, ProviderKind
+from agentmesh.llm._settings import LLMSettings, PromptConfig, ProviderConfig, ProviderKind
 from agentmesh.llm._sse import SSEDecoder, SSEEvent, aiter_sse
 from agentmesh.llm._structured import (
     JSONExtractionError,
@@ -86,11 +86,13 @@ __all__ = [
     "LLMClient",
     "LLMSettings",
     "Message",
+    "ModelNotAllowed",
     "ModelPrice",
     "NetworkError",
     "NotConfiguredError",
     "OpenAIProvider",
     "PriceTable",
+    "PromptConfig",
     "PromptTemplateError",
     "Provider",
     "ProviderConfig",
@@ -114,6 +116,7 @@ __all__ = [
     "extract_json",
     "iter_json",
     "parse_retry_after",
+    "placeholders",
     "render_prompt",
     "to_agent_error",
 ]

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -110,6 +110,21 @@ def _describe(error: ProviderError) -> str:
     return f"{type(error).__name__}: {error.message}"
 
 
+class ModelNotAllowed(ValueError):
+    """A model was asked for by a name the ``models`` allow-list does not hold."""
+
+    def __init__(self, name: str, allowed: Sequence[str]) -> None:
+        self.name = name
+        self.allowed = tuple(allowed)
+        listed = ", ".join(self.allowed)
+        super().__init__(
+            f"model {name[:64]!r} is not allowed here; allowed: {listed}"
+            if listed
+            else f"model {name[:64]!r} is not allowed here: no model may be chosen "
+            "(the allow-list AGENTMESH_LLM_MODELS is empty)"
+        )
+
+
 class LLMClient:
     """Chat completions over the configured provider chain.
 
@@ -117,6 +132,11 @@ class LLMClient:
     from ready providers. ``sleep``, ``rng`` and ``transport`` are handed to
     the providers built from settings (tests inject them); ``clock`` drives
     the circuits' cool-downs. Close it with :meth:`aclose` or ``async with``.
+
+    The allow-list of models (``settings.models``, or ``models``: name ->
+    client) is what a caller may choose from: :meth:`for_model` gives the
+    client of one, with its own provider and circuit, for the calls that
+    chose it; the chain stays the default.
     """
 
     def __init__(
@@ -124,11 +144,13 @@ class LLMClient:
         settings: LLMSettings | None = None,
         *,
         providers: Sequence[Provider] | None = None,
+        models: Mapping[str, LLMClient] | None = None,
         sleep: SleepFn | None = None,
         rng: random.Random | None = None,
         clock: Clock = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        prices: PriceTable | None = None
         if providers is None:
             settings = settings if settings is not None else LLMSettings()
             prices = PriceTable(settings.prices)
@@ -136,11 +158,37 @@ class LLMClient:
                 build_provider(c, prices=prices, sleep=sleep, rng=rng, transport=transport)
                 for c in settings.providers
             ]
+        if models is None and settings is not None and settings.models:
+            prices = prices or PriceTable(settings.prices)
+            models = {
+                name: LLMClient(
+                    settings,
+                    providers=[
+                        build_provider(c, prices=prices, sleep=sleep, rng=rng, transport=transport)
+                    ],
+                    models={},
+                    clock=clock,
+                )
+                for name, c in settings.models.items()
+            }
         threshold = settings.circuit_failure_threshold if settings is not None else 3
         cooldown = settings.circuit_cooldown if settings is not None else 30.0
         self._default_timeout = settings.request_timeout if settings is not None else None
         self._providers = tuple(providers)
         self._circuits = tuple(_Circuit(threshold, cooldown, clock) for _ in self._providers)
+        self._models: dict[str, LLMClient] = dict(models or {})
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The names of the allow-list, in their configured order."""
+        return tuple(self._models)
+
+    def for_model(self, name: str) -> LLMClient:
+        """The client of the allowed model ``name``; :class:`ModelNotAllowed` otherwise."""
+        client = self._models.get(name)
+        if client is None:
+            raise ModelNotAllowed(name, self.model_names)
+        return client
 
     @property
     def configured(self) -> bool:
@@ -157,6 +205,8 @@ class LLMClient:
     async def aclose(self) -> None:
         for provider in self._providers:
             await provider.aclose()
+        for model in self._models.values():
+            await model.aclose()
 
     async def __aenter__(self) -> LLMClient:
         return self

@@ -26,6 +26,18 @@ def _invalid_placeholder(template: str) -> str:
     return "unknown position"  # pragma: no cover - is_valid() said there is one
 
 
+def placeholders(template: str) -> list[str]:
+    """The names ``template``'s placeholders use, in order; a malformed one raises
+    :class:`PromptTemplateError` naming its position."""
+    compiled = string.Template(template)
+    if not compiled.is_valid():
+        raise PromptTemplateError(
+            f"invalid placeholder at {_invalid_placeholder(template)}: "
+            "write ${name}, or $$ for a literal '$'"
+        )
+    return list(compiled.get_identifiers())
+
+
 def render_prompt(template: str, variables: Mapping[str, str]) -> str:
     """``template`` with each ``${name}``/``$name`` replaced by ``variables[name]``.
 

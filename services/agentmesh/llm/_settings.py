@@ -25,11 +25,20 @@ does not echo the key back.
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentmesh.llm._pricing import ModelPrice
@@ -156,6 +165,97 @@ class ProviderConfig(BaseModel):
         )
 
 
+class PromptConfig(BaseModel):
+    """A skill's prompt templates as configured: each replaces the built-in one.
+
+    ``system`` (or ``system_file``) is the system message, ``user`` (or
+    ``user_file``) the user's turn; files are read when the settings load.
+    ``variables`` declares placeholders of the operator's own, filled from the
+    request's metadata: a string is the value used when the metadata has none,
+    null makes the metadata key required. Which placeholders a template may
+    name is checked when the agent loads it (``agentmesh.agents._model``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: str | None = None
+    system_file: Path | None = None
+    user: str | None = None
+    user_file: Path | None = None
+    variables: dict[str, str | None] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for part in ("system", "user"):
+            path = data.get(f"{part}_file")
+            if path is None:
+                continue
+            if data.get(part) is not None:
+                raise ValueError(f"set {part} or {part}_file, not both")
+            try:
+                data[part] = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(
+                    f"{part}_file {str(path)!r} cannot be read: {exc.strerror}"
+                ) from None
+        return data
+
+    @model_validator(mode="after")
+    def _valid(self) -> PromptConfig:
+        for part in ("system", "user"):
+            template = getattr(self, part)
+            if template is not None and not string.Template(template).is_valid():
+                raise ValueError(
+                    f"{part} has an invalid placeholder: write ${{name}}, or $$ for '$'"
+                )
+        bad = [name for name in self.variables if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"variables: {bad[0]!r} is not a placeholder name (an identifier)")
+        return self
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in loc)}: {message}" if loc else message
+
+
+#: A name of the ``models`` allow-list, as a request's ``model`` option gives it.
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+
+
+def _model_choice(name: str, entry: Any, providers: list[Any]) -> Any:
+    """An entry of ``models`` as a provider config: ``provider`` is a provider kind, or
+    the name of a provider of the chain whose settings the entry starts from."""
+    if not isinstance(entry, dict) or "provider" not in entry:
+        return entry
+    entry = dict(entry)
+    provider = entry.pop("provider")
+    if "kind" in entry:
+        raise ValueError(f"models[{name!r}]: set provider or kind, not both")
+    chain = {}
+    for p in providers:
+        config = p.model_dump(exclude={"api_key_file"}) if isinstance(p, ProviderConfig) else p
+        if isinstance(config, dict):
+            chain[_provider_name(config)] = config
+    if provider in chain:
+        base = {k: v for k, v in chain[provider].items() if k != "name" and v is not None}
+        if "api_key" in entry or "api_key_file" in entry:  # the entry's own key wins
+            base.pop("api_key", None)
+            base.pop("api_key_file", None)
+        return {**base, **entry}
+    if provider in ("openai", "anthropic", "mock"):
+        return {"kind": provider, **entry}
+    known = ", ".join(repr(n) for n in chain if n) or "none"
+    raise ValueError(
+        f"models[{name!r}]: provider {provider!r} is neither a provider kind (openai, "
+        f"anthropic, mock) nor a provider of the chain (names: {known})"
+    )
+
+
 def _provider_name(provider: object) -> str | None:
     if isinstance(provider, ProviderConfig):
         return provider.name
@@ -192,8 +292,9 @@ class LLMSettings(BaseSettings):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
 
+    models: dict[str, ProviderConfig] = Field(default_factory=dict)
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
-    prompts: dict[str, str] = Field(default_factory=dict)
+    prompts: dict[str, str | PromptConfig] = Field(default_factory=dict)
     circuit_failure_threshold: int = Field(default=3, ge=1)
     circuit_cooldown: float = Field(default=30.0, ge=0.0)
     request_timeout: float | None = Field(default=None, gt=0.0)
@@ -226,6 +327,17 @@ class LLMSettings(BaseSettings):
                 f"{', '.join(given)} set but provider (AGENTMESH_LLM_PROVIDER: openai or "
                 "anthropic) is not"
             )
+        models = data.get("models")
+        if isinstance(models, dict) and isinstance(providers, list):
+            for name in models:
+                if not isinstance(name, str) or not re.match(MODEL_NAME, name):
+                    raise ValueError(
+                        f"models: {str(name)[:64]!r} is not a model name (letters, digits, "
+                        "'.', '_', ':' and '-', up to 64)"
+                    )
+            data["models"] = {
+                name: _model_choice(name, entry, providers) for name, entry in models.items()
+            }
         names = [_provider_name(p) for p in providers] if isinstance(providers, list) else []
         duplicates = sorted({n for n in names if n is not None and names.count(n) > 1})
         if duplicates:
@@ -240,17 +352,43 @@ class LLMSettings(BaseSettings):
         data = _mask_key(data)
         if isinstance(data, dict) and isinstance(data.get("providers"), list):
             data = {**data, "providers": [_mask_key(p) for p in data["providers"]]}
+        if isinstance(data, dict) and isinstance(data.get("models"), dict):
+            data = {**data, "models": {k: _mask_key(v) for k, v in data["models"].items()}}
         return data
 
-    @field_validator("prompts")
+    @field_validator("prompts", mode="before")
     @classmethod
-    def _valid_templates(cls, prompts: dict[str, str]) -> dict[str, str]:
-        for agent, template in prompts.items():
-            if not string.Template(template).is_valid():
+    def _valid_templates(cls, prompts: Any) -> Any:
+        if not isinstance(prompts, dict):
+            return prompts  # pydantic says what is wrong with it
+        checked: dict[str, Any] = {}
+        for key, template in prompts.items():
+            name = str(key)
+            agent, _, skill = name.partition("/")
+            if not agent or "/" in skill or (not skill and name.endswith("/")):
+                raise ValueError(f"prompts[{name!r}]: the key is AGENT or AGENT/SKILL")
+            if isinstance(template, str):
+                if not string.Template(template).is_valid():
+                    raise ValueError(
+                        f"prompts[{name!r}] has an invalid placeholder: write ${{name}}, "
+                        "or $$ for '$'"
+                    )
+            elif isinstance(template, dict):
+                try:
+                    template = PromptConfig.model_validate(template)
+                except ValidationError as exc:
+                    problems = "; ".join(
+                        _problem(e["loc"], e["msg"])
+                        for e in exc.errors(include_input=False, include_url=False)
+                    )
+                    raise ValueError(f"prompts[{name!r}]: {problems}") from None
+            elif not isinstance(template, PromptConfig):
                 raise ValueError(
-                    f"prompts[{agent!r}] has an invalid placeholder: write ${{name}}, or $$ for '$'"
+                    f"prompts[{name!r}]: a system template (a string) or an object "
+                    "{system, system_file, user, user_file, variables}"
                 )
-        return prompts
+            checked[name] = template
+        return checked
 
     @property
     def configured(self) -> bool:

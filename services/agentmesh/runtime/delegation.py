@@ -9,7 +9,12 @@ loop between agents ends with a clear error instead of a hang.
 
 The agent finds the gateway in its ``gateway`` setting (``AGENTMESH_GATEWAY``
 or ``--gateway``); without one, ``request.mesh`` refuses with
-FAILED_PRECONDITION saying so.
+FAILED_PRECONDITION saying so. The calls present the agent's own credentials,
+as any client of the gateway does: the API key of ``mesh_api_key`` (or
+``mesh_api_key_file``) in ``x-api-key``, so the gateway's authentication and
+the key's scopes apply to them; and they use TLS when the gateway is given as
+``https://HOST:PORT`` or a ``mesh_tls_*`` file is set (the CA to trust, a
+client certificate for mTLS).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from typing import Any
 import grpc
 
 from agentmesh.runtime import wire
-from agentmesh.runtime.errors import AgentError, DeadlineExceeded
+from agentmesh.runtime.errors import AgentError, DeadlineExceeded, ErrorCode
+from agentmesh.runtime.settings import AgentSettings
 from agentmesh.runtime.status import error_code
+from agentmesh.runtime.tls import TLSConfigError, channel_credentials, read_pem
 from agentmesh.runtime.types import JSONValue, Partial, Result
 from agentmesh.telemetry.client import client_span
 from agentmesh.v1 import gateway_pb2_grpc
@@ -34,6 +41,9 @@ HOPS_HEADER = "x-agentmesh-hops"
 
 current_hops: contextvars.ContextVar[int] = contextvars.ContextVar("agentmesh_hops", default=0)
 """The hop count of the call being handled (the gateway forwards it to agents)."""
+
+API_KEY_HEADER = "x-api-key"
+"""Call metadata: the API key the gateway authenticates a caller by."""
 
 _INVOKE = "agentmesh.v1.Gateway/Invoke"
 _INVOKE_STREAM = "agentmesh.v1.Gateway/InvokeStream"
@@ -77,19 +87,39 @@ def _request(
     return request
 
 
-def _error(exc: grpc.aio.AioRpcError, target: str) -> AgentError:
-    return AgentError(f"{target}: {exc.details() or exc.code().name}", code=error_code(exc.code()))
+_CREDENTIALS_HINT = {
+    ErrorCode.UNAUTHENTICATED: " (this agent presents no API key to the gateway: set "
+    "AGENTMESH_MESH_API_KEY or AGENTMESH_MESH_API_KEY_FILE)",
+    ErrorCode.PERMISSION_DENIED: " (the scopes of this agent's own key, "
+    "AGENTMESH_MESH_API_KEY, apply to its calls through the mesh)",
+}
+
+
+def _error(exc: grpc.aio.AioRpcError, target: str, *, keyed: bool) -> AgentError:
+    code = error_code(exc.code())
+    message = f"{target}: {exc.details() or exc.code().name}"
+    if (code is ErrorCode.UNAUTHENTICATED and not keyed) or (
+        code is ErrorCode.PERMISSION_DENIED and keyed
+    ):
+        message += _CREDENTIALS_HINT[code]
+    return AgentError(message, code=code)
 
 
 class GatewayMesh:
     """The mesh as one request's handler sees it: calls through the gateway."""
 
     def __init__(
-        self, stub: gateway_pb2_grpc.GatewayAsyncStub, *, hops: int, deadline: float | None
+        self,
+        stub: gateway_pb2_grpc.GatewayAsyncStub,
+        *,
+        hops: int,
+        deadline: float | None,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self._stub = stub
         self._hops = hops
         self._deadline = deadline
+        self._metadata = metadata  # the agent's credentials
 
     def _call_args(self) -> tuple[float | None, tuple[tuple[str, str], ...]]:
         timeout = None
@@ -97,7 +127,7 @@ class GatewayMesh:
             timeout = self._deadline - time.monotonic()
             if timeout <= 0:
                 raise DeadlineExceeded("no time left to delegate before the caller's deadline")
-        return timeout, ((HOPS_HEADER, str(self._hops + 1)),)
+        return timeout, ((HOPS_HEADER, str(self._hops + 1)), *self._metadata)
 
     async def invoke(
         self,
@@ -117,7 +147,7 @@ class GatewayMesh:
             try:
                 response = await self._stub.Invoke(request, timeout=timeout, metadata=call_metadata)
             except grpc.aio.AioRpcError as exc:
-                raise _error(exc, target) from None
+                raise _error(exc, target, keyed=bool(self._metadata)) from None
         return wire.result_from_proto(response)
 
     async def stream(
@@ -143,21 +173,70 @@ class GatewayMesh:
                     elif kind == "final":
                         yield wire.result_from_proto(event.final)
             except grpc.aio.AioRpcError as exc:
-                raise _error(exc, target) from None
+                raise _error(exc, target, keyed=bool(self._metadata)) from None
             finally:
                 call.cancel()
 
 
 class GatewayConnection:
-    """One channel to the gateway, shared by every request of an agent."""
+    """One channel to the gateway, shared by every request of an agent.
 
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self._channel = grpc.aio.insecure_channel(address)
+    ``address`` is ``HOST:PORT`` (or ``http://HOST:PORT``) for plaintext and
+    ``https://HOST:PORT`` for TLS; ``credentials`` (TLS channel credentials)
+    also turn TLS on. ``api_key`` goes with every call as ``x-api-key``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        target, tls = split_gateway(address)
+        self.address = target
+        if credentials is None and tls:
+            credentials = grpc.ssl_channel_credentials()
+        self.tls = credentials is not None
+        self._channel = (
+            grpc.aio.insecure_channel(target)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials)
+        )
         self._stub: gateway_pb2_grpc.GatewayAsyncStub = gateway_pb2_grpc.GatewayStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            ((API_KEY_HEADER, api_key),) if api_key else ()
+        )
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> GatewayConnection | None:
+        """The connection ``settings`` describe (None without a gateway); an unreadable
+        key or certificate file raises :class:`TLSConfigError` naming the setting."""
+        if not settings.gateway:
+            return None
+        api_key = settings.mesh_api_key.get_secret_value() if settings.mesh_api_key else None
+        if settings.mesh_api_key_file is not None:
+            api_key = read_pem(settings.mesh_api_key_file, "mesh_api_key_file").decode().strip()
+            if not api_key:
+                raise TLSConfigError(f"mesh_api_key_file: {settings.mesh_api_key_file} is empty")
+        credentials = channel_credentials(
+            ca_file=settings.mesh_tls_ca_file,
+            cert_file=settings.mesh_tls_cert_file,
+            key_file=settings.mesh_tls_key_file,
+            prefix="mesh_tls",
+        )
+        return cls(settings.gateway, credentials=credentials, api_key=api_key)
 
     def for_request(self, *, hops: int, deadline: float | None) -> GatewayMesh:
-        return GatewayMesh(self._stub, hops=hops, deadline=deadline)
+        return GatewayMesh(self._stub, hops=hops, deadline=deadline, metadata=self._metadata)
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def split_gateway(address: str) -> tuple[str, bool]:
+    """``(HOST:PORT, tls)`` of a gateway address given as ``HOST:PORT`` or an http(s) URL."""
+    for scheme, tls in (("https://", True), ("http://", False)):
+        if address.startswith(scheme):
+            return address.removeprefix(scheme).rstrip("/"), tls
+    return address, False

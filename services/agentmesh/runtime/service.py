@@ -27,6 +27,7 @@ from agentmesh.runtime.schema import check_options
 from agentmesh.runtime.server import GrpcServer, ServiceBinding, run_server
 from agentmesh.runtime.settings import AgentSettings, ServerSettings, load_settings
 from agentmesh.runtime.status import stream_errors, unary_errors
+from agentmesh.runtime.tls import TLSConfigError
 from agentmesh.runtime.types import Request
 from agentmesh.runtime.work import WorkPool, bind
 from agentmesh.telemetry import start_telemetry
@@ -127,8 +128,9 @@ def agent_server(
     """A :class:`GrpcServer` serving ``agent`` (not started); with ``settings.gateway``
     (:class:`AgentSettings`) its handlers can call the mesh through ``request.mesh``."""
     work = WorkPool(settings.work_processes, name=agent.card.name)
-    address = settings.gateway if isinstance(settings, AgentSettings) else ""
-    gateway = GatewayConnection(address) if address else None
+    gateway = (
+        GatewayConnection.from_settings(settings) if isinstance(settings, AgentSettings) else None
+    )
     servicer = AgentServicer(agent, settings, work, gateway)
 
     async def stopped() -> None:
@@ -160,4 +162,7 @@ def run(agent: Agent, argv: Sequence[str] | None = None) -> None:
     settings = load_settings(AgentSettings, argv, prog=f"agentmesh-{agent.card.name}")
     configure_logging(agent.card.name, level=settings.log_level, fmt=settings.log_format)
     start_telemetry(agent.card.name, host=settings.host, metrics_port=settings.metrics_port)
-    asyncio.run(serve(agent, settings))
+    try:
+        asyncio.run(serve(agent, settings))
+    except TLSConfigError as exc:  # an unreadable certificate or key file, named
+        raise SystemExit(f"agentmesh-{agent.card.name}: {exc}") from None

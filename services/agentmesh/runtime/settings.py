@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -113,9 +113,36 @@ class AgentSettings(ServerSettings):
 
     gateway: str = Field(
         "",
-        description="gateway HOST:PORT that request.mesh calls go through (empty: the agent "
-        "cannot delegate)",
+        description="gateway HOST:PORT that request.mesh calls go through, https://HOST:PORT "
+        "for TLS (empty: the agent cannot delegate)",
     )
+    mesh_api_key: SecretStr | None = Field(
+        None,
+        description="API key request.mesh calls present to the gateway (x-api-key); "
+        "prefer mesh_api_key_file",
+    )
+    mesh_api_key_file: Path | None = Field(
+        None, description="file holding the API key request.mesh calls present to the gateway"
+    )
+    mesh_tls_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle trusted for the gateway's certificate; set (or an https:// "
+        "gateway): request.mesh calls use TLS",
+    )
+    mesh_tls_cert_file: Path | None = Field(
+        None, description="PEM client certificate request.mesh calls present (gateway mTLS)"
+    )
+    mesh_tls_key_file: Path | None = Field(
+        None, description="PEM private key of mesh_tls_cert_file"
+    )
+
+    @model_validator(mode="after")
+    def _mesh_credentials(self) -> AgentSettings:
+        if self.mesh_api_key is not None and self.mesh_api_key_file is not None:
+            raise ValueError("set mesh_api_key or mesh_api_key_file, not both")
+        if (self.mesh_tls_cert_file is None) != (self.mesh_tls_key_file is None):
+            raise ValueError("mesh_tls_cert_file and mesh_tls_key_file go together")
+        return self
 
 
 def _flag_type(annotation: Any) -> tuple[Any, list[str] | None]:

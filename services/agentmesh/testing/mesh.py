@@ -74,30 +74,37 @@ class Mesh:
 
 @contextlib.asynccontextmanager
 async def running_mesh(
-    *agents: Agent, delegation: bool = False, **gateway_settings: object
+    *agents: Agent,
+    delegation: bool = False,
+    agent_settings: Mapping[str, object] | None = None,
+    api_key: str | None = None,
+    **gateway_settings: object,
 ) -> AsyncIterator[Mesh]:
     """Serve ``agents`` and a gateway that knows each by its card name.
 
     With ``delegation`` the agents' handlers can call the mesh (``request.mesh``)
-    through this gateway. ``gateway_settings`` are
-    :class:`~agentmesh.gateway.GatewaySettings` fields."""
+    through this gateway. ``agent_settings`` are
+    :class:`~agentmesh.runtime.AgentSettings` fields given to every agent
+    (``mesh_api_key=KEY``: the key their calls through the mesh present);
+    ``api_key`` is the key the mesh's ``client`` presents. ``gateway_settings``
+    are :class:`~agentmesh.gateway.GatewaySettings` fields."""
     async with contextlib.AsyncExitStack() as stack:
         servers: dict[str, GrpcServer] = {}
         addresses: dict[str, list[str]] = {}
-        agent_settings: dict[str, object] = {}
+        settings: dict[str, object] = dict(agent_settings or {})
         if delegation:  # the agents must know the gateway's address before it starts
             port = gateway_settings.get("port") or _free_port()
             gateway_settings = {**gateway_settings, "port": port}
-            agent_settings["gateway"] = f"127.0.0.1:{port}"
+            settings.setdefault("gateway", f"127.0.0.1:{port}")
         for agent in agents:
-            server, address = await stack.enter_async_context(
-                running_agent(agent, **agent_settings)
-            )
+            server, address = await stack.enter_async_context(running_agent(agent, **settings))
             servers[agent.card.name] = server
             addresses[agent.card.name] = [address]
         gateway, gateway_address = await stack.enter_async_context(
             running_gateway(addresses, **gateway_settings)
         )
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(gateway_address))
-        client = await stack.enter_async_context(AsyncClient(gateway_address, channel=channel))
+        client = await stack.enter_async_context(
+            AsyncClient(gateway_address, channel=channel, api_key=api_key)
+        )
         yield Mesh(gateway_address, gateway, servers, gateway_pb2_grpc.GatewayStub(channel), client)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from agentmesh.agents._history import earlier_turns
-from agentmesh.agents._model import ModelAgent, ModelOptions
+from agentmesh.agents._model import ModelAgent, ModelOptions, SkillPrompt
 from agentmesh.agents.assistant import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import AgentCard, Request, Skill, StreamItem
@@ -26,8 +26,8 @@ class AssistantAgent(ModelAgent):
                 id="chat",
                 name="Chat",
                 description="Answers the text. Earlier turns: a data part {history: [{role, "
-                "content}]}. Options: temperature (0-2), max_tokens. Metadata fills the role "
-                "prompt (persona, language).",
+                "content}]}. Options: temperature (0-2), max_tokens, model (one the agent "
+                "allows). Metadata fills the prompt (persona, language).",
                 tags=("llm", "chat", "assistant"),
                 options=ModelOptions,
                 examples=("Explain what a circuit breaker does in two sentences.",),
@@ -35,12 +35,11 @@ class AssistantAgent(ModelAgent):
         ),
         takes_history=True,
     )
-    role_prompt = logic.ROLE_PROMPT
-    prompt_defaults = logic.PROMPT_DEFAULTS
+    prompts = {"chat": SkillPrompt(logic.ROLE_PROMPT, "${text}", logic.PROMPT_DEFAULTS)}
 
     async def with_model(self, request: Request, llm: LLMClient) -> AsyncIterator[StreamItem]:
         text = request.require_text(max_chars=logic.MAX_MESSAGE_CHARS)
         earlier = earlier_turns(request.message)
-        chat = self.chat(request, text, earlier=earlier)
+        chat = self.chat(request, earlier=earlier, text=text)
         async for item in self.stream_answer(request, llm, chat):
             yield item

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, Field
 
-from agentmesh.agents._model import ModelAgent, ModelOptions, model_result
+from agentmesh.agents._model import ModelAgent, ModelOptions, SkillPrompt, model_result
 from agentmesh.agents.code_reviewer import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem, offload
@@ -22,6 +22,7 @@ ROLE_PROMPT = (
     "two sentences why it matters and suggest a fix. Then give a short overview of the "
     "code's quality, including problems the analyser cannot see."
 )
+USER_PROMPT = "Findings:\n${findings}\n\nCode (${filename}):\n```python\n${code}\n```"
 
 
 class FindingNote(BaseModel):
@@ -64,8 +65,14 @@ class CodeReviewerAgent(ModelAgent):
             ),
         ),
     )
-    role_prompt = ROLE_PROMPT
-    prompt_defaults = {"audience": "the author of the code"}
+    prompts = {
+        "review": SkillPrompt(
+            ROLE_PROMPT,
+            USER_PROMPT,
+            {"audience": "the author of the code"},
+            supplied=frozenset({"findings", "filename", "code"}),
+        )
+    }
 
     async def _review(self, request: Request) -> tuple[str, logic.Review]:
         source = request.require_text(max_chars=logic.MAX_SOURCE_BYTES)
@@ -78,7 +85,8 @@ class CodeReviewerAgent(ModelAgent):
 
     async def with_model(self, request: Request, llm: LLMClient) -> AsyncIterator[StreamItem]:
         source, review = await self._review(request)
-        chat = self.chat(request, _model_input(source, review))
+        findings, code = _model_input(source, review)
+        chat = self.chat(request, findings=findings, filename=review.filename, code=code)
         notes, response = await self.ask_json(request, llm, chat, ModelReview)
         listed = min(len(review.findings), MODEL_FINDINGS)  # what the model was shown
         by_finding = {n.finding: n for n in notes.notes if n.finding <= listed}
@@ -108,7 +116,8 @@ def _findings_text(review: logic.Review) -> str:
     return "\n".join(lines)
 
 
-def _model_input(source: str, review: logic.Review) -> str:
+def _model_input(source: str, review: logic.Review) -> tuple[str, str]:
+    """The numbered findings and the code, as the user prompt shows them."""
     listed = review.findings[:MODEL_FINDINGS]
     findings = "\n".join(
         f"{n}. line {f.line}, column {f.col}: {f.severity} [{f.rule}] {f.message}"
@@ -118,7 +127,4 @@ def _model_input(source: str, review: logic.Review) -> str:
         findings += f"\n(and {len(review.findings) - len(listed)} more not listed)"
     shown = source[:MODEL_SOURCE_CHARS]
     cut = "" if len(shown) == len(source) else "\n# (source cut here)"
-    return (
-        f"Findings:\n{findings or '(none)'}\n\n"
-        f"Code ({review.filename}):\n```python\n{shown}{cut}\n```"
-    )
+    return findings or "(none)", f"{shown}{cut}"

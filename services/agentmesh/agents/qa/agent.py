@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pydantic import Field
 
 from agentmesh.agents._history import earlier_turns
-from agentmesh.agents._model import ModelAgent, ModelOptions
+from agentmesh.agents._model import ModelAgent, ModelOptions, SkillPrompt
 from agentmesh.agents.qa import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import DataPart, InvalidInput, Request, Result, StreamItem, TextPart, offload
@@ -22,6 +22,7 @@ ROLE_PROMPT = (
     "context does not contain the answer, say so instead of guessing. Answer briefly, in "
     "${language}."
 )
+USER_PROMPT = "Context:\n<context>\n${context}\n</context>\n\nQuestion: ${question}"
 
 
 class AnswerOptions(ModelOptions):
@@ -48,8 +49,14 @@ class QAAgent(ModelAgent):
         ),
         takes_history=True,
     )
-    role_prompt = ROLE_PROMPT
-    prompt_defaults = {"language": "the language of the question"}
+    prompts = {
+        "answer": SkillPrompt(
+            ROLE_PROMPT,
+            USER_PROMPT,
+            {"language": "the language of the question"},
+            supplied=frozenset({"context", "question"}),
+        )
+    }
 
     async def offline(self, request: Request) -> Result:
         question, context = _question_and_context(request)
@@ -66,8 +73,8 @@ class QAAgent(ModelAgent):
             shown = context
         else:  # the best passages, in the order they appear in the context
             shown = "\n".join(p.text for p in sorted(retrieved.supporting, key=lambda p: p.index))
-        prompt = f"Context:\n<context>\n{shown}\n</context>\n\nQuestion: {question}"
-        chat = self.chat(request, prompt, earlier=earlier_turns(request.message))
+        earlier = earlier_turns(request.message)
+        chat = self.chat(request, earlier=earlier, context=shown, question=question)
 
         def data(answer: str) -> JSONValue:
             return {

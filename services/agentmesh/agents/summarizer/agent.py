@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import Field
 
-from agentmesh.agents._model import ModelAgent, ModelOptions
+from agentmesh.agents._model import ModelAgent, ModelOptions, SkillPrompt
 from agentmesh.agents.summarizer import logic
 from agentmesh.llm import LLMClient
 from agentmesh.runtime import AgentCard, Request, Result, Skill, StreamItem, offload
@@ -47,8 +47,14 @@ class SummarizerAgent(ModelAgent):
             ),
         ),
     )
-    role_prompt = ROLE_PROMPT
-    prompt_defaults = {"audience": "a general reader", "language": "the language of the text"}
+    prompts = {
+        "summarize": SkillPrompt(
+            ROLE_PROMPT,
+            "${text}",
+            {"audience": "a general reader", "language": "the language of the text"},
+            supplied=frozenset({"text", "sentences"}),
+        )
+    }
 
     async def _extract(self, request: Request) -> tuple[str, logic.Summary]:
         text = request.require_text(max_chars=logic.MAX_TEXT_CHARS)
@@ -70,7 +76,7 @@ class SummarizerAgent(ModelAgent):
         # one sentence budget; its result is returned alongside the model's.
         text, extractive = await self._extract(request)
         budget = max(1, len(extractive.sentences))
-        chat = self.chat(request, text, sentences=str(budget))
+        chat = self.chat(request, text=text, sentences=str(budget))
 
         def data(summary: str) -> JSONValue:
             return {
