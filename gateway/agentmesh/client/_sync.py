@@ -29,6 +29,7 @@ from agentmesh.client._orchestration import (
     Job,
     JobEvent,
     Policy,
+    build_answer,
     build_fan_out,
     build_job,
     fan_out_from_proto,
@@ -269,6 +270,14 @@ class Client:
         """Cancel the job (and its agent calls); returns it once it has stopped."""
         request = gateway_pb2.CancelJobRequest(job_id=job_id)
         return job_from_proto(self._job_call("CancelJob", request))
+
+    def resume_job(
+        self, job_id: str, text: str | None = None, *, data: JSONValue | None = None
+    ) -> Job:
+        """Answer the question of a job waiting for input (``job.waiting``): its work runs
+        again with the conversation so far. Returns the job, queued again."""
+        request = gateway_pb2.ResumeJobRequest(job_id=job_id, message=build_answer(text, data))
+        return job_from_proto(self._job_call("ResumeJob", request))
 
     def jobs(self, *, limit: int = 100, state: str | None = None) -> list[Job]:
         request = gateway_pb2.ListJobsRequest(limit=limit, state=job_state_filter(state))

@@ -198,6 +198,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return await self._jobs.cancel(request.job_id, viewer=caller().viewer)
 
     @unary_errors
+    async def ResumeJob(
+        self, request: gateway_pb2.ResumeJobRequest, context: Context
+    ) -> gateway_pb2.Job:
+        # Only the job's owner answers its question (an operator sees it, but did not ask).
+        return await self._jobs.resume(request.job_id, request.message, owner=caller().owner)
+
+    @unary_errors
     async def ListJobs(
         self, request: gateway_pb2.ListJobsRequest, context: Context
     ) -> gateway_pb2.ListJobsResponse:
