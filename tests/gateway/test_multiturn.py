@@ -18,7 +18,7 @@ from jobtest import TERMINAL, gateway_stub, invoke_job, watch
 from meshtest import running_agent, running_gateway
 
 from agentmesh.agents.calculator.agent import CalculatorAgent
-from agentmesh.client import AsyncClient
+from agentmesh.client import AsyncClient, CallError, Reply
 from agentmesh.gateway.auth import hash_key, new_key
 from agentmesh.runtime.wire import value_to_python
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
@@ -81,7 +81,7 @@ async def failure(call: Any) -> tuple[grpc.StatusCode, str]:
 
 
 async def test_a_job_asks_twice_is_resumed_twice_and_completes(store: dict[str, Any]) -> None:
-    async with calculator_mesh(**store) as (gateway, address), gateway_stub(address) as stub:
+    async with calculator_mesh(**store) as (_gateway, address), gateway_stub(address) as stub:
         job = await stub.SubmitJob(invoke_job("calculator", "solve", "x * y + 1"), timeout=10)
         first = await until_settled(stub, job.job_id)
         parked = await stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
@@ -90,7 +90,8 @@ async def test_a_job_asks_twice_is_resumed_twice_and_completes(store: dict[str, 
             lease = await client.zscore("agentmesh:jobs:v2:running", job.job_id)
             waiting = await client.zscore("agentmesh:jobs:v2:waiting", job.job_id)
             await client.aclose()
-            assert lease is None and waiting is not None
+            assert lease is None
+            assert waiting is not None
         resumed = await resume(stub, job.job_id, "3")
         second = await until_settled(stub, job.job_id, resumed.event_count)
         again = await resume(stub, job.job_id, "2 + 2")  # an answer may be an expression
@@ -100,13 +101,16 @@ async def test_a_job_asks_twice_is_resumed_twice_and_completes(store: dict[str, 
 
     # The question is in the state event, in GetJob, and in the job's inputs.
     question = first[-1].state
-    assert question.state == WAITING and question.message == "What is x?"
-    assert parked.state == WAITING and parked.input_deadline > parked.updated_at
+    assert question.state == WAITING
+    assert question.message == "What is x?"
+    assert parked.state == WAITING
+    assert parked.input_deadline > parked.updated_at
     assert [i.question for i in parked.inputs] == ["What is x?"]
     assert parked.inputs[0].agent == "calculator"
     assert value_to_python(parked.inputs[0].data) == {"variable": "x", "expression": "x * y + 1"}
     assert resumed.state == pb.TASK_STATE_SUBMITTED
-    assert second[-1].state.state == WAITING and second[-1].state.message == "What is y?"
+    assert second[-1].state.state == WAITING
+    assert second[-1].state.message == "What is y?"
     assert third[-1].state.state == pb.TASK_STATE_COMPLETED
     assert done.invoke.artifacts[0].parts[0].text == "13"  # 3 * 4 + 1
     assert [i.answer.parts[0].text for i in done.inputs] == ["3", "2 + 2"]
@@ -141,8 +145,10 @@ async def test_an_unanswered_job_fails_at_its_input_timeout(store: dict[str, Any
     assert states[-2:] == [WAITING, pb.TASK_STATE_FAILED]
     ended = events[-1].state
     assert ended.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-    assert "waited for input" in ended.message and "What is rate?" in ended.message
-    assert late[0] == grpc.StatusCode.FAILED_PRECONDITION and "is FAILED" in late[1]
+    assert "waited for input" in ended.message
+    assert "What is rate?" in ended.message
+    assert late[0] == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is FAILED" in late[1]
 
 
 async def test_only_the_owner_answers_and_bad_answers_are_refused(tmp_path: Path) -> None:
@@ -184,7 +190,8 @@ async def test_only_the_owner_answers_and_bad_answers_are_refused(tmp_path: Path
     assert missing[0] == grpc.StatusCode.NOT_FOUND
     assert by_bob == (missing[0], missing[1].replace("0" * 32, job.job_id))
     assert by_operator[0] == grpc.StatusCode.NOT_FOUND  # it sees the job, but did not ask
-    assert empty[0] == grpc.StatusCode.INVALID_ARGUMENT and "message.parts" in empty[1]
+    assert empty[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message.parts" in empty[1]
     assert by_alice.state == pb.TASK_STATE_SUBMITTED
 
 
@@ -198,14 +205,17 @@ async def until_settled_as(
     raise AssertionError("the job never asked")
 
 
-ASKING_WORKFLOW = {
+ASKING_WORKFLOW: dict[str, Any] = {
     "name": "checked-total",
     "steps": [
         {"id": "total", "agent": "calculator", "input": "${input.text}"},
         {"id": "confirm", "ask": "Is ${steps.total.output.text} the total you expected?"},
-        {"id": "report", "compose": {"text": "${steps.confirm.output.text}: ${steps.total.output.text}"}},
+        {
+            "id": "report",
+            "compose": {"text": "${steps.confirm.output.text}: ${steps.total.output.text}"},
+        },
     ],
-}  # fmt: skip
+}
 
 
 def workflow_job(definition: dict[str, Any], text: str) -> gateway_pb2.SubmitJobRequest:
@@ -228,7 +238,8 @@ async def test_a_workflow_ask_step_waits_for_its_answer_and_keeps_earlier_steps(
     waiting = asked[-1].state
     assert waiting.state == WAITING
     assert waiting.message == "Is 5 the total you expected?"
-    assert waiting.inputs[0].step == "confirm" and not waiting.inputs[0].agent
+    assert waiting.inputs[0].step == "confirm"
+    assert not waiting.inputs[0].agent
     ended = rest[-1].state
     assert ended.state == pb.TASK_STATE_COMPLETED
     assert ended.workflow.result.artifacts[0].parts[0].text == "yes: 5"
@@ -239,10 +250,12 @@ async def test_a_workflow_ask_step_waits_for_its_answer_and_keeps_earlier_steps(
         for e in asked + rest
         if e.HasField("workflow") and e.workflow.HasField("step_started")
     ]
-    assert started.count("total") == 1 and started.count("confirm") == 2
+    assert started.count("total") == 1
+    assert started.count("confirm") == 2
     assert [s.step for s in ended.workflow.steps] == ["total", "confirm", "report"]
     assert direct[0] == grpc.StatusCode.FAILED_PRECONDITION
-    assert "asks for input (step 'confirm')" in direct[1] and "submit it as a job" in direct[1]
+    assert "asks for input (step 'confirm')" in direct[1]
+    assert "submit it as a job" in direct[1]
 
 
 async def test_a_declared_asking_workflow_through_invoke_is_refused_and_the_client_resumes(
@@ -260,7 +273,7 @@ async def test_a_declared_asking_workflow_through_invoke_is_refused_and_the_clie
         port = await gateway.start()
         try:
             async with AsyncClient(f"127.0.0.1:{port}") as client:
-                with pytest.raises(Exception) as refused:
+                with pytest.raises(CallError) as refused:
                     await client.invoke("workflow:checked-total", "4 * 4")
                 job = await client.submit("workflow:checked-total", "4 * 4")
                 async for event in client.watch_job(job.job_id):
@@ -274,8 +287,11 @@ async def test_a_declared_asking_workflow_through_invoke_is_refused_and_the_clie
         finally:
             await gateway.stop(0)
     assert "submit it as a job" in str(refused.value)
-    assert waiting.waiting and waiting.question == "Is 16 the total you expected?"
-    assert done.state == "completed" and done.result is not None
+    assert waiting.waiting
+    assert waiting.question == "Is 16 the total you expected?"
+    assert done.state == "completed"
+    assert done.result is not None
+    assert isinstance(done.result, Reply)
     assert done.result.text == "fine: 16"
 
 
@@ -288,11 +304,10 @@ def test_ask_steps_are_checked_when_a_workflow_is_loaded() -> None:
         spec = parse_workflow({"name": "w", "steps": [step]})
         compile_workflow(spec, resolve=lambda name: (_ for _ in ()).throw(KeyError(name)))
 
-    with pytest.raises(InvalidInput, match="steps.q: an ask step has no on_error"):
+    with pytest.raises(InvalidInput, match=r"steps\.q: an ask step has no on_error"):
         compiled({"id": "q", "ask": "why?", "on_error": "skip"})
     with pytest.raises(InvalidInput, match=r"steps.q.ask: .*unknown step 'nope'"):
         compiled({"id": "q", "ask": "Is ${steps.nope.output.text} right?"})
     with pytest.raises(InvalidInput, match="exactly one of"):
         compiled({"id": "q", "ask": "why?", "agent": "calculator"})
     compiled({"id": "q", "ask": "Which file?"})
-
