@@ -323,6 +323,17 @@ class AsyncClient:
             finally:
                 call.cancel()
 
+    async def wait_job(
+        self, job_id: str, *, from_offset: int = 0, timeout: float | None = None
+    ) -> Job:
+        """Follow the job from ``from_offset`` until it ends or waits for input
+        (``job.waiting``: answer with :meth:`resume_job`, then wait again from the
+        ``event_count`` it returns); the job as it then stands."""
+        async for event in self.watch_job(job_id, from_offset=from_offset, timeout=timeout):
+            if event.job is not None and event.job.waiting:
+                break
+        return await self.job(job_id)
+
     # -- sessions: a ``context_id`` names one; the gateway keeps its turns ------------------
 
     async def session(self, context_id: str) -> Session:
