@@ -52,13 +52,11 @@ async def calculator_mesh(**settings: Any) -> AsyncIterator[tuple[Any, str]]:
 async def until_settled(
     stub: gateway_pb2_grpc.GatewayAsyncStub, job_id: str, from_offset: int = 0
 ) -> list[gateway_pb2.JobEvent]:
-    """The job's events from ``from_offset`` until it waits for input or ends."""
-    events = []
-    request = gateway_pb2.WatchJobRequest(job_id=job_id, from_offset=from_offset)
-    async for event in stub.WatchJob(request, timeout=30):
-        events.append(event)
-        if event.HasField("state") and event.state.state in TERMINAL | {WAITING}:
-            break
+    """The job's events from ``from_offset`` until it waits for input or ends (the stream
+    ends there by itself: ``until_input``)."""
+    request = gateway_pb2.WatchJobRequest(job_id=job_id, from_offset=from_offset, until_input=True)
+    events = [event async for event in stub.WatchJob(request, timeout=30)]
+    assert events[-1].state.state in TERMINAL | {WAITING}
     return events
 
 

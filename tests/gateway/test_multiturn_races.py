@@ -146,10 +146,10 @@ async def calculator_gateway(store_settings: dict[str, Any]) -> AsyncIterator[st
 
 async def waiting_job(stub: gateway_pb2_grpc.GatewayAsyncStub, text: str) -> str:
     job = await stub.SubmitJob(invoke_job("calculator", "solve", text), timeout=10)
-    async for event in stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=30):
-        if event.HasField("state") and event.state.state == WAITING:
-            return str(job.job_id)
-    raise AssertionError("the job never asked")
+    request = gateway_pb2.WatchJobRequest(job_id=job.job_id, until_input=True)
+    events = [event async for event in stub.WatchJob(request, timeout=30)]
+    assert events[-1].state.state == WAITING
+    return str(job.job_id)
 
 
 async def answered(

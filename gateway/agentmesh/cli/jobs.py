@@ -233,11 +233,9 @@ def follow(
 
     ``position[0]`` is kept at the offset to resume from.
     """
-    for event in client.watch_job(job_id, from_offset=from_offset):
+    for event in client.watch_job(job_id, from_offset=from_offset, until_input=True):
         if position is not None:
             position[0] = event.offset + 1
-        if event.job is not None and event.job.waiting:
-            break
         if as_json:
             continue
         if event.job is not None:

@@ -285,11 +285,19 @@ class Client:
         return [job_from_proto(job) for job in response.jobs]
 
     def watch_job(
-        self, job_id: str, *, from_offset: int = 0, timeout: float | None = None
+        self,
+        job_id: str,
+        *,
+        from_offset: int = 0,
+        timeout: float | None = None,
+        until_input: bool = False,
     ) -> Iterator[JobEvent]:
         """The job's events from ``from_offset`` on, live until the job has ended
-        (no deadline unless ``timeout`` is given: jobs may run long)."""
-        request = gateway_pb2.WatchJobRequest(job_id=job_id, from_offset=from_offset)
+        (no deadline unless ``timeout`` is given: jobs may run long); with
+        ``until_input``, or until it waits for input (``job.waiting``)."""
+        request = gateway_pb2.WatchJobRequest(
+            job_id=job_id, from_offset=from_offset, until_input=until_input
+        )
         with client_span(_WATCH_JOB, self._metadata) as call_metadata:
             call = self._stub.WatchJob(request, timeout=timeout, metadata=call_metadata)
             try:
@@ -304,9 +312,8 @@ class Client:
         """Follow the job from ``from_offset`` until it ends or waits for input
         (``job.waiting``: answer with :meth:`resume_job`, then wait again from the
         ``event_count`` it returns); the job as it then stands."""
-        for event in self.watch_job(job_id, from_offset=from_offset, timeout=timeout):
-            if event.job is not None and event.job.waiting:
-                break
+        for _ in self.watch_job(job_id, from_offset=from_offset, timeout=timeout, until_input=True):
+            pass
         return self.job(job_id)
 
     # -- sessions: a ``context_id`` names one; the gateway keeps its turns ------------------

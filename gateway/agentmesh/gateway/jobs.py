@@ -241,9 +241,16 @@ class JobManager:
         return job
 
     async def watch(
-        self, job_id: str, from_offset: int, *, viewer: str | None = None
+        self,
+        job_id: str,
+        from_offset: int,
+        *,
+        viewer: str | None = None,
+        until_input: bool = False,
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        """The job's events from ``from_offset``, each once, until its terminal state event."""
+        """The job's events from ``from_offset``, each once, until its terminal state event
+        (``until_input``: or until it waits for input)."""
+        last = TERMINAL_STATES | {pb.TASK_STATE_INPUT_REQUIRED} if until_input else TERMINAL_STATES
         if from_offset < 0:
             raise InvalidInput("from_offset", "must be 0 or more")
         await self.get(job_id, viewer=viewer)
@@ -253,8 +260,8 @@ class JobManager:
             for event in events:
                 yield event
                 offset = event.offset + 1
-                if event.HasField("state") and event.state.state in TERMINAL_STATES:
-                    return  # the last event a job ever gets
+                if event.HasField("state") and event.state.state in last:
+                    return  # the last event a job ever gets (or the question it waits on)
             if events:
                 continue
             job = await self._store.get(job_id)

@@ -188,7 +188,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
         jobs = self._jobs
-        async for event in jobs.watch(request.job_id, request.from_offset, viewer=caller().viewer):
+        async for event in jobs.watch(
+            request.job_id,
+            request.from_offset,
+            viewer=caller().viewer,
+            until_input=request.until_input,
+        ):
             yield event
 
     @unary_errors

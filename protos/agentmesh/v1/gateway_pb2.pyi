@@ -975,18 +975,24 @@ class WatchJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     FROM_OFFSET_FIELD_NUMBER: _builtins.int
+    UNTIL_INPUT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     from_offset: _builtins.int
     """first event to send; 0 = from the start"""
+    until_input: _builtins.bool
+    """End the stream (status OK) also when the job waits for input (INPUT_REQUIRED), after
+    that state event: a ResumeJob answer, then a new watch from the answer's event_count.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         from_offset: _builtins.int = ...,
+        until_input: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offset", b"from_offset", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offset", b"from_offset", "job_id", b"job_id", "until_input", b"until_input"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -82,8 +82,6 @@ CARD_VERSION = "1"
 MAX_REMEMBERED_CONTEXTS = 10_000
 MAX_PAGE_SIZE = 1000  # the job store's listing limit
 AGENT_STATE = "agentmesh_agent"  # ServerCallContext.state: the agent whose endpoint was called
-# Where a blocking SendMessage returns and a stream ends: the task ended, or waits for input.
-SETTLED = TERMINAL_STATES | {pb.TASK_STATE_INPUT_REQUIRED}
 
 
 GrpcContext = grpc.aio.ServicerContext[Any, Any] | None  # None: an HTTP binding's call
@@ -134,9 +132,8 @@ class MeshRequestHandler(RequestHandler):
             job, context_id = await self._submit(params, grpc_context)
             if not params.configuration.return_immediately:
                 # From this message's own state event on: until the job ends or waits again.
-                async for event in self._jobs.watch(job.job_id, job.event_count - 1):
-                    if event.HasField("state") and event.state.state in SETTLED:
-                        break
+                async for _ in self._jobs.watch(job.job_id, job.event_count - 1, until_input=True):
+                    pass
                 job = await self._jobs.get(job.job_id)
             return task_from_job(job, context_id)
         except AgentError as exc:
@@ -241,11 +238,9 @@ class MeshRequestHandler(RequestHandler):
     async def _events(self, job_id: str, offset: int, context_id: str) -> AsyncIterator[Event]:
         """The job's events from ``offset`` as A2A status and artifact updates, until it ends
         or waits for input (an interrupted state ends an A2A stream too)."""
-        async for job_event in self._jobs.watch(job_id, offset):
+        async for job_event in self._jobs.watch(job_id, offset, until_input=True):
             for event in _a2a_events(job_event, job_id, context_id):
                 yield event
-            if job_event.HasField("state") and job_event.state.state in SETTLED:
-                return
 
     # -- tasks ------------------------------------------------------------------
 
