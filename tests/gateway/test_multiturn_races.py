@@ -6,6 +6,7 @@ memory store and a real Redis alike."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -133,13 +134,14 @@ async def test_resume_cancel_and_timeout_of_a_waiting_job_exactly_one_wins(
     assert set(outcomes) == {"resume", "cancel", "timeout"}  # the shuffles make each win
 
 
-@pytest.fixture
-async def calculator_gateway(store_settings: dict[str, Any]) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def calculator_gateway(store_settings: dict[str, Any], **settings: Any) -> AsyncIterator[str]:
     async with (
         running_agent(CalculatorAgent()) as (_, agent_address),
-        running_gateway(
-            {"calculator": [agent_address]}, job_input_timeout=0.25, **store_settings
-        ) as (_, address),
+        running_gateway({"calculator": [agent_address]}, **settings, **store_settings) as (
+            _,
+            address,
+        ),
     ):
         yield address
 
@@ -171,9 +173,9 @@ def left_waiting_for(events: list[gateway_pb2.JobEvent]) -> list[int]:
     return [states[i + 1] for i, s in enumerate(states[:-1]) if s == WAITING]
 
 
-async def test_resume_against_cancel_through_the_gateway(calculator_gateway: str) -> None:
+async def test_resume_against_cancel_through_the_gateway(store_settings: dict[str, Any]) -> None:
     rng = random.Random(77)
-    async with gateway_stub(calculator_gateway) as stub:
+    async with calculator_gateway(store_settings) as address, gateway_stub(address) as stub:
 
         async def race(
             index: int,
@@ -199,10 +201,13 @@ async def test_resume_against_cancel_through_the_gateway(calculator_gateway: str
 
 
 async def test_resume_against_the_input_timeout_through_the_gateway(
-    calculator_gateway: str,
+    store_settings: dict[str, Any],
 ) -> None:
     rng = random.Random(99)
-    async with gateway_stub(calculator_gateway) as stub:
+    async with (
+        calculator_gateway(store_settings, job_input_timeout=0.25) as address,
+        gateway_stub(address) as stub,
+    ):
 
         async def race(
             index: int,
