@@ -129,7 +129,11 @@ async def test_each_agent_and_workflow_is_an_a2a_agent_of_its_own(binding: str) 
         async with http_client(f"{url}agents/double", binding) as client:
             events = [e async for e in client.send_message(message("hey"))]
     assert card["name"] == "calculator"
-    assert [s["id"] for s in card["skills"]] == ["calculator", "calculator/evaluate"]
+    assert [s["id"] for s in card["skills"]] == [
+        "calculator",
+        "calculator/evaluate",
+        "calculator/solve",
+    ]
     assert missing.status_code == 404
     assert "neither an agent" in missing.json()["error"]["message"]
     assert texts(plain.task.artifacts[0]) == "42"

@@ -55,7 +55,7 @@ async def test_call_list_stream_and_errors(tmp_path: Path) -> None:
             status, out, _ = await agentmesh("agents", "--gateway", gw, "--json")
             listed = {a["name"]: a for a in json.loads(out)}
             assert listed["calculator"]["status"] == "serving"
-            assert listed["calculator"]["skills"] == ["evaluate"]
+            assert listed["calculator"]["skills"] == ["evaluate", "solve"]
             # The calculator declares that its skill takes no options.
             options = listed["calculator"]["schemas"]["evaluate"]["options"]
             assert options["properties"] == {}

@@ -1,4 +1,4 @@
-"""``agentmesh jobs``: submit, list, inspect, follow and cancel background jobs."""
+"""``agentmesh jobs``: submit, list, inspect, follow, answer and cancel background jobs."""
 
 from __future__ import annotations
 
@@ -38,12 +38,20 @@ from agentmesh.client import (
 )
 from agentmesh.runtime.types import TextPart
 
-_COLOURS = {"completed": "green", "failed": "red", "canceled": "red", "working": "yellow"}
+_COLOURS = {
+    "completed": "green",
+    "failed": "red",
+    "canceled": "red",
+    "working": "yellow",
+    "input_required": "magenta",
+}
+# Exit 0 for these: the job did not fail (it ended well, runs, or waits for an answer).
+_NOT_FAILED = ("completed", "working", "submitted", "input_required")
 
 
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "jobs", help="submit, list, inspect, follow and cancel background jobs"
+        "jobs", help="submit, list, inspect, follow, answer and cancel background jobs"
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -91,6 +99,15 @@ def register(commands: Any) -> None:
                 default=0,
                 help="start at this event offset (resume where a watch stopped)",
             )
+    resume = actions.add_parser(
+        "resume", help="answer the question of a job waiting for input; its work goes on"
+    )
+    resume.add_argument("job_id", help="the job's id")
+    resume.add_argument("input", help="the answer: text, @FILE, or - for stdin")
+    resume.add_argument("-d", "--data", help="a JSON data part sent with the answer")
+    resume.add_argument(
+        "--watch", action="store_true", help="follow the job until it ends or asks again"
+    )
     for action in actions.choices.values():
         gateway_flag(action)
         action.add_argument("--json", action="store_true", help="print JSON")
@@ -108,6 +125,11 @@ def cmd_jobs(args: argparse.Namespace, console: Console) -> int:
             return 0
         if args.action == "cancel":
             return cancel(client, console, args.job_id, as_json=args.json)
+        if args.action == "resume":
+            job = client.resume_job(args.job_id, read_input(args.input), data=parse_data(args.data))
+            if not args.watch:
+                show(console, job, as_json=args.json)
+                return 0
         if args.action == "submit":
             job = submit(client, args)
             if args.quiet:
@@ -123,13 +145,15 @@ def cmd_jobs(args: argparse.Namespace, console: Console) -> int:
             job_id = args.job_id
         if args.action == "get":
             ended: Job | None = client.job(job_id)
+        elif args.action == "resume":
+            ended = watch(client, job_id, job.event_count, as_json=args.json)
         else:
             ended = watch(client, job_id, getattr(args, "from_offset", 0), as_json=args.json)
         if ended is None:
             return EXIT_INTERRUPTED
         job = ended
         show(console, job, as_json=args.json)
-        return 0 if job.state in ("completed", "working", "submitted") else EXIT_FAILED
+        return 0 if job.state in _NOT_FAILED else EXIT_FAILED
 
 
 def cancel(client: Client, console: Console, job_id: str, *, as_json: bool) -> int:
@@ -204,11 +228,12 @@ def follow(
     as_json: bool,
     position: list[int] | None = None,
 ) -> Job:
-    """Print the job's events as they come; return the job once it has ended.
+    """Print the job's events as they come; return the job once it has ended, or once it
+    waits for input (``jobs resume`` answers it).
 
     ``position[0]`` is kept at the offset to resume from.
     """
-    for event in client.watch_job(job_id, from_offset=from_offset):
+    for event in client.watch_job(job_id, from_offset=from_offset, until_input=True):
         if position is not None:
             position[0] = event.offset + 1
         if as_json:
@@ -237,6 +262,14 @@ def show(console: Console, job: Job, *, as_json: bool) -> None:
     console.print(
         f"job {job.job_id}  [{colour}]{job.state}[/{colour}]  {job.kind}: {job.description}"
     )
+    if job.waiting:
+        console.print(f"question: {job.question}", markup=False, highlight=False)
+        if job.question_data is not None:
+            console.print(json.dumps(job.question_data), markup=False, highlight=False)
+        console.print(
+            f"answer with: agentmesh jobs resume {job.job_id} TEXT", markup=False, highlight=False
+        )
+        return
     if job.message:
         console.print(f"{job.code.name}: {job.message}", markup=False)
     result = job.result

@@ -21,6 +21,7 @@ from agentmesh.client._model import (
     workflow_event_from_proto,
 )
 from agentmesh.runtime.types import JSONValue
+from agentmesh.runtime.wire import value_to_python
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -61,7 +62,7 @@ class FanOutResult:
 @dataclass(frozen=True, slots=True)
 class Job:
     job_id: str
-    state: str  # submitted, working, completed, failed, canceled
+    state: str  # submitted, working, input_required, completed, failed, canceled
     kind: str  # invoke, workflow, fan_out
     description: str
     code: grpc.StatusCode
@@ -71,10 +72,17 @@ class Job:
     event_count: int
     result: Reply | FanOutResult | None  # a workflow's result is in ``raw.workflow``
     raw: gateway_pb2.Job
+    question: str = ""  # while input_required: what the work asks (answer with resume_job)
+    question_data: JSONValue = None  # the question's data payload, when it has one
 
     @property
     def done(self) -> bool:
         return self.state in ("completed", "failed", "canceled")
+
+    @property
+    def waiting(self) -> bool:
+        """It waits for an answer (``resume_job``) to :attr:`question`."""
+        return self.state == "input_required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +223,20 @@ def _job_timeout(timeout: float | None) -> float:
     return timeout or 0.0
 
 
+def build_answer(text: str | None, data: JSONValue | None) -> pb.Message:
+    """ResumeJob's message: the answer's text and/or data."""
+    if text is None and data is None:
+        raise ValueError("give the answer: text and/or data")
+    base = build_request(
+        None, text, agent=None, skill=None, data=data, parts=(), options=None, metadata=None
+    )
+    return base.message
+
+
 def job_from_proto(job: gateway_pb2.Job) -> Job:
     kind = job.WhichOneof("result")
+    waiting = job.state == pb.TASK_STATE_INPUT_REQUIRED and len(job.inputs) > 0
+    asked = job.inputs[-1] if waiting else None
     result: Reply | FanOutResult | None = None
     if kind == "invoke":
         result = reply_from_proto(job.invoke)
@@ -236,6 +256,10 @@ def job_from_proto(job: gateway_pb2.Job) -> Job:
         event_count=job.event_count,
         result=result,
         raw=job,
+        question=asked.question if asked is not None else "",
+        question_data=(
+            value_to_python(asked.data) if asked is not None and asked.HasField("data") else None
+        ),
     )
 
 

@@ -29,6 +29,7 @@ from agentmesh.client._orchestration import (
     Job,
     JobEvent,
     Policy,
+    build_answer,
     build_fan_out,
     build_job,
     fan_out_from_proto,
@@ -270,17 +271,33 @@ class Client:
         request = gateway_pb2.CancelJobRequest(job_id=job_id)
         return job_from_proto(self._job_call("CancelJob", request))
 
+    def resume_job(
+        self, job_id: str, text: str | None = None, *, data: JSONValue | None = None
+    ) -> Job:
+        """Answer the question of a job waiting for input (``job.waiting``): its work runs
+        again with the conversation so far. Returns the job, queued again."""
+        request = gateway_pb2.ResumeJobRequest(job_id=job_id, message=build_answer(text, data))
+        return job_from_proto(self._job_call("ResumeJob", request))
+
     def jobs(self, *, limit: int = 100, state: str | None = None) -> list[Job]:
         request = gateway_pb2.ListJobsRequest(limit=limit, state=job_state_filter(state))
         response = self._job_call("ListJobs", request)
         return [job_from_proto(job) for job in response.jobs]
 
     def watch_job(
-        self, job_id: str, *, from_offset: int = 0, timeout: float | None = None
+        self,
+        job_id: str,
+        *,
+        from_offset: int = 0,
+        timeout: float | None = None,
+        until_input: bool = False,
     ) -> Iterator[JobEvent]:
         """The job's events from ``from_offset`` on, live until the job has ended
-        (no deadline unless ``timeout`` is given: jobs may run long)."""
-        request = gateway_pb2.WatchJobRequest(job_id=job_id, from_offset=from_offset)
+        (no deadline unless ``timeout`` is given: jobs may run long); with
+        ``until_input``, or until it waits for input (``job.waiting``)."""
+        request = gateway_pb2.WatchJobRequest(
+            job_id=job_id, from_offset=from_offset, until_input=until_input
+        )
         with client_span(_WATCH_JOB, self._metadata) as call_metadata:
             call = self._stub.WatchJob(request, timeout=timeout, metadata=call_metadata)
             try:
@@ -290,6 +307,14 @@ class Client:
                 raise CallError.from_rpc(exc) from None
             finally:
                 call.cancel()
+
+    def wait_job(self, job_id: str, *, from_offset: int = 0, timeout: float | None = None) -> Job:
+        """Follow the job from ``from_offset`` until it ends or waits for input
+        (``job.waiting``: answer with :meth:`resume_job`, then wait again from the
+        ``event_count`` it returns); the job as it then stands."""
+        for _ in self.watch_job(job_id, from_offset=from_offset, timeout=timeout, until_input=True):
+            pass
+        return self.job(job_id)
 
     # -- sessions: a ``context_id`` names one; the gateway keeps its turns ------------------
 

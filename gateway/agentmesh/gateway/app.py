@@ -141,6 +141,7 @@ class Gateway:
                 lease=settings.job_lease,
                 max_job_bytes=settings.job_max_bytes,
                 max_message_bytes=settings.max_message_bytes,
+                input_timeout=settings.job_input_timeout,
             ),
             shared=self.redis is not None,
         )
@@ -273,6 +274,8 @@ class Gateway:
     def _work_of(self, request: object) -> object | None:
         """The job an A2A message asks for (its scopes and cost are the job's)."""
         if isinstance(request, a2a_types.SendMessageRequest):
+            if request.message.task_id:
+                return None  # an answer to its own task's question: no new work
             try:
                 return work_for(request, [e.name for e in self.registry.entries])
             except Exception:  # refused with its own message by the handler

@@ -104,6 +104,12 @@ class GatewaySettings(AuthSettings):
     job_ttl: float = Field(
         3600.0, gt=0, description="seconds a finished job (and an idempotency key) is kept"
     )
+    job_input_timeout: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="seconds a job waits in INPUT_REQUIRED for ResumeJob before it fails",
+    )
     job_lease: float = Field(
         15.0, gt=0, le=3600, description="seconds a runner's claim on a job lasts unrenewed (Redis)"
     )
@@ -289,6 +295,27 @@ class SessionConfig(BaseModel):
         )
 
 
+class RouteSessionConfig(BaseModel):
+    """A route's overrides of the session settings of the agent it sends to (unset fields
+    keep the agent's, or ``sessions``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int | None = Field(None, ge=1, le=1000)
+    keep_last: int | None = Field(None, ge=0, le=1000)
+    max_chars: int | None = Field(None, ge=1000, le=10_000_000)
+    summarizer: str | None = None
+
+    @field_validator("summarizer")
+    @classmethod
+    def _agent_and_skill(cls, value: str | None) -> str | None:
+        return None if value is None else SessionConfig._agent_and_skill(value)
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields set, by name (as :class:`SessionPolicy` names them)."""
+        return self.model_dump(exclude_none=True)
+
+
 class MatchConfig(BaseModel):
     """What a request must look like for a route to take it; every given test must pass."""
 
@@ -331,6 +358,20 @@ class RouteConfig(BaseModel):
     match: MatchConfig
     to: TargetConfig
     cache: CacheConfig | None = None
+    session: RouteSessionConfig | None = Field(
+        None, description="overrides of the session settings for conversations on this route"
+    )
+    history: bool = Field(
+        True, description="false: messages on this route are stateless (no session is kept)"
+    )
+
+    @model_validator(mode="after")
+    def _session_needs_history(self) -> RouteConfig:
+        if self.session is not None and not self.history:
+            raise ValueError(
+                f"route {self.name!r}: session settings do nothing with history: false"
+            )
+        return self
 
 
 class A2AAgentConfig(BaseModel):

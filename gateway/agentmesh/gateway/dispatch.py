@@ -17,7 +17,8 @@ the work came from.
 Conversations are kept here too: a message with a ``context_id``, sent by a
 caller to an agent whose card declares ``takes_history``, goes with its
 session's turns and its answer is recorded (``sessions``); such a turn is
-never answered from the cache.
+never answered from the cache. A declared route may override the session
+settings, or keep no session at all (``history: false``).
 """
 
 from __future__ import annotations
@@ -193,13 +194,16 @@ class Dispatcher:
         principal = current_principal()
         if (
             self._conversations is None
+            or not selection.history
             or principal is None
             or not request.message.context_id
             or card is None
             or not card.capabilities.takes_history
         ):
             return None
-        return await self._conversations.begin(principal.owner, selection.agent.name, request)
+        return await self._conversations.begin(
+            principal.owner, selection.agent.name, request, overrides=selection.session
+        )
 
     async def _finish_turn(self, turn: Turn, response: pb.InvokeResponse) -> None:
         assert self._conversations is not None

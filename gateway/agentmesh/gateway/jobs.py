@@ -12,9 +12,16 @@ the ``viewer``: the owner id the caller may see, or None for a caller that
 sees every job (an operator, or the gateway itself). A job of another owner
 is NOT_FOUND with the same message as one that does not exist.
 
+Work may ask its caller a question (an agent's ``InputRequired``, a workflow's
+``ask`` step): the job then waits in INPUT_REQUIRED, a stored state that holds no
+worker and no lease, until ResumeJob answers (its owner only; any replica), which
+queues it again with the conversation so far (see ``inputs``), or until
+``input_timeout`` passes and it fails with DEADLINE_EXCEEDED.
+
 Every state change is a compare-and-set in the store (see ``jobstore``): a
 cancel and a completion cannot both win, and CancelJob answers the state that
-won. A worker never dies with a job: whatever the job's run raises, or however
+won; nor can a resume, a cancel and the input timeout of one waiting job. A
+worker never dies with a job: whatever the job's run raises, or however
 it is cancelled, the job ends in a terminal state (or goes back on the queue
 when its gateway stops and the store is shared), and the worker takes the next.
 """
@@ -34,19 +41,24 @@ from typing import Protocol
 
 from opentelemetry import context as otel_context
 
+from agentmesh.gateway import inputs
 from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut
 from agentmesh.gateway.jobstore import (
     OPEN_STATES,
     TERMINAL_STATES,
+    UNFINISHED_STATES,
     Claim,
     Fenced,
     IdempotencyConflict,
     JobStore,
 )
+from agentmesh.runtime import wire
 from agentmesh.runtime.errors import (
     AgentError,
     ErrorCode,
+    FailedPrecondition,
+    InputRequired,
     InvalidInput,
     LimitExceeded,
     NotFound,
@@ -80,6 +92,8 @@ class JobSettings:
     lease: float = 15.0  # seconds a runner's claim lasts without renewal
     max_job_bytes: int = 16 * 1024 * 1024  # request, events and result of one job
     max_message_bytes: int = 4 * 1024 * 1024  # what one GetJob or WatchJob message may carry
+    input_timeout: float = 3600.0  # how long a job waits in INPUT_REQUIRED for its answer
+    max_inputs: int = 20  # questions one job may ask
 
 
 _STATE = {
@@ -130,6 +144,7 @@ class JobManager:
         for i in range(self._settings.workers):
             self._background.append(asyncio.create_task(self._work(), name=f"job-worker-{i}"))
         self._background.append(asyncio.create_task(self._follow_cancellations()))
+        self._background.append(asyncio.create_task(self._expire_waiting()))
         if self._shared:
             self._background.append(asyncio.create_task(self._requeue_lapsed()))
 
@@ -226,9 +241,16 @@ class JobManager:
         return job
 
     async def watch(
-        self, job_id: str, from_offset: int, *, viewer: str | None = None
+        self,
+        job_id: str,
+        from_offset: int,
+        *,
+        viewer: str | None = None,
+        until_input: bool = False,
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        """The job's events from ``from_offset``, each once, until its terminal state event."""
+        """The job's events from ``from_offset``, each once, until its terminal state event
+        (``until_input``: or until it waits for input)."""
+        last = TERMINAL_STATES | {pb.TASK_STATE_INPUT_REQUIRED} if until_input else TERMINAL_STATES
         if from_offset < 0:
             raise InvalidInput("from_offset", "must be 0 or more")
         await self.get(job_id, viewer=viewer)
@@ -238,8 +260,8 @@ class JobManager:
             for event in events:
                 yield event
                 offset = event.offset + 1
-                if event.HasField("state") and event.state.state in TERMINAL_STATES:
-                    return  # the last event a job ever gets
+                if event.HasField("state") and event.state.state in last:
+                    return  # the last event a job ever gets (or the question it waits on)
             if events:
                 continue
             job = await self._store.get(job_id)
@@ -261,7 +283,7 @@ class JobManager:
         record.updated_at = time.time()
         record.expires_at = record.updated_at + self._settings.ttl
         outcome = await self._store.transition(
-            record, allowed=OPEN_STATES, keep_for=self._settings.ttl
+            record, allowed=UNFINISHED_STATES, keep_for=self._settings.ttl
         )
         if outcome.job is None:
             raise NotFound(
@@ -271,6 +293,41 @@ class JobManager:
             JOBS.labels(kind=record.kind, state="canceled").inc()
             # The state is final; now stop the work, wherever it runs.
             await self._store.request_cancel(job_id)
+        return outcome.job
+
+    async def resume(self, job_id: str, message: pb.Message, *, owner: str) -> gateway_pb2.Job:
+        """Answer the question of ``owner``'s job waiting in INPUT_REQUIRED and queue it again.
+
+        Another owner's job is NOT_FOUND (even for an operator: only the asker's caller
+        answers); a job in another state, or one that left INPUT_REQUIRED while this
+        answer was on its way (cancelled, timed out, answered), FAILED_PRECONDITION.
+        """
+        job = await self.get(job_id, viewer=owner)
+        if not message.parts:
+            raise InvalidInput("message.parts", "required: the answer (at least one part)")
+        size = message.ByteSize()
+        if size > self._settings.max_job_bytes // 8:
+            most = self._settings.max_job_bytes // 8
+            raise LimitExceeded("message", f"the answer is {size} bytes; at most {most}")
+        if job.state != pb.TASK_STATE_INPUT_REQUIRED or not job.inputs:
+            raise _not_waiting(job)
+        record = _copy(job)
+        answer = record.inputs[-1].answer
+        answer.CopyFrom(message)
+        answer.role = pb.ROLE_USER
+        record.state = pb.TASK_STATE_SUBMITTED
+        record.message = ""
+        record.input_deadline = 0.0
+        record.updated_at = time.time()
+        outcome = await self._store.transition(
+            record, allowed=frozenset({pb.TASK_STATE_INPUT_REQUIRED}), requeue=True
+        )
+        if outcome.job is None:
+            raise NotFound(
+                f"job {job_id!r} does not exist (or has expired)", reason=Reason.JOB_NOT_FOUND
+            )
+        if not outcome.won:
+            raise _not_waiting(outcome.job)
         return outcome.job
 
     async def list(
@@ -410,6 +467,7 @@ class JobManager:
         """Write how the work ended, unless another writer (a cancel) won first."""
         reason = self._stop_reasons.get(job.job_id)
         requeue = False
+        job.updated_at = time.time()
         if work.cancelled():
             if reason in (_LEASE_LOST, _CANCELLED):
                 return  # the state that stands was written by whoever took the job from us
@@ -427,12 +485,13 @@ class JobManager:
                 return  # ended or taken elsewhere: nothing of ours may be written
             elif isinstance(exc, TimeoutError):
                 self._fail(job, ErrorCode.DEADLINE_EXCEEDED, f"job ran longer than {timeout:g}s")
+            elif (asked := InputRequired.of(exc)) is not None:
+                self._park(job, asked)
             elif isinstance(exc, AgentError):
                 self._fail(job, exc.code, exc.message)
             else:
                 message = internal_message(exc, where=f"job {job.job_id}")
                 self._fail(job, ErrorCode.INTERNAL, message)
-        job.updated_at = time.time()
         ended = job.state in TERMINAL_STATES
         if ended:
             job.expires_at = job.updated_at + self._settings.ttl
@@ -459,8 +518,11 @@ class JobManager:
         def remaining() -> float:
             return deadline - loop.time()
 
+        # A resumed job's work runs with the answers so far (see ``inputs``).
+        inputs.answers.set(inputs.answers_by_step(list(job.inputs)))
         if job.kind == "invoke":
-            stream = self._dispatcher.stream(work.invoke, time_remaining=remaining())
+            request = inputs.resumed_request(work.invoke, list(job.inputs))
+            stream = self._dispatcher.stream(request, time_remaining=remaining())
             async for event in stream:
                 await emit(gateway_pb2.JobEvent(invoke=event))
                 if event.HasField("final"):
@@ -469,6 +531,9 @@ class JobManager:
             runner = self._workflows()
             if runner is None:
                 raise AgentError("workflows are not available", code=ErrorCode.UNIMPLEMENTED)
+            if job.inputs:  # resumed: the steps that finished before it waited are kept
+                log_so_far = await _whole_log(self._store, job.job_id)
+                inputs.finished.set(inputs.finished_steps(log_so_far))
             events = runner.run_workflow(work.workflow, time_remaining=remaining())
             async for workflow_event in events:
                 await emit(gateway_pb2.JobEvent(workflow=workflow_event))
@@ -476,6 +541,30 @@ class JobManager:
                     job.workflow.CopyFrom(workflow_event.final)
         else:
             job.fan_out.CopyFrom(await self._fanout.run(work.fan_out, time_remaining=remaining()))
+
+    def _park(self, job: gateway_pb2.Job, asked: InputRequired) -> None:
+        """``job`` as waiting for the answer to ``asked`` (or failed: too many questions)."""
+        if len(job.inputs) >= self._settings.max_inputs:
+            self._fail(
+                job,
+                ErrorCode.RESOURCE_EXHAUSTED,
+                f"the job asked more than {self._settings.max_inputs} questions "
+                f"(the last: {asked.question!r})",
+            )
+            return
+        job.ClearField("result")
+        job.state = pb.TASK_STATE_INPUT_REQUIRED
+        job.code = 0
+        job.message = asked.question
+        job.input_deadline = job.updated_at + self._settings.input_timeout
+        entry = job.inputs.add(
+            question=asked.question,
+            agent=asked.metadata.get("agent", ""),
+            step=asked.step,
+            asked_at=job.updated_at,
+        )
+        if asked.data is not None:
+            wire.python_to_value(asked.data, entry.data)
 
     @staticmethod
     def _fail(job: gateway_pb2.Job, code: ErrorCode, message: str) -> None:
@@ -514,6 +603,39 @@ class JobManager:
                 log.exception("following job cancellations failed")
                 await asyncio.sleep(1.0)
 
+    async def _expire_waiting(self) -> None:
+        """Fail every job whose wait for input outlasted ``input_timeout`` (any replica's:
+        the deadline is in the store, and the transition a compare-and-set)."""
+        every = min(1.0, self._settings.input_timeout / 4)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                now = time.time()
+                for job_id in await self._store.overdue(now):
+                    job = await self._store.get(job_id)
+                    if job is None or job.state != pb.TASK_STATE_INPUT_REQUIRED:
+                        continue
+                    question = job.message
+                    self._fail(
+                        job,
+                        ErrorCode.DEADLINE_EXCEEDED,
+                        f"no answer arrived within {self._settings.input_timeout:g}s: the job "
+                        f"waited for input ({question!r})",
+                    )
+                    job.updated_at = now
+                    job.expires_at = now + self._settings.ttl
+                    outcome = await self._store.transition(
+                        job,
+                        allowed=frozenset({pb.TASK_STATE_INPUT_REQUIRED}),
+                        keep_for=self._settings.ttl,
+                    )
+                    if outcome.won:
+                        JOBS.labels(kind=job.kind, state="failed").inc()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("failing jobs that waited too long for input failed")
+
     async def _requeue_lapsed(self) -> None:
         """Put back every job whose runner's lease lapsed (its gateway died)."""
         while True:
@@ -543,6 +665,22 @@ def _context_with(trace_context: otel_context.Context | None) -> contextvars.Con
     if trace_context is not None:
         context.run(otel_context.attach, trace_context)  # that task's own: no detach needed
     return context
+
+
+async def _whole_log(store: JobStore, job_id: str) -> list[gateway_pb2.JobEvent]:
+    """The job's whole event log (bounded by what a job may hold)."""
+    events: list[gateway_pb2.JobEvent] = []
+    while batch := await store.events(job_id, len(events), wait=0):
+        events += batch
+    return events
+
+
+def _not_waiting(job: gateway_pb2.Job) -> FailedPrecondition:
+    state = pb.TaskState.Name(job.state).removeprefix("TASK_STATE_")
+    return FailedPrecondition(
+        f"job {job.job_id!r} is {state}, not INPUT_REQUIRED: only a job waiting for input "
+        "can be resumed"
+    )
 
 
 def _copy(job: gateway_pb2.Job) -> gateway_pb2.Job:

@@ -26,7 +26,8 @@ Redis layout (``P`` = ``agentmesh:jobs:v2``)::
     P:running          sorted set: job id -> lease expiry (unix ms)
     P:index            sorted set: job id -> creation time
     P:owner:{owner}    sorted set: that owner's job ids -> creation time
-    P:open:{owner}     set: that owner's queued or running job ids
+    P:open:{owner}     set: that owner's queued, running or waiting job ids
+    P:waiting          sorted set: job id -> when its wait for input ends (unix ms)
     P:events / P:queued / P:cancel   pub/sub: a log grew / work queued / cancel asked
 
 Every job has an *owner* (the principal that submitted it, see ``auth``): reads
@@ -63,6 +64,9 @@ log = logging.getLogger("agentmesh.gateway.jobs")
 
 TERMINAL_STATES = frozenset({pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELED})
 OPEN_STATES = frozenset({pb.TASK_STATE_SUBMITTED, pb.TASK_STATE_WORKING})
+# Not ended: queued, running, or parked waiting for input (INPUT_REQUIRED holds no runner
+# and no lease: it is a stored state that any replica may resume, cancel or time out).
+UNFINISHED_STATES = OPEN_STATES | {pb.TASK_STATE_INPUT_REQUIRED}
 
 _QUEUED = "\x00queued"  # the wake-up key of idle workers
 
@@ -133,7 +137,9 @@ class JobStore(Protocol):
         """Write ``job`` (its new state) and append its state event, if the stored state is
         in ``allowed`` (and the fence matches, when given; and the lease lapsed before
         ``lapsed_before`` unix seconds, when given). ``keep_for``: forget the job that many
-        seconds from now. ``requeue``: bump the fence and queue the job again."""
+        seconds from now. ``requeue``: bump the fence and queue the job again. Into
+        INPUT_REQUIRED the runner's lease is dropped and the job waits until its
+        ``input_deadline`` (see :meth:`overdue`)."""
 
     async def append(self, job_id: str, event: gateway_pb2.JobEvent, *, fence: int) -> int:
         """Append to a WORKING job's log; the offset it got. Raises :class:`Fenced`."""
@@ -166,6 +172,9 @@ class JobStore(Protocol):
 
     async def lapsed(self, now: float) -> list[str]:
         """Jobs whose runner's lease lapsed before ``now`` (their gateway died), all of them."""
+
+    async def overdue(self, now: float) -> list[str]:
+        """Jobs waiting for input whose ``input_deadline`` passed before ``now``."""
 
     async def close(self) -> None: ...
 
@@ -278,7 +287,8 @@ class MemoryJobStore:
         self._signals = _Signals()
         self._cancels: asyncio.Queue[str] = asyncio.Queue()
         self._keys: dict[str, tuple[str, str, float]] = {}  # key -> job id, digest, until
-        self._open: dict[str, set[str]] = {}  # owner -> ids of its queued or running jobs
+        self._open: dict[str, set[str]] = {}  # owner -> ids of its unfinished jobs
+        self._waiting: dict[str, float] = {}  # job id -> input deadline (INPUT_REQUIRED)
         self._clock = clock
         self._max_bytes = max_bytes
         self._bytes = 0
@@ -382,6 +392,11 @@ class MemoryJobStore:
         if job.state in TERMINAL_STATES:
             entry.lease_until = None
             self._close_open(entry.owner, job.job_id)
+        if job.state == pb.TASK_STATE_INPUT_REQUIRED:
+            entry.lease_until = None  # parked: no runner holds it
+            self._waiting[job.job_id] = job.input_deadline
+        else:
+            self._waiting.pop(job.job_id, None)
         if keep_for is not None:
             entry.forget_at = self._clock() + keep_for
         if requeue:
@@ -467,6 +482,9 @@ class MemoryJobStore:
     async def lapsed(self, now: float) -> list[str]:
         return []  # every runner is in this process
 
+    async def overdue(self, now: float) -> list[str]:
+        return [job_id for job_id, until in self._waiting.items() if until < now]
+
     async def close(self) -> None:
         self._signals.notify_all()
 
@@ -498,6 +516,7 @@ class MemoryJobStore:
 
     def _forget(self, job_id: str) -> None:
         entry = self._jobs.pop(job_id, None)
+        self._waiting.pop(job_id, None)
         if entry is not None:
             self._close_open(entry.owner, job_id)
             self._bytes -= entry.size
@@ -582,10 +601,10 @@ return 1
 """
 
 _TRANSITION = """
--- KEYS: job, events, running, pending
+-- KEYS: job, events, running, pending, waiting
 -- ARGV: id, allowed (',1,2,'), fence ('' any), new state, job bytes, event bytes,
 --       keep ms ('0' none), requeue ('1'), lapsed before ms ('' unchecked), terminal ('1'),
---       events channel, queued channel, owners' open-set prefix
+--       events channel, queued channel, owners' open-set prefix, input deadline ms
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -2 end
 if not string.find(ARGV[2], ',' .. state .. ',', 1, true) then return -1 end
@@ -600,6 +619,12 @@ if ARGV[10] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   local owner = redis.call('HGET', KEYS[1], 'owner')
   if owner then redis.call('SREM', ARGV[13] .. owner, ARGV[1]) end
+end
+if ARGV[4] == '6' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[5], ARGV[14], ARGV[1])
+else
+  redis.call('ZREM', KEYS[5], ARGV[1])
 end
 if ARGV[8] == '1' then
   redis.call('HINCRBY', KEYS[1], 'fence', 1)
@@ -777,6 +802,7 @@ class RedisJobStore:
                 self._key(job.job_id, "events"),
                 f"{self._p}:running",
                 f"{self._p}:pending",
+                f"{self._p}:waiting",
             ],
             args=[
                 job.job_id,
@@ -792,6 +818,7 @@ class RedisJobStore:
                 f"{self._p}:events",
                 f"{self._p}:queued",
                 f"{self._p}:open:",
+                _ms(job.input_deadline),
             ],
         )
         offset = int(offset)
@@ -883,6 +910,10 @@ class RedisJobStore:
         ids = await self._redis.zrangebyscore(f"{self._p}:running", "-inf", f"({_ms(now)}")
         return [raw.decode() for raw in ids]
 
+    async def overdue(self, now: float) -> list[str]:
+        ids = await self._redis.zrangebyscore(f"{self._p}:waiting", "-inf", f"({_ms(now)}")
+        return [raw.decode() for raw in ids]
+
     async def close(self) -> None:
         """Stop the pub/sub listener (the Redis client is shared and closed by its owner)."""
         await self._subscription.close()
@@ -910,6 +941,7 @@ def _copy(job: gateway_pb2.Job) -> gateway_pb2.Job:
 __all__ = [
     "OPEN_STATES",
     "TERMINAL_STATES",
+    "UNFINISHED_STATES",
     "Claim",
     "Fenced",
     "IdempotencyConflict",

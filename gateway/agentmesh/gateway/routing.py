@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +99,8 @@ class Selection:
     cache: CacheConfig | None = None
     workflow: str = ""
     fan_out: gateway_pb2.FanOutRequest | None = None
+    history: bool = True  # False: a declared route that keeps no sessions
+    session: Mapping[str, Any] | None = None  # a declared route's session overrides
 
     @property
     def agent(self) -> AgentEntry:
@@ -154,7 +158,14 @@ class Router:
             if rule.matches(text, metadata):
                 if rule.fan_out is not None:
                     return Selection(None, "", rule.config.name, fan_out=rule.fan_out)
-                return self._target(rule.config.to.target, rule.config.name, rule.config.cache)
+                selection = self._target(rule.config.to.target, rule.config.name, rule.config.cache)
+                if rule.config.history and rule.config.session is None:
+                    return selection
+                return dataclasses.replace(
+                    selection,
+                    history=rule.config.history,
+                    session=rule.config.session.overrides() if rule.config.session else None,
+                )
         if self._config.router is not None:
             return await self._ask_router(self._config.router, request, time_remaining)
         if self._config.default_route is not None:

@@ -188,7 +188,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
         jobs = self._jobs
-        async for event in jobs.watch(request.job_id, request.from_offset, viewer=caller().viewer):
+        async for event in jobs.watch(
+            request.job_id,
+            request.from_offset,
+            viewer=caller().viewer,
+            until_input=request.until_input,
+        ):
             yield event
 
     @unary_errors
@@ -196,6 +201,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.CancelJobRequest, context: Context
     ) -> gateway_pb2.Job:
         return await self._jobs.cancel(request.job_id, viewer=caller().viewer)
+
+    @unary_errors
+    async def ResumeJob(
+        self, request: gateway_pb2.ResumeJobRequest, context: Context
+    ) -> gateway_pb2.Job:
+        # Only the job's owner answers its question (an operator sees it, but did not ask).
+        return await self._jobs.resume(request.job_id, request.message, owner=caller().owner)
 
     @unary_errors
     async def ListJobs(

@@ -19,28 +19,32 @@ turn; the last ``keep_last`` exchanges stay verbatim.
 :class:`MemorySessionStore` keeps sessions in this process (the default);
 :class:`RedisSessionStore` keeps them in Redis, so that every gateway replica
 continues the same session. Both expire a session ``ttl`` seconds after its
-last turn. Two turns of one session sent at once both run; the one that
-finishes last writes the session (its turns are not merged).
+last turn. Every write is a compare-and-set on the session's ``version``: two
+turns of one session sent at once both run and both land (the later writer
+reads the session again and appends its exchange to what stands, dropping a
+compaction it had made on the older copy).
 
-Redis layout (``P`` = ``agentmesh:sessions:v1``, ``h(x)`` a SHA-256 hex digest)::
+Redis layout (``P`` = ``agentmesh:sessions:v2``, ``h(x)`` a SHA-256 hex digest)::
 
-    P:s:{h(owner, context_id)}   Session bytes; expires ttl after the last turn
+    P:s:{h(owner, context_id)}   hash: v (version), s (Session bytes); expires ttl after
+                                 the last turn
     P:o:{h(owner)}               sorted set: that owner's context ids -> last use (unix s)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from google.protobuf import struct_pb2
 
-from agentmesh.runtime.errors import InvalidInput
+from agentmesh.runtime.errors import InvalidInput, Unavailable
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -49,6 +53,9 @@ MAX_CONTEXT_ID_CHARS = 256
 
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
 """How the summary turn starts in the history an agent receives."""
+
+MAX_WRITE_ATTEMPTS = 16
+"""How often a turn's write is tried when other turns of its session keep landing first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,12 @@ class SessionStore(Protocol):
 
     async def get(self, owner: str, context_id: str) -> gateway_pb2.Session | None: ...
 
-    async def put(self, owner: str, session: gateway_pb2.Session, *, ttl: float) -> None: ...
+    async def put(
+        self, owner: str, session: gateway_pb2.Session, *, ttl: float, expected: int
+    ) -> bool:
+        """Write ``session`` if the stored one's version is ``expected`` (0: none stored);
+        False (nothing written) otherwise. ``session.version`` is the new version."""
+        ...
 
     async def list(self, owner: str, limit: int) -> list[gateway_pb2.Session]: ...
 
@@ -101,12 +113,18 @@ class MemorySessionStore:
             return None
         return gateway_pb2.Session.FromString(entry[1])
 
-    async def put(self, owner: str, session: gateway_pb2.Session, *, ttl: float) -> None:
+    async def put(
+        self, owner: str, session: gateway_pb2.Session, *, ttl: float, expected: int
+    ) -> bool:
         key = (owner, session.context_id)
+        stored = await self.get(owner, session.context_id)
+        if (stored.version if stored is not None else 0) != expected:
+            return False
         self._sessions[key] = (self._clock() + ttl, session.SerializeToString())
         self._sessions.move_to_end(key)
         while len(self._sessions) > self._max:
             self._sessions.popitem(last=False)
+        return True
 
     async def list(self, owner: str, limit: int) -> list[gateway_pb2.Session]:
         now = self._clock()
@@ -128,14 +146,29 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
+_PUT = """
+-- KEYS: session, owner's index; ARGV: expected version, new version, session bytes, ttl ms,
+--       context id, now (unix s), ttl (s)
+local version = redis.call('HGET', KEYS[1], 'v') or '0'
+if version ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[6]) - tonumber(ARGV[7]))
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+
 class RedisSessionStore:
     """Sessions in Redis, shared by every gateway replica (layout in the module docstring)."""
 
-    PREFIX = "agentmesh:sessions:v1"
+    PREFIX = "agentmesh:sessions:v2"
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = PREFIX) -> None:
         self._redis = client
         self._prefix = prefix
+        self._put = client.register_script(_PUT)
 
     def _session_key(self, owner: str, context_id: str) -> str:
         return f"{self._prefix}:s:{_digest(owner, context_id)}"
@@ -144,29 +177,35 @@ class RedisSessionStore:
         return f"{self._prefix}:o:{_digest(owner)}"
 
     async def get(self, owner: str, context_id: str) -> gateway_pb2.Session | None:
-        raw = await self._redis.get(self._session_key(owner, context_id))
+        raw = await self._redis.hget(self._session_key(owner, context_id), "s")  # type: ignore[misc]
         return None if raw is None else gateway_pb2.Session.FromString(raw)
 
-    async def put(self, owner: str, session: gateway_pb2.Session, *, ttl: float) -> None:
-        index = self._owner_key(owner)
-        now = time.time()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(
-                self._session_key(owner, session.context_id),
+    async def put(
+        self, owner: str, session: gateway_pb2.Session, *, ttl: float, expected: int
+    ) -> bool:
+        written = await self._put(
+            keys=[self._session_key(owner, session.context_id), self._owner_key(owner)],
+            args=[
+                expected,
+                session.version,
                 session.SerializeToString(),
-                px=max(1, int(ttl * 1000)),
-            )
-            pipe.zadd(index, {session.context_id: now})
-            pipe.zremrangebyscore(index, "-inf", now - ttl)  # sessions that expired since
-            pipe.pexpire(index, max(1, int(ttl * 1000)))
-            await pipe.execute()
+                max(1, int(ttl * 1000)),
+                session.context_id,
+                time.time(),
+                ttl,  # sessions unused for longer have expired: out of the index
+            ],
+        )
+        return bool(written)
 
     async def list(self, owner: str, limit: int) -> list[gateway_pb2.Session]:
         ids = await self._redis.zrevrange(self._owner_key(owner), 0, max(0, limit - 1))
         if not ids:
             return []
         names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-        raws = await self._redis.mget([self._session_key(owner, n) for n in names])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(self._session_key(owner, name), "s")
+            raws = await pipe.execute()
         return [summary(gateway_pb2.Session.FromString(r)) for r in raws if r is not None]
 
     async def delete(self, owner: str, context_id: str) -> bool:
@@ -241,15 +280,26 @@ class Conversations:
         """How older turns are summarized (the dispatcher's call of the summarizer skill)."""
         self._summarize = summarize
 
-    async def begin(self, owner: str, agent: str, request: pb.InvokeRequest) -> Turn:
-        """``request`` with the session's turns (compacted first when past the policy)."""
+    async def begin(
+        self,
+        owner: str,
+        agent: str,
+        request: pb.InvokeRequest,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Turn:
+        """``request`` with the session's turns (compacted first when past the policy: the
+        agent's, with ``overrides`` of its fields, a route's, on top)."""
         context_id = request.message.context_id
         check_context_id(context_id)
         session = await self.store.get(owner, context_id)
         now = self._clock()
         if session is None:
             session = gateway_pb2.Session(context_id=context_id, created_at=now)
-        session = await self._compact(session, self._policy(agent))
+        policy = self._policy(agent)
+        if overrides:
+            policy = dataclasses.replace(policy, **overrides)
+        session = await self._compact(session, policy)
         forwarded = pb.InvokeRequest()
         forwarded.CopyFrom(request)
         history = history_of(session)
@@ -262,16 +312,33 @@ class Conversations:
         return Turn(owner, agent, session, forwarded, _text(request.message.parts))
 
     async def finish(self, turn: Turn, response: pb.InvokeResponse) -> None:
-        """Record the user's turn and the answer (the text of the response's artifacts)."""
+        """Record the user's turn and the answer (the text of the response's artifacts).
+
+        A compare-and-set on the session's version: when another turn of the session
+        landed since this one began, the exchange is added to the session as it now
+        stands, and written again."""
         answer = "\n\n".join(_text(a.parts) for a in response.artifacts)
-        session = gateway_pb2.Session()
-        session.CopyFrom(turn.session)
-        session.turns.add(role="user", content=turn.user)
-        session.turns.add(role="assistant", content=answer)
-        session.turn_count += 1
-        session.updated_at = self._clock()
-        session.agent = turn.agent
-        await self.store.put(turn.owner, session, ttl=self._ttl)
+        base: gateway_pb2.Session | None = turn.session
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            if base is None:  # expired or deleted meanwhile: the exchange starts it again
+                base = gateway_pb2.Session(
+                    context_id=turn.session.context_id, created_at=self._clock()
+                )
+            session = gateway_pb2.Session()
+            session.CopyFrom(base)
+            session.turns.add(role="user", content=turn.user)
+            session.turns.add(role="assistant", content=answer)
+            session.turn_count += 1
+            session.updated_at = self._clock()
+            session.agent = turn.agent
+            session.version = base.version + 1
+            if await self.store.put(turn.owner, session, ttl=self._ttl, expected=base.version):
+                return
+            base = await self.store.get(turn.owner, turn.session.context_id)
+        raise Unavailable(
+            f"session {turn.session.context_id[:64]!r}: other turns kept landing first; "
+            "its exchange was not recorded"
+        )
 
     async def _compact(
         self, session: gateway_pb2.Session, policy: SessionPolicy

@@ -819,9 +819,11 @@ class Job(_message.Message):
     WORKFLOW_FIELD_NUMBER: _builtins.int
     FAN_OUT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    INPUT_DEADLINE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: _messages_pb2.TaskState.ValueType
-    """SUBMITTED, WORKING, COMPLETED, FAILED or CANCELED"""
+    """SUBMITTED, WORKING, INPUT_REQUIRED (waiting for ResumeJob), COMPLETED, FAILED or CANCELED"""
     kind: _builtins.str
     """"invoke", "workflow" or "fan_out" """
     description: _builtins.str
@@ -834,14 +836,21 @@ class Job(_message.Message):
     code: _builtins.int
     """grpc.StatusCode value when FAILED or CANCELED"""
     message: _builtins.str
+    """why it failed; the question while INPUT_REQUIRED"""
     expires_at: _builtins.float
     """unix seconds after which the finished job is forgotten"""
+    input_deadline: _builtins.float
+    """INPUT_REQUIRED: unix seconds when it fails unanswered"""
     @_builtins.property
     def invoke(self) -> _messages_pb2.InvokeResponse: ...
     @_builtins.property
     def workflow(self) -> Global___WorkflowResult: ...
     @_builtins.property
     def fan_out(self) -> Global___FanOutResponse: ...
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInput]:
+        """The questions its work asked, oldest first; while INPUT_REQUIRED the last is unanswered."""
+
     def __init__(
         self,
         *,
@@ -858,16 +867,88 @@ class Job(_message.Message):
         workflow: Global___WorkflowResult | None = ...,
         fan_out: Global___FanOutResponse | None = ...,
         expires_at: _builtins.float = ...,
+        inputs: _abc.Iterable[Global___JobInput] | None = ...,
+        input_deadline: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "invoke", b"invoke", "result", b"result", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "created_at", b"created_at", "description", b"description", "event_count", b"event_count", "expires_at", b"expires_at", "fan_out", b"fan_out", "invoke", b"invoke", "job_id", b"job_id", "kind", b"kind", "message", b"message", "result", b"result", "state", b"state", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "created_at", b"created_at", "description", b"description", "event_count", b"event_count", "expires_at", b"expires_at", "fan_out", b"fan_out", "input_deadline", b"input_deadline", "inputs", b"inputs", "invoke", b"invoke", "job_id", b"job_id", "kind", b"kind", "message", b"message", "result", b"result", "state", b"state", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["invoke", "workflow", "fan_out"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class JobInput(_message.Message):
+    """A question a job's work asked (an agent's InputRequired, a workflow's `ask` step)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUESTION_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    ASKED_AT_FIELD_NUMBER: _builtins.int
+    question: _builtins.str
+    agent: _builtins.str
+    """the agent that asked ("" for a workflow step)"""
+    step: _builtins.str
+    """the workflow step that asked ("" for an agent)"""
+    asked_at: _builtins.float
+    """unix seconds"""
+    @_builtins.property
+    def data(self) -> _struct_pb2.Value:
+        """the question's data payload, when it has one"""
+
+    @_builtins.property
+    def answer(self) -> _messages_pb2.Message:
+        """what ResumeJob answered (unset while it waits)"""
+
+    def __init__(
+        self,
+        *,
+        question: _builtins.str = ...,
+        data: _struct_pb2.Value | None = ...,
+        agent: _builtins.str = ...,
+        step: _builtins.str = ...,
+        answer: _messages_pb2.Message | None = ...,
+        asked_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "data", b"data"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "answer", b"answer", "asked_at", b"asked_at", "data", b"data", "question", b"question", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobInput: _TypeAlias = JobInput  # noqa: Y015
+
+@_typing.final
+class ResumeJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    @_builtins.property
+    def message(self) -> _messages_pb2.Message:
+        """the answer: text (and data) parts"""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        message: _messages_pb2.Message | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeJobRequest: _TypeAlias = ResumeJobRequest  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
@@ -894,18 +975,24 @@ class WatchJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     FROM_OFFSET_FIELD_NUMBER: _builtins.int
+    UNTIL_INPUT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     from_offset: _builtins.int
     """first event to send; 0 = from the start"""
+    until_input: _builtins.bool
+    """End the stream (status OK) also when the job waits for input (INPUT_REQUIRED), after
+    that state event: a ResumeJob answer, then a new watch from the answer's event_count.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         from_offset: _builtins.int = ...,
+        until_input: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offset", b"from_offset", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offset", b"from_offset", "job_id", b"job_id", "until_input", b"until_input"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1059,6 +1146,7 @@ class Session(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
     TURN_COUNT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     context_id: _builtins.str
     summary: _builtins.str
     """older turns, compacted into one summary ("" if none yet)"""
@@ -1071,6 +1159,8 @@ class Session(_message.Message):
     """the agent of the last turn"""
     turn_count: _builtins.int
     """exchanges (user turn and answer) in all, compacted ones too"""
+    version: _builtins.int
+    """bumped by every write of the session"""
     @_builtins.property
     def turns(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionTurn]:
         """the turns since the summary, oldest first"""
@@ -1086,10 +1176,11 @@ class Session(_message.Message):
         updated_at: _builtins.float = ...,
         agent: _builtins.str = ...,
         turn_count: _builtins.int = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "compactions", b"compactions", "context_id", b"context_id", "created_at", b"created_at", "summary", b"summary", "turn_count", b"turn_count", "turns", b"turns", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "compactions", b"compactions", "context_id", b"context_id", "created_at", b"created_at", "summary", b"summary", "turn_count", b"turn_count", "turns", b"turns", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

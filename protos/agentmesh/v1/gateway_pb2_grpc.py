@@ -85,6 +85,11 @@ class GatewayStub:
                 request_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/agentmesh.v1.Gateway/ResumeJob',
+                request_serializer=agentmesh_dot_v1_dot_gateway__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
         self.GetSession = channel.unary_unary(
                 '/agentmesh.v1.Gateway/GetSession',
                 request_serializer=agentmesh_dot_v1_dot_gateway__pb2.GetSessionRequest.SerializeToString,
@@ -177,6 +182,15 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeJob(self, request, context):
+        """Answer the question of a job in INPUT_REQUIRED: its work runs again with the
+        conversation so far. Another caller's job is NOT_FOUND; a job in another state is
+        FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSession(self, request, context):
         """A conversation the caller holds (its `context_id`); another caller's is NOT_FOUND.
         """
@@ -249,6 +263,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=agentmesh_dot_v1_dot_gateway__pb2.ResumeJobRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_gateway__pb2.Job.SerializeToString,
             ),
             'GetSession': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSession,
@@ -536,6 +555,33 @@ class Gateway:
             '/agentmesh.v1.Gateway/ListJobs',
             agentmesh_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
             agentmesh_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Gateway/ResumeJob',
+            agentmesh_dot_v1_dot_gateway__pb2.ResumeJobRequest.SerializeToString,
+            agentmesh_dot_v1_dot_gateway__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,11 @@ class GatewayStub:
     calls are cancelled too.
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]
+    ResumeJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ResumeJobRequest, _gateway_pb2.Job]
+    """Answer the question of a job in INPUT_REQUIRED: its work runs again with the
+    conversation so far. Another caller's job is NOT_FOUND; a job in another state is
+    FAILED_PRECONDITION.
+    """
     GetSession: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetSessionRequest, _gateway_pb2.Session]
     """A conversation the caller holds (its `context_id`); another caller's is NOT_FOUND."""
     ListSessions: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListSessionsRequest, _gateway_pb2.ListSessionsResponse]
@@ -91,6 +96,11 @@ class GatewayAsyncStub(GatewayStub):
     calls are cancelled too.
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]  # type: ignore[assignment]
+    ResumeJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ResumeJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
+    """Answer the question of a job in INPUT_REQUIRED: its work runs again with the
+    conversation so far. Another caller's job is NOT_FOUND; a job in another state is
+    FAILED_PRECONDITION.
+    """
     GetSession: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetSessionRequest, _gateway_pb2.Session]  # type: ignore[assignment]
     """A conversation the caller holds (its `context_id`); another caller's is NOT_FOUND."""
     ListSessions: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListSessionsRequest, _gateway_pb2.ListSessionsResponse]  # type: ignore[assignment]
@@ -182,6 +192,17 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListJobsResponse, _abc.Awaitable[_gateway_pb2.ListJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeJob(
+        self,
+        request: _gateway_pb2.ResumeJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
+        """Answer the question of a job in INPUT_REQUIRED: its work runs again with the
+        conversation so far. Another caller's job is NOT_FOUND; a job in another state is
+        FAILED_PRECONDITION.
+        """
 
     @_abc_1.abstractmethod
     def GetSession(

@@ -12,8 +12,10 @@ must name what was wrong and must never carry a traceback, a path or a secret.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: The ``ErrorInfo.domain`` of every error agentmesh reports.
 DOMAIN = "agentmesh"
@@ -51,6 +53,7 @@ class Reason(enum.StrEnum):
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     NOT_FOUND = "NOT_FOUND"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    INPUT_REQUIRED = "INPUT_REQUIRED"  # the work asks its caller a question (InputRequired)
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"  # the input is over a configured size or shape limit
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # the caller's quota (jobs per key) is used up
@@ -161,3 +164,69 @@ class Unavailable(AgentError):
 
 class DeadlineExceeded(AgentError):
     code = ErrorCode.DEADLINE_EXCEEDED
+
+
+#: Longest question (UTF-8 bytes) and data payload (bytes of its JSON) an InputRequired
+#: carries: both travel in the error's trailers, whose total size gRPC bounds.
+MAX_QUESTION_BYTES = 500
+MAX_QUESTION_DATA_BYTES = 1000
+
+
+class InputRequired(AgentError):
+    """The work cannot go on without an answer from its caller: ``raise InputRequired("Which
+    file?")`` (optionally ``data=`` a small JSON payload, e.g. the choices).
+
+    On the wire it is FAILED_PRECONDITION with the ``ErrorInfo`` reason ``INPUT_REQUIRED``
+    and the question (and ``data`` as JSON) in its metadata. A job that gets it waits in
+    INPUT_REQUIRED until ResumeJob answers, then calls the agent again with the
+    conversation so far; a plain call sees the error. :meth:`of` recognises one that
+    crossed the wire: the one place that does.
+    """
+
+    code = ErrorCode.FAILED_PRECONDITION
+    reason = Reason.INPUT_REQUIRED
+
+    def __init__(self, question: str, *, data: Any = None, step: str = "") -> None:
+        question = question.strip()
+        if not question:
+            raise ValueError("InputRequired needs a question")
+        if len(question.encode()) > MAX_QUESTION_BYTES:
+            raise ValueError(f"InputRequired: the question is over {MAX_QUESTION_BYTES} bytes")
+        metadata = {"question": question}
+        if data is not None:
+            encoded = json.dumps(data, separators=(",", ":"))
+            if len(encoded.encode()) > MAX_QUESTION_DATA_BYTES:
+                raise ValueError(
+                    f"InputRequired: data is over {MAX_QUESTION_DATA_BYTES} bytes of JSON"
+                )
+            metadata["data"] = encoded
+        if step:
+            metadata["step"] = step
+        super().__init__(f"input required: {question}", metadata=metadata)
+        self.question = question
+        self.data = data
+        self.step = step
+
+    @classmethod
+    def of(cls, error: BaseException) -> InputRequired | None:
+        """``error`` as the question it stands for, or None when it is not one (an agent's
+        error relayed by the gateway keeps its reason and metadata)."""
+        if isinstance(error, InputRequired):
+            return error
+        if not isinstance(error, AgentError) or error.reason != Reason.INPUT_REQUIRED:
+            return None
+        question = error.metadata.get("question", "")
+        data = None
+        if "data" in error.metadata:
+            try:
+                data = json.loads(error.metadata["data"])
+            except ValueError:
+                data = None
+        try:
+            found = cls(question, data=data, step=error.metadata.get("step", ""))
+        except ValueError:
+            return None
+        found.metadata.update(error.metadata)
+        if "data" in found.metadata and data is None:
+            del found.metadata["data"]
+        return found

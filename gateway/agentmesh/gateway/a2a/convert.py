@@ -183,7 +183,16 @@ def a2a_state(state: int) -> a2a.TaskState:
 
 def status_of(job: gateway_pb2.Job, context_id: str) -> a2a.TaskStatus:
     status = a2a.TaskStatus(state=a2a_state(job.state), timestamp=_timestamp(job.updated_at))
-    if job.message:
+    if job.state == pb.TASK_STATE_INPUT_REQUIRED and job.inputs:
+        # The question, from the agent (or step) that asked, with its data payload.
+        asked = job.inputs[-1]
+        about = {k: v for k, v in (("agent", asked.agent), ("step", asked.step)) if v}
+        message = agent_message(f"{job.job_id}-{job.event_count}", asked.question, **about)
+        if asked.HasField("data"):
+            message.parts.add(media_type="application/json").data.CopyFrom(asked.data)
+        message.context_id, message.task_id = context_id, job.job_id
+        status.message.CopyFrom(message)
+    elif job.message:
         code = _CODE_NAMES.get(job.code, str(job.code))
         message = agent_message(f"{job.job_id}-{job.event_count}", job.message, code=code)
         message.context_id, message.task_id = context_id, job.job_id

@@ -10,6 +10,12 @@ Task failures (an agent's error, an open breaker) end the task FAILED with
 the gRPC code and message in the status message, as A2A expects; a request
 that cannot start (bad metadata, unknown agent or workflow) is refused with
 the gRPC status the native API would give.
+
+A task whose work asks a question waits in TASK_STATE_INPUT_REQUIRED with the
+question as its status message; a blocking SendMessage returns then, and a
+stream ends there. A message whose ``task_id`` names that task answers it
+(ResumeJob); naming a task in any other state is refused (FAILED_PRECONDITION;
+UnsupportedOperationError on the HTTP bindings).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from agentmesh.gateway.a2a.convert import (
     http_interfaces,
     interface,
     mesh_card,
+    message_to_mesh,
     parts_to_a2a,
     security_schemes,
     skill_schemas,
@@ -124,8 +131,9 @@ class MeshRequestHandler(RequestHandler):
             params = self.aimed(params, context.state.get(AGENT_STATE))
             job, context_id = await self._submit(params, grpc_context)
             if not params.configuration.return_immediately:
-                async for _ in self._jobs.watch(job.job_id, 0):  # the caller's own job
-                    pass  # until the job has ended
+                # From this message's own state event on: until the job ends or waits again.
+                async for _ in self._jobs.watch(job.job_id, job.event_count - 1, until_input=True):
+                    pass
                 job = await self._jobs.get(job.job_id)
             return task_from_job(job, context_id)
         except AgentError as exc:
@@ -141,7 +149,7 @@ class MeshRequestHandler(RequestHandler):
         except AgentError as exc:
             await _refuse(exc, grpc_context, "A2A.SendStreamingMessage")
         yield task_from_job(job, context_id)
-        async for event in self._events(job.job_id, 1, context_id):
+        async for event in self._events(job.job_id, job.event_count, context_id):
             yield event
 
     async def on_subscribe_to_task(
@@ -154,18 +162,18 @@ class MeshRequestHandler(RequestHandler):
             )
         context_id = self._context_of(job.job_id)
         yield task_from_job(job, context_id)
+        if job.state == pb.TASK_STATE_INPUT_REQUIRED:
+            return  # it waits for a message: nothing more until one comes
         async for event in self._events(job.job_id, job.event_count, context_id):
             yield event
 
     async def _submit(
         self, params: a2a.SendMessageRequest, grpc_context: GrpcContext
     ) -> tuple[gateway_pb2.Job, str]:
-        if params.message.task_id:
-            raise UnsupportedOperationError(
-                "message.task_id: a mesh task takes one message; send a new message without it"
-            )
         if not params.message.parts:
             raise InvalidParamsError("message.parts: required (at least one part)")
+        if params.message.task_id:
+            return await self._continue(params.message)
         names = [entry.name for entry in self._registry.entries]
         work = work_for(params, names)
         # Scopes, rate limit and max_jobs were checked by the gateway's guard (on this job).
@@ -195,6 +203,25 @@ class MeshRequestHandler(RequestHandler):
                 self._contexts.popitem(last=False)
         return job, context_id
 
+    async def _continue(self, message: a2a.Message) -> tuple[gateway_pb2.Job, str]:
+        """A follow-up message: the answer to the question of the task it names."""
+        task_id = message.task_id
+        answer = message_to_mesh(message)
+        try:
+            job = await self._jobs.resume(task_id, answer, owner=caller().owner)
+        except NotFound:
+            raise TaskNotFoundError(
+                f"task {task_id[:80]!r} does not exist (or has expired)"
+            ) from None
+        except InvalidInput as exc:
+            if exc.field == "job_id":
+                raise InvalidParamsError(
+                    f"message.task_id: {task_id[:80]!r} is not a task id"
+                ) from None
+            raise
+        context_id = message.context_id or self._context_of(job.job_id)
+        return job, context_id
+
     def aimed(self, params: a2a.SendMessageRequest, name: str | None) -> a2a.SendMessageRequest:
         """``params`` as sent to agent (or workflow) ``name``'s own endpoint; None: the mesh's."""
         if name is None:
@@ -209,8 +236,9 @@ class MeshRequestHandler(RequestHandler):
         return self._contexts.get(job_id, job_id)
 
     async def _events(self, job_id: str, offset: int, context_id: str) -> AsyncIterator[Event]:
-        """The job's events from ``offset`` as A2A status and artifact updates, until it ends."""
-        async for job_event in self._jobs.watch(job_id, offset):
+        """The job's events from ``offset`` as A2A status and artifact updates, until it ends
+        or waits for input (an interrupted state ends an A2A stream too)."""
+        async for job_event in self._jobs.watch(job_id, offset, until_input=True):
             for event in _a2a_events(job_event, job_id, context_id):
                 yield event
 

@@ -11,6 +11,11 @@ A step's life: its ``when`` is false -> SKIPPED. Otherwise up to
 then the compensation step (COMPENSATED when it ran); then ``then: skip``
 (SKIPPED, the run goes on) or ``then: fail`` (FAILED, the run fails with the
 step's error).
+
+An ``ask`` step raises :class:`InputRequired` with its question (past every error
+policy: the run stops there) unless the run was given its answer: a job waits
+for it and runs the workflow again with ``answers`` (by step) and the steps that
+had finished (``done``, by step), which are kept rather than run again.
 """
 
 from __future__ import annotations
@@ -49,7 +54,14 @@ from agentmesh.gateway.workflows.validate import (
     Compose,
     InputTemplate,
 )
-from agentmesh.runtime.errors import AgentError, DeadlineExceeded, InvalidInput, LimitExceeded
+from agentmesh.runtime.errors import (
+    MAX_QUESTION_BYTES,
+    AgentError,
+    DeadlineExceeded,
+    InputRequired,
+    InvalidInput,
+    LimitExceeded,
+)
 from agentmesh.runtime.resilience import Backoff
 from agentmesh.runtime.types import (
     DataPart,
@@ -113,6 +125,8 @@ class _Shared:
     state: Mapping[str, JSONValue]
     room: int  # characters the run's step outputs may still take
     usage: Usage = field(default_factory=Usage)
+    answers: Mapping[str, Message] = field(default_factory=dict)  # ask steps' answers
+    done: Mapping[str, StepFinished] = field(default_factory=dict)  # kept from a run before
 
     def take(self, output: StepOutput, where: str) -> None:
         """Count a step's output against the run's budget (max_bytes)."""
@@ -152,6 +166,10 @@ class _Level:
         if step_timeout is not None:
             left = step_timeout if left is None else min(left, step_timeout)
         return left
+
+
+# Outcomes of a step a resumed run keeps instead of running it again.
+_KEPT = frozenset({Outcome.SUCCEEDED, Outcome.FELL_BACK, Outcome.SKIPPED, Outcome.COMPENSATED})
 
 
 def _retry_wait(policy: ErrorPolicy, attempt: int) -> float:
@@ -241,8 +259,11 @@ class Engine:
         time_remaining: float | None,
         label: str | None = None,
         run_id: str | None = None,
+        answers: Mapping[str, Message] | None = None,
+        done: Mapping[str, StepFinished] | None = None,
     ) -> RunFinished:
-        """Run ``workflow`` to the end; StepFailed (after its events) when a step fails."""
+        """Run ``workflow`` to the end; StepFailed (after its events) when a step fails,
+        InputRequired when an ``ask`` step has no answer in ``answers``."""
         run_id = run_id or uuid.uuid4().hex
         label = label or workflow.name
         limits = [t for t in (time_remaining, workflow.timeout) if t is not None]
@@ -255,7 +276,10 @@ class Engine:
                 WORKFLOW_STEPS.labels(workflow=label, outcome=event.outcome.value).inc()
             emit(event)
 
-        shared = _Shared(record, self._caller, label, state, self._max_bytes)
+        shared = _Shared(
+            record, self._caller, label, state, self._max_bytes,
+            answers=answers or {}, done=done or {},
+        )  # fmt: skip
         level = _Level(workflow, shared, "", message, deadline)
         started = time.perf_counter()
         state_label = "failed"
@@ -329,8 +353,29 @@ class Engine:
                 StepFinished(level.prefix + inner.id, Outcome.SKIPPED, message=reason)
             )
 
+    def _kept(self, level: _Level, step: CompiledStep) -> bool:
+        """Replay ``step`` (and its group's steps) as a run before finished it, if it did."""
+        prior = level.shared.done.get(level.prefix + step.id)
+        if prior is None or prior.outcome not in _KEPT:
+            return False
+        for inner in step.walk():
+            kept = level.shared.done.get(level.prefix + inner.id)
+            if kept is None or kept.outcome not in _KEPT:
+                continue
+            error = AgentError(kept.message, code=kept.code) if kept.code is not None else None
+            level.records[inner.id] = _record(kept.outcome, kept.output, error)
+            if kept.output is not None:
+                level.outputs[inner.id] = kept.output
+                level.shared.take(kept.output, f"steps.{inner.id}")
+                if inner.kind in ("agent", "fan_out", "map"):
+                    level.shared.usage = level.shared.usage + kept.output.result.usage
+            level.shared.emit(kept)
+        return True
+
     async def _run_step(self, level: _Level, step: CompiledStep) -> None:
         name = level.prefix + step.id
+        if self._kept(level, step):
+            return
         if step.when is not None:
             try:
                 go = bool(step.when.evaluate(level.scope()))
@@ -364,6 +409,8 @@ class Engine:
                 level.shared.emit(StepStarted(name, step.agent, step.skill, attempt))
                 try:
                     output = await self._attempt(level, step)
+                except InputRequired:
+                    raise  # not a failure: the run waits for the answer
                 except AgentError as exc:
                     error = exc
                     if attempt <= retries and exc.code.value in policy.retry_on:
@@ -550,11 +597,32 @@ class Engine:
             work = self._fan_out(level, step, remaining)
         elif step.kind == "map":
             work = self._map(level, step, remaining)
+        elif step.kind == "ask":
+            output = self._ask(level, step, name)
+            level.shared.take(output, f"steps.{step.id}")
+            return output
         else:
             work = self._nested(level, step, remaining)
         output = await self._with_timeout(work, step.timeout, name)
         level.shared.take(output, f"steps.{step.id}")
         return output
+
+    def _ask(self, level: _Level, step: CompiledStep, name: str) -> StepOutput:
+        """The answer to the step's question, or InputRequired asking it."""
+        answer = level.shared.answers.get(name)
+        if answer is not None:
+            return StepOutput(Result.of(text=answer.text or None, data=answer.data))
+        assert step.ask is not None
+        where = f"steps.{step.id}.ask"
+        try:
+            question = to_text(step.ask.render(level.scope())).strip()
+        except ExpressionError as exc:
+            raise _evaluate_error(where, exc) from None
+        if not question:
+            raise InvalidInput(where, "the question resolved to nothing")
+        # A question that quotes long outputs is cut to what an InputRequired carries.
+        clipped = question.encode()[:MAX_QUESTION_BYTES].decode(errors="ignore")
+        raise InputRequired(clipped, step=name)
 
     async def _call(
         self,

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
+from agentmesh.gateway import inputs
 from agentmesh.gateway.config import GatewayConfig, GatewaySettings
 from agentmesh.gateway.dispatch import Dispatcher, fan_out_answer
 from agentmesh.gateway.registry import Registry
@@ -27,9 +28,9 @@ from agentmesh.gateway.workflows.validate import (
     check_agents,
     compile_workflow,
 )
-from agentmesh.gateway.workflows.wire import event_to_proto
+from agentmesh.gateway.workflows.wire import event_to_proto, step_finished_from_proto
 from agentmesh.runtime import wire
-from agentmesh.runtime.errors import AgentError, InvalidInput
+from agentmesh.runtime.errors import AgentError, FailedPrecondition, InvalidInput
 from agentmesh.runtime.types import JSONValue, Message, Partial
 from agentmesh.v1 import gateway_pb2
 from agentmesh.v1 import messages_pb2 as pb
@@ -179,6 +180,15 @@ class WorkflowService:
         Closing or cancelling the iteration cancels the run and its agent calls.
         """
         workflow, label = self.resolve(request)
+        answers = inputs.answers.get()
+        asking = workflow.asks
+        if answers is None and asking is not None:
+            raise FailedPrecondition(
+                f"workflow {workflow.name!r} asks for input (step {asking!r}): submit it as a "
+                "job (SubmitJob) and answer its question with ResumeJob"
+            )
+        kept = inputs.finished.get() or {}
+        done = {name: step_finished_from_proto(s) for name, s in kept.items()}
         message = wire.message_from_proto(request.input, max_parts=self._max_parts)
         state = wire.struct_to_dict(request.state)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -190,6 +200,8 @@ class WorkflowService:
                 emit=queue.put_nowait,
                 time_remaining=time_remaining,
                 label=label,
+                answers=answers,
+                done=done,
             ),
             name=f"workflow {workflow.name}",
         )

@@ -19,6 +19,8 @@
         when: steps.mood.outcome == 'succeeded'
         compose:                     # built by the gateway, no agent call
           text: "${steps.summary.output.text} (${steps.mood.output.data.label})"
+      - id: confirm
+        ask: "Send the report on ${steps.summary.output.text}?"   # waits for ResumeJob
       - id: deeper
         workflow: other-workflow     # a declared workflow, by name
         on_error:
@@ -154,7 +156,7 @@ class ErrorPolicy(_Strict):
         return {"then": data} if isinstance(data, str) else data
 
 
-StepKind = Literal["agent", "parallel", "workflow", "compose", "fan_out", "map"]
+StepKind = Literal["agent", "parallel", "workflow", "compose", "fan_out", "map", "ask"]
 
 MAX_MAP_ITEMS = 1000
 
@@ -179,7 +181,9 @@ class MapSpec(_Strict):
 
 class StepSpec(_Strict):
     """One step: an agent call, a parallel group, a nested workflow, a compose, a fan-out
-    (the FanOut request's fields, its aggregate as the output) or a map."""
+    (the FanOut request's fields, its aggregate as the output), a map, or an ask (a
+    question to the job's caller: the run waits in INPUT_REQUIRED, and ResumeJob's
+    message becomes the step's output)."""
 
     id: str
     description: str = ""
@@ -198,6 +202,7 @@ class StepSpec(_Strict):
     compose: ComposeSpec | None = None
     fan_out: dict[str, Any] | None = None
     map: MapSpec | None = None
+    ask: str | None = Field(None, min_length=1, max_length=500)
 
     @field_validator("id")
     @classmethod
@@ -220,15 +225,18 @@ class StepSpec(_Strict):
                 ("compose", self.compose is not None),
                 ("fan_out", self.fan_out is not None),
                 ("map", self.map is not None),
+                ("ask", self.ask is not None),
             )
             if present
         ]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
             raise ValueError(
-                f"a step is exactly one of agent/skill, parallel, workflow, compose, fan_out "
-                f"or map (found: {found})"
+                f"a step is exactly one of agent/skill, parallel, workflow, compose, fan_out, "
+                f"map or ask (found: {found})"
             )
+        if self.ask is not None and self.on_error != ErrorPolicy():
+            raise ValueError("an ask step has no on_error: it waits for its answer")
         if self.options and self.kind not in ("agent", "fan_out"):
             raise ValueError("options go with an agent call or a fan-out")
         if self.input is not None and self.kind not in ("agent", "workflow", "fan_out"):
@@ -249,6 +257,8 @@ class StepSpec(_Strict):
             return "fan_out"
         if self.map is not None:
             return "map"
+        if self.ask is not None:
+            return "ask"
         return "agent"
 
 

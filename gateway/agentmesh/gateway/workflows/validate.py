@@ -148,6 +148,7 @@ class CompiledStep:
     fan_out: gateway_pb2.FanOutRequest | None = None  # with ``call`` for its input and options
     over: Expression | None = None  # a map's list; ``call`` is made once per item
     max_parallel: int = 1
+    ask: Template | None = None  # an ask step's question
 
     def walk(self) -> Iterator[CompiledStep]:
         """This step and the steps of its parallel groups (not of nested workflows)."""
@@ -182,6 +183,17 @@ class CompiledWorkflow:
     def walk(self) -> Iterator[CompiledStep]:
         for top in self.steps:
             yield from top.walk()
+
+    @property
+    def asks(self) -> str | None:
+        """The first ``ask`` step (its id; ``outer/inner`` inside a nested workflow), or None:
+        such a workflow can only run as a job (someone must be able to answer)."""
+        for step in self.walk():
+            if step.kind == "ask":
+                return step.id
+            if step.workflow is not None and (inner := step.workflow.asks) is not None:
+                return f"{step.id}/{inner}"
+        return None
 
 
 # -- compiling -----------------------------------------------------------------
@@ -373,6 +385,11 @@ class _Compiler:
             self._note(spec, "input", call.input.references if call.input else ())
             self._note(spec, "options", call.options.references)
             return CompiledStep(**common, call=call)  # type: ignore[arg-type]
+        if spec.kind == "ask":
+            assert spec.ask is not None
+            question = _template(spec.ask, _where(spec, "ask"))
+            self._note(spec, "ask", question.references)
+            return CompiledStep(**common, ask=question)  # type: ignore[arg-type]
         if spec.kind == "compose":
             assert spec.compose is not None
             compose = _compose(spec.compose.text, spec.compose.data, _where(spec, "compose"))

@@ -53,6 +53,28 @@ def step_finished_to_proto(event: StepFinished) -> gateway_pb2.StepFinished:
     return message
 
 
+_FROM_OUTCOMES = {number: outcome for outcome, number in OUTCOMES.items()}
+_CODES = {int(grpc_code(code).value[0]): code for code in ErrorCode}
+
+
+def step_finished_from_proto(message: gateway_pb2.StepFinished) -> StepFinished:
+    """A recorded step's end, back as the engine's event (to keep it in a resumed run)."""
+    output = None
+    if message.HasField("result"):
+        result = message.result
+        output = StepOutput(wire.result_from_proto(result), result.agent, result.skill)
+    return StepFinished(
+        message.step,
+        _FROM_OUTCOMES.get(message.outcome, Outcome.FAILED),
+        agent=message.agent,
+        code=_CODES.get(message.code, ErrorCode.INTERNAL) if message.code else None,
+        message=message.message,
+        latency_ms=message.latency_ms,
+        attempts=message.attempts,
+        output=output,
+    )
+
+
 def result_to_proto(event: RunFinished) -> gateway_pb2.WorkflowResult:
     result = gateway_pb2.WorkflowResult(
         run_id=event.run_id,

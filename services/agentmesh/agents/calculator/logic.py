@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +32,12 @@ __all__ = [
     "MAX_FACTORIAL",
     "MAX_INT_DIGITS",
     "MAX_ROUND_DIGITS",
+    "MAX_VARIABLES",
     "Calculation",
     "Number",
     "evaluate",
     "format_number",
+    "variables_of",
 ]
 
 MAX_EXPRESSION_CHARS = 1_000
@@ -419,8 +421,8 @@ _DESCRIPTIONS: dict[type[ast.AST], str] = {
 }
 
 
-def _check_node(node: ast.AST) -> None:
-    """Raise unless ``node`` is part of the calculator grammar."""
+def _check_node(node: ast.AST, known: Mapping[str, Number]) -> None:
+    """Raise unless ``node`` is part of the calculator grammar (``known``: variables)."""
     if isinstance(node, ast.Expression | ast.Load):
         return
     if isinstance(node, ast.Constant):
@@ -437,7 +439,7 @@ def _check_node(node: ast.AST) -> None:
     elif isinstance(node, ast.Name):
         if node.id in FUNCTIONS:
             raise InvalidInput(_FIELD, f"function '{node.id}' must be called{_at(node)}")
-        if node.id not in CONSTANTS:
+        if node.id not in CONSTANTS and node.id not in known:
             raise InvalidInput(_FIELD, f"unknown name '{node.id}'{_at(node)}")
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
@@ -454,7 +456,7 @@ def _check_node(node: ast.AST) -> None:
         raise InvalidInput(_FIELD, f"{what} not allowed{_at(node)}")
 
 
-def _validate(tree: ast.Expression) -> None:
+def _validate(tree: ast.Expression, known: Mapping[str, Number]) -> None:
     """Check size, depth and grammar of the whole tree before evaluating anything.
 
     Breadth-first and iterative, so the outermost problem is reported first and a
@@ -470,23 +472,23 @@ def _validate(tree: ast.Expression) -> None:
             raise LimitExceeded(_FIELD, f"expression nests deeper than {MAX_AST_DEPTH} levels")
         if count > MAX_AST_NODES:
             raise LimitExceeded(_FIELD, f"expression has more than {MAX_AST_NODES} elements")
-        _check_node(node)
+        _check_node(node, known)
         # A call's function name was checked with the call; only its arguments remain.
         children = node.args if isinstance(node, ast.Call) else ast.iter_child_nodes(node)
         queue.extend((child, depth + 1) for child in children)
 
 
-def _evaluate(node: ast.expr) -> Number:
+def _evaluate(node: ast.expr, known: Mapping[str, Number]) -> Number:
     """Evaluate a tree that ``_validate`` accepted."""
     if isinstance(node, ast.Constant):
         value = node.value
         assert isinstance(value, int | float)  # _check_node admitted only numbers
         return _check(value)
     if isinstance(node, ast.UnaryOp):
-        operand = _evaluate(node.operand)
+        operand = _evaluate(node.operand, known)
         return -operand if isinstance(node.op, ast.USub) else +operand
     if isinstance(node, ast.BinOp):
-        left, right = _evaluate(node.left), _evaluate(node.right)
+        left, right = _evaluate(node.left, known), _evaluate(node.right, known)
         # Cheap bound first so we never build a product far past the limit.
         if (
             isinstance(node.op, ast.Mult)
@@ -500,10 +502,10 @@ def _evaluate(node: ast.expr) -> Number:
         except OverflowError:
             raise LimitExceeded(_FIELD, "result is too large for a float") from None
     if isinstance(node, ast.Name):
-        return CONSTANTS[node.id]
+        return known[node.id] if node.id in known else CONSTANTS[node.id]
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         name = node.func.id
-        args = [_evaluate(arg) for arg in node.args]
+        args = [_evaluate(arg, known) for arg in node.args]
         try:
             return _check(FUNCTIONS[name](args))
         except OverflowError:
@@ -514,13 +516,14 @@ def _evaluate(node: ast.expr) -> Number:
     raise InvalidInput(_FIELD, f"{type(node).__name__} not allowed{_at(node)}")  # unreachable
 
 
-def evaluate(expression: str) -> Calculation:
+def evaluate(expression: str, variables: Mapping[str, Number] | None = None) -> Calculation:
     """Evaluate an arithmetic expression safely and exactly where possible.
 
     Raises ``InvalidInput("expression", ...)`` for empty input, syntax errors
     ("syntax error at column N: ..."), anything outside the grammar, unknown names
     or functions, division by zero and math domain errors (the message names the
     function), and ``LimitExceeded("expression", ...)`` when a size bound is hit.
+    ``variables``: values of names the expression may use besides the constants.
     """
     if not isinstance(expression, str):
         raise InvalidInput(_FIELD, "must be a string")
@@ -532,6 +535,37 @@ def evaluate(expression: str) -> Calculation:
     if not expression.strip():
         raise InvalidInput(_FIELD, "must not be empty")
     tree = _parse(expression.rstrip())
-    _validate(tree)
-    value = _evaluate(tree.body)
+    known = variables or {}
+    _validate(tree, known)
+    value = _evaluate(tree.body, known)
     return Calculation(expression=expression, value=value, text=format_number(value))
+
+
+MAX_VARIABLES = 10
+"""Most unknown names (variables) one expression may use."""
+
+
+def variables_of(expression: str) -> list[str]:
+    """The names ``expression`` uses that are neither constants nor functions, in order of
+    first appearance: the variables whose values :func:`evaluate` must be given."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise LimitExceeded(
+            _FIELD, f"is {len(expression)} characters long; the limit is {MAX_EXPRESSION_CHARS}"
+        )
+    tree = _parse(expression.rstrip())
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    names = sorted(
+        (
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Name)
+            and id(n) not in called
+            and n.id not in CONSTANTS
+            and n.id not in FUNCTIONS
+        ),
+        key=lambda n: (n.lineno, n.col_offset),
+    )
+    found = list(dict.fromkeys(n.id for n in names))
+    if len(found) > MAX_VARIABLES:
+        raise LimitExceeded(_FIELD, f"uses {len(found)} unknown names; at most {MAX_VARIABLES}")
+    return found
