@@ -17,7 +17,7 @@ from meshtest import running_agent, running_gateway, running_mesh
 
 from agentmesh.agents.memory.agent import MemoryAgent
 from agentmesh.agents.memory.store import MemorySpaceStore, RedisSpaceStore, SpaceStore
-from agentmesh.client import AsyncClient, CallError, WorkflowFinished
+from agentmesh.client import AsyncClient, CallError, Reply, WorkflowFinished
 from agentmesh.gateway.auth import hash_key, new_key
 from agentmesh.runtime import Agent, AgentCard, Request, Result, Skill
 from agentmesh.runtime.principal import PRINCIPAL_HEADER, principal_from, principal_metadata
@@ -307,3 +307,24 @@ async def test_a_workflow_remembers_then_recalls() -> None:
             "memory/recall", "backups phone", options={"space": "team"}
         )
         assert len(later.data["hits"]) == 2
+
+
+async def test_a_job_works_for_the_key_that_submitted_it(tmp_path: Path) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        mesh = await stack.enter_async_context(
+            running_mesh(
+                MemoryAgent(), WhoAmI(), auth_required=True, auth_keys_file=_keys(tmp_path)
+            )
+        )
+        a = await stack.enter_async_context(AsyncClient(mesh.address, timeout=10, api_key=KEY_A))
+        b = await stack.enter_async_context(AsyncClient(mesh.address, timeout=10, api_key=KEY_B))
+        who = await a.wait_job((await a.submit("whoami", "?")).job_id, timeout=10)
+        assert who.state == "completed"
+        assert isinstance(who.result, Reply)
+        assert who.result.text == "key:tenant-a"
+        kept = await a.submit("memory/remember", "Backups run at 02:00.", options={"space": "ops"})
+        assert (await a.wait_job(kept.job_id, timeout=10)).state == "completed"
+        mine = await a.invoke("memory/recall", "backups", options={"space": "ops"})
+        assert [h["text"] for h in mine.data["hits"]] == ["Backups run at 02:00."]
+        theirs = await b.invoke("memory/recall", "backups", options={"space": "ops"})
+        assert theirs.data["hits"] == []

@@ -222,6 +222,22 @@ def caller() -> Principal:
     return _current.get() or ANONYMOUS
 
 
+_work_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "agentmesh_work_owner", default=None
+)
+
+
+def work_owner() -> str | None:
+    """Whose work is being done: the admitted caller's, or in a job's run its owner's."""
+    principal = _current.get()
+    return principal.owner if principal is not None else _work_owner.get()
+
+
+def set_work_owner(owner: str | None) -> None:
+    """Do the current task's work for ``owner`` (a job's run, for the job's owner)."""
+    _work_owner.set(owner)
+
+
 def set_current_principal(principal: Principal | None) -> None:
     """Make ``principal`` the current call's (the guard does, once it is admitted)."""
     _current.set(principal)

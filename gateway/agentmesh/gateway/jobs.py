@@ -42,6 +42,7 @@ from typing import Protocol
 from opentelemetry import context as otel_context
 
 from agentmesh.gateway import inputs
+from agentmesh.gateway.auth import set_work_owner
 from agentmesh.gateway.dispatch import Dispatcher
 from agentmesh.gateway.fanout import FanOut
 from agentmesh.gateway.jobstore import (
@@ -409,7 +410,7 @@ class JobManager:
             work = asyncio.create_task(
                 self._work_on(job, claim, timeout),
                 name=f"job-work-{job_id}",
-                context=_context_with(trace_context),
+                context=_context_with(trace_context, await self._store.owner_of(job_id)),
             )
             self._work_tasks[job_id] = work
             renewing = asyncio.create_task(self._renew(claim, work))
@@ -659,9 +660,13 @@ class JobManager:
                 log.exception("requeueing lapsed jobs failed")
 
 
-def _context_with(trace_context: otel_context.Context | None) -> contextvars.Context:
-    """A copy of the current context for the job's task, joined to the submitter's trace."""
+def _context_with(
+    trace_context: otel_context.Context | None, owner: str | None
+) -> contextvars.Context:
+    """A copy of the current context for the job's task, joined to the submitter's trace
+    and working for the job's owner (agents are told whose work it is)."""
     context = contextvars.copy_context()
+    context.run(set_work_owner, owner)
     if trace_context is not None:
         context.run(otel_context.attach, trace_context)  # that task's own: no detach needed
     return context

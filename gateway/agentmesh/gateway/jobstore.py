@@ -147,6 +147,9 @@ class JobStore(Protocol):
     async def get(self, job_id: str, *, owner: str | None = None) -> gateway_pb2.Job | None:
         """The job, or None when it does not exist or (``owner`` given) is another's."""
 
+    async def owner_of(self, job_id: str) -> str | None:
+        """Whose job it is (None when it does not exist)."""
+
     async def events(
         self, job_id: str, from_offset: int, *, wait: float, limit: int = 256
     ) -> list[gateway_pb2.JobEvent]:
@@ -421,6 +424,10 @@ class MemoryJobStore:
         if self._bytes > self._max_bytes:
             self._evict_finished()
         return len(entry.events) - 1
+
+    async def owner_of(self, job_id: str) -> str | None:
+        entry = self._jobs.get(job_id)
+        return None if entry is None else entry.owner
 
     async def get(self, job_id: str, *, owner: str | None = None) -> gateway_pb2.Job | None:
         self._expire(self._clock())
@@ -839,6 +846,10 @@ class RedisJobStore:
         if offset < 0:
             raise Fenced(job_id)
         return offset
+
+    async def owner_of(self, job_id: str) -> str | None:
+        raw: bytes | None = await self._redis.hget(self._key(job_id), "owner")  # type: ignore[misc]
+        return None if raw is None else raw.decode()
 
     async def get(self, job_id: str, *, owner: str | None = None) -> gateway_pb2.Job | None:
         async with self._redis.pipeline(transaction=True) as pipe:

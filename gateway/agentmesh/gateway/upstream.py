@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from agentmesh.gateway.auth import current_principal
+from agentmesh.gateway.auth import work_owner
 from agentmesh.gateway.config import GatewaySettings
 from agentmesh.gateway.registry import AgentEntry, Registry, Replica, StreamCall
 from agentmesh.gateway.resilience import AgentGuard, BreakerOpen, BulkheadFull, Outcome
@@ -668,9 +668,9 @@ class _AttemptSpan(ClientSpan):
         # How deep in delegations the agent is called (the gateway's hop count), and for
         # whom: the principal this gateway admitted (never a header a client sent).
         self.metadata += hop_metadata()
-        principal = current_principal()
-        if principal is not None:
-            self.metadata += principal_metadata(principal.owner)
+        owner = work_owner()
+        if owner is not None:
+            self.metadata += principal_metadata(owner)
         span = self.span
         if span.is_recording():
             entry, replica, request, number, hedged = self._about

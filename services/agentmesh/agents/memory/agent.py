@@ -7,7 +7,7 @@ which the gateway tells the agent (``request.principal``,
 :mod:`agentmesh.runtime.principal`). Another principal naming the same space
 reaches a different, empty one: its recall finds nothing and its forget is
 NOT_FOUND, exactly as for a space that never existed. A call that names no
-principal (made directly, or from a job, which runs without its caller) is refused.
+principal (made straight to the agent, not through the gateway) is refused.
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ class MemoryAgent(Agent):
         if not owner:
             raise FailedPrecondition(
                 "memory spaces belong to their caller and this call names none: the gateway "
-                "names the caller on the calls it makes for a client (Invoke, streams, "
-                "workflows, fan-outs), not on calls made directly or, for now, from jobs"
+                "names the caller on every call it makes for a client (Invoke, streams, "
+                "workflows, fan-outs, jobs and A2A tasks), not on calls made straight to agents"
             )
         space = _space(request)
         if request.skill == "remember":
