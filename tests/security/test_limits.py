@@ -111,3 +111,27 @@ async def test_unexpected_errors_reach_the_caller_sanitized_unary_and_streaming(
 async def _drain(stream: object) -> None:
     async for _ in stream:  # type: ignore[attr-defined]
         pass
+
+
+@pytest.mark.parametrize(
+    ("parts", "text", "max_parts", "max_text_chars", "field"),
+    [
+        (2, "", 1, 10_000, "message.parts"),  # the smallest parts there are: 4 bytes each
+        (1, "é" * 6, 100, 6, ""),  # 6 characters, 12 bytes: at the limit
+        (1, "é" * 7, 100, 6, "message.parts[0].text"),
+        (0, "", 0, 0, ""),
+        (1, "", 0, 0, "message.parts"),
+    ],
+)
+def test_the_shape_check_refuses_at_the_edges_of_its_size_shortcut(
+    parts: int, text: str, max_parts: int, max_text_chars: int, field: str
+) -> None:
+    from agentmesh.runtime.limits import ShapeError, check_shape
+
+    request = _request(text, parts=parts)
+    if not field:
+        check_shape(request, max_parts=max_parts, max_text_chars=max_text_chars)
+        return
+    with pytest.raises(ShapeError) as refused:
+        check_shape(request, max_parts=max_parts, max_text_chars=max_text_chars)
+    assert refused.value.field == field

@@ -311,3 +311,39 @@ async def test_a_delegation_is_one_trace_across_agent_gateway_and_agent(
     while hop.parent_id in by_id and hop.span_id != second.span_id:
         hop = by_id[hop.parent_id]
     assert hop.span_id == second.span_id  # the calculator was called for the delegated call
+
+
+async def test_a_request_sampled_out_by_its_caller_is_traced_nowhere_downstream(
+    spawn: Spawn, receiver: Receiver
+) -> None:
+    """parentbased sampling (the default): the gateway starts no span for a caller's
+    unsampled trace and passes the decision on, so the agent traces nothing either."""
+    endpoint = receiver.handle.endpoint
+    agent_port, gateway_port = free_port(), free_port()
+    agent = spawn(
+        "-m", "agentmesh.agents.calculator", "--port", str(agent_port), env=otel_env(endpoint)
+    )  # fmt: skip
+    await serving(f"127.0.0.1:{agent_port}")
+    gateway = spawn(
+        "-m", "agentmesh.gateway", "--port", str(gateway_port),
+        env=otel_env(endpoint, AGENTMESH_AGENT_CALCULATOR_ADDRESSES=f"127.0.0.1:{agent_port}"),
+    )  # fmt: skip
+    await serving(f"127.0.0.1:{gateway_port}")
+    sampled_out, sampled_in = 0x1F, 0x2F
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        for trace_id, flags in ((sampled_out, "00"), (sampled_in, "01")):
+            reply = await stub.Invoke(
+                pb.InvokeRequest(
+                    agent="calculator", skill="evaluate",
+                    message=pb.Message(parts=[pb.Part(text="6*7")]),
+                ),
+                metadata=[("traceparent", f"00-{trace_id:032x}-{0xAB:016x}-{flags}")],
+                timeout=10,
+            )  # fmt: skip
+            assert reply.artifacts[0].parts[0].text == "42"
+    await stop_all([gateway, agent])
+    spans = receiver.store.spans()
+    assert {span.trace_id for span in spans} == {f"{sampled_in:032x}"}
+    services = {span.service for span in spans}
+    assert {"gateway", "calculator"} <= services

@@ -11,13 +11,12 @@ the marker, ends the call with INVALID_ARGUMENT and a plain message.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
 import grpc
 
-from agentmesh.telemetry.handlers import MethodInterceptor, PerMethod
+from agentmesh.telemetry.handlers import MethodInterceptor, PerMethod, produced_responses
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -67,16 +66,6 @@ async def _checked(requests: AsyncIterator[Any], context: Context) -> AsyncItera
         yield request
 
 
-async def _responses(produced: Any) -> AsyncIterator[Any]:
-    """The items of a streaming handler: an async generator, or a coroutine that
-    writes through its context and yields nothing here."""
-    if inspect.isasyncgen(produced):
-        async for item in produced:
-            yield item
-    else:
-        await produced
-
-
 def guard(handler: Handler) -> Handler:
     """``handler`` with its deserializer guarded and its behaviour refusing the marker."""
     if handler.request_deserializer is None:
@@ -100,7 +89,7 @@ def guard(handler: Handler) -> Handler:
         async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, Undecodable):
                 await _refuse(request, context)
-            async for item in _responses(streaming(request, context)):
+            async for item in produced_responses(streaming(request, context)):
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
@@ -108,7 +97,7 @@ def guard(handler: Handler) -> Handler:
         bidi: Any = handler.stream_stream
 
         async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-            async for item in _responses(bidi(_checked(requests, context), context)):
+            async for item in produced_responses(bidi(_checked(requests, context), context)):
                 yield item
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, **serializers)

@@ -74,6 +74,12 @@ def check_shape(request: object, *, max_parts: int, max_text_chars: int) -> None
     """Raise :class:`ShapeError` when ``request`` breaks ``max_parts`` or ``max_text_chars``."""
     if not isinstance(request, ProtoMessage):
         return
+    # Most requests are too small to break either limit: a text has no more characters
+    # than its encoded bytes, and each part takes at least two bytes (tag and length).
+    # Sizing is one call into protobuf's C core; the walk below is Python per field.
+    size = request.ByteSize()
+    if size <= max_text_chars and size < 2 * (max_parts + 1):
+        return
     for path, message in _messages(request, ""):
         if len(message.parts) > max_parts:
             raise ShapeError(

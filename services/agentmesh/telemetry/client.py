@@ -30,6 +30,7 @@ from types import TracebackType
 import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
+from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import SpanKind
 
 from agentmesh.telemetry.rpcstatus import code_of, set_rpc_status
@@ -58,6 +59,19 @@ def _tracing_off() -> bool:
     return True
 
 
+_sampling: tuple[object, bool] | None = None  # (provider, whether its sampler is parent-based)
+
+
+def _parent_decides() -> bool:
+    """Whether the installed provider samples a child as its parent was (``parentbased_*``,
+    the default); asked once per provider."""
+    global _sampling
+    provider = trace._TRACER_PROVIDER
+    if _sampling is None or _sampling[0] is not provider:
+        _sampling = (provider, isinstance(getattr(provider, "sampler", None), ParentBased))
+    return _sampling[1]
+
+
 class ClientSpan:
     """A CLIENT span named ``method`` (``agentmesh.v1.Agent/Invoke``) around one attempt.
 
@@ -75,8 +89,18 @@ class ClientSpan:
         self._done = False
 
     def __enter__(self) -> ClientSpan:
-        if _tracing_off() and not trace.get_current_span().get_span_context().is_valid:
-            self._done = True  # what the no-op tracer would give, for nothing
+        parent = trace.get_current_span().get_span_context()
+        if not parent.is_valid:
+            if _tracing_off():
+                self._done = True  # what the no-op tracer would give, for nothing
+                return self
+        elif not parent.trace_flags.sampled and _parent_decides():
+            # A parent sampled out has children sampled out (parent-based sampling): no
+            # span to start, but its context travels on so the server decides the same.
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            self.metadata += tuple(headers.items())
+            self._done = True
             return self
         method = self._method
         service, _, name = method.rpartition("/")

@@ -63,14 +63,30 @@ def rewrap(
     return handler
 
 
-async def responses(behaviour: Behaviour, request: Any, context: Context) -> AsyncIterator[Any]:
-    """A streaming behaviour's responses, whether it yields them or writes them itself."""
-    produced = behaviour(request, context)
+def responses(behaviour: Behaviour, request: Any, context: Context) -> AsyncIterator[Any]:
+    """A streaming behaviour's responses, whether it yields them or writes them itself.
+
+    A generator is handed back as it is: every wrapper between gRPC and the
+    servicer iterates it, and each extra generator in that chain is paid again
+    for every streamed message.
+    """
+    return produced_responses(behaviour(request, context))
+
+
+def produced_responses(produced: Any) -> AsyncIterator[Any]:
+    """What a streaming behaviour returned, as responses: its async generator, or
+    (a handler that writes through the context) none, once its coroutine is done."""
     if inspect.isasyncgen(produced):
-        async for item in produced:
-            yield item
-    else:  # a handler that writes through the context
-        await produced
+        return produced
+    return _written(produced)
+
+
+async def _written(produced: Awaitable[Any]) -> AsyncIterator[Any]:
+    """Await a writing handler; an async generator that yields nothing."""
+    await produced
+    nothing: tuple[Any, ...] = ()
+    for item in nothing:  # makes this function an async generator
+        yield item
 
 
 def checked(handler: Handler, check: Check, *, after: After | None = None) -> Handler:
@@ -199,6 +215,7 @@ __all__ = [
     "PerMethod",
     "chained",
     "checked",
+    "produced_responses",
     "responses",
     "rewrap",
 ]
