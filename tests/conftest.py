@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -89,3 +90,15 @@ async def redis_db(redis_url: str) -> str:
     await client.flushdb()
     await client.aclose()
     return redis_url
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Gateway settings for its stores: in memory (``{}``), or an emptied real redis-server."""
+    if request.param == "memory":
+        return {}
+    url: str = request.getfixturevalue("redis_url")
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+    return {"redis_url": url}

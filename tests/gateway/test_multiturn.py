@@ -28,18 +28,6 @@ STORES = ["memory", "redis"]
 WAITING = pb.TASK_STATE_INPUT_REQUIRED
 
 
-@pytest.fixture(params=STORES)
-async def store(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Gateway settings for the job store: in memory, or an emptied real redis-server."""
-    if request.param == "memory":
-        return {}
-    url: str = request.getfixturevalue("redis_url")
-    client = aioredis.Redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    return {"redis_url": url}
-
-
 @contextlib.asynccontextmanager
 async def calculator_mesh(**settings: Any) -> AsyncIterator[tuple[Any, str]]:
     async with (
@@ -78,13 +66,18 @@ async def failure(call: Any) -> tuple[grpc.StatusCode, str]:
     return caught.value.code(), caught.value.details() or ""
 
 
-async def test_a_job_asks_twice_is_resumed_twice_and_completes(store: dict[str, Any]) -> None:
-    async with calculator_mesh(**store) as (_gateway, address), gateway_stub(address) as stub:
+async def test_a_job_asks_twice_is_resumed_twice_and_completes(
+    store_settings: dict[str, Any],
+) -> None:
+    async with (
+        calculator_mesh(**store_settings) as (_gateway, address),
+        gateway_stub(address) as stub,
+    ):
         job = await stub.SubmitJob(invoke_job("calculator", "solve", "x * y + 1"), timeout=10)
         first = await until_settled(stub, job.job_id)
         parked = await stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
-        if store:  # parked: no runner holds a lease on it
-            client = aioredis.Redis.from_url(store["redis_url"])
+        if store_settings:  # parked: no runner holds a lease on it
+            client = aioredis.Redis.from_url(store_settings["redis_url"])
             lease = await client.zscore("agentmesh:jobs:v2:running", job.job_id)
             waiting = await client.zscore("agentmesh:jobs:v2:waiting", job.job_id)
             await client.aclose()
@@ -131,9 +124,9 @@ async def test_a_parked_job_is_resumed_by_another_gateway_after_a_restart(
     assert events[-1].state.invoke.artifacts[0].parts[0].text == "144"
 
 
-async def test_an_unanswered_job_fails_at_its_input_timeout(store: dict[str, Any]) -> None:
+async def test_an_unanswered_job_fails_at_its_input_timeout(store_settings: dict[str, Any]) -> None:
     async with (
-        calculator_mesh(job_input_timeout=0.3, **store) as (_, address),
+        calculator_mesh(job_input_timeout=0.3, **store_settings) as (_, address),
         gateway_stub(address) as stub,
     ):
         job = await stub.SubmitJob(invoke_job("calculator", "solve", "rate * 2"), timeout=10)
@@ -223,9 +216,9 @@ def workflow_job(definition: dict[str, Any], text: str) -> gateway_pb2.SubmitJob
 
 
 async def test_a_workflow_ask_step_waits_for_its_answer_and_keeps_earlier_steps(
-    store: dict[str, Any],
+    store_settings: dict[str, Any],
 ) -> None:
-    async with calculator_mesh(**store) as (_, address), gateway_stub(address) as stub:
+    async with calculator_mesh(**store_settings) as (_, address), gateway_stub(address) as stub:
         job = await stub.SubmitJob(workflow_job(ASKING_WORKFLOW, "2 + 3"), timeout=10)
         asked = await until_settled(stub, job.job_id)
         resumed = await resume(stub, job.job_id, "yes")

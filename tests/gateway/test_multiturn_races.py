@@ -30,17 +30,6 @@ WAITING = pb.TASK_STATE_INPUT_REQUIRED
 Answer = tuple[grpc.StatusCode, str]
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {}
-    url: str = request.getfixturevalue("redis_url")
-    client = aioredis.Redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    return {"redis_url": url}
-
-
 @pytest.fixture
 async def job_store(store_settings: dict[str, Any]) -> AsyncIterator[JobStore]:
     if not store_settings:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from meshtest import running_agent
 
 from agentmesh.agents._history import earlier_turns
@@ -45,17 +44,6 @@ class Listener(Agent):
         return Result.of(text=f"heard {request.text}")
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {}
-    url: str = request.getfixturevalue("redis_url")
-    client = aioredis.Redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    return {"redis_url": url}
-
-
 @contextlib.asynccontextmanager
 async def mesh(
     listener: Listener, routes: list[dict[str, Any]] | None = None, **settings: Any
@@ -72,9 +60,11 @@ async def mesh(
         yield await stack.enter_async_context(AsyncClient(f"127.0.0.1:{port}"))
 
 
-async def test_two_turns_of_one_session_sent_at_once_both_land(store: dict[str, Any]) -> None:
+async def test_two_turns_of_one_session_sent_at_once_both_land(
+    store_settings: dict[str, Any],
+) -> None:
     listener = Listener(together=2)
-    async with mesh(listener, **store) as client:
+    async with mesh(listener, **store_settings) as client:
         await asyncio.gather(
             client.invoke("listener", "first", context_id="together"),
             client.invoke("listener", "second", context_id="together"),

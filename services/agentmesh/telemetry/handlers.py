@@ -137,7 +137,7 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
 
-class MethodChain(grpc.aio.ServerInterceptor):
+class MethodChain(MethodInterceptor):
     """Several :class:`MethodInterceptor` as one server interceptor, first outermost.
 
     gRPC awaits one ``intercept_service`` per interceptor per call; a chain
@@ -150,16 +150,8 @@ class MethodChain(grpc.aio.ServerInterceptor):
         self.interceptors = tuple(interceptors)
         self._built = PerMethod()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return self._built.get(handler_call_details.method, handler, self._compose,
-                               handler_call_details)  # fmt: skip
+    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        return self._built.get(details.method, handler, self._compose, details)
 
     def _compose(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
         for interceptor in reversed(self.interceptors):
