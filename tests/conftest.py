@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +16,18 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from meshtest import REPO_ROOT, free_port, service_env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible_children() -> None:
+    """Processes the tests start take SIGINT as a user's Ctrl-C.
+
+    A suite started in the background by a non-interactive shell inherits SIGINT
+    ignored, and an ignored signal stays ignored across exec in every process it
+    starts; a handled one is reset to the default there.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

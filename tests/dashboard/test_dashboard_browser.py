@@ -79,6 +79,7 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
     )
 
 from selenium import webdriver  # noqa: E402  (only once the browser is known to be there)
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -152,7 +153,31 @@ async def in_browser(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
-    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition)
+    """``condition``'s first truthy value; an element redrawn under it (the live pages
+    redraw their tables) is looked up again at the next poll."""
+    return WebDriverWait(
+        driver, WAIT, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition)
+
+
+def text_of(driver: WebDriver, selector: str) -> str:
+    """The text of the element at ``selector``, read in one go ("" when absent)."""
+    script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';"
+    return str(driver.execute_script(script, selector))
+
+
+def attributes(driver: WebDriver, selector: str, *names: str) -> list[list[str]]:
+    """``names`` of every element at ``selector``, read in one go."""
+    script = (
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map((e) => arguments[1].map((n) => e.getAttribute(n)));"
+    )
+    return [[str(v) for v in row] for row in driver.execute_script(script, selector, names)]
+
+
+def click(driver: WebDriver, selector: str) -> bool:
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    return True
 
 
 def agent_cell(driver: WebDriver, name: str, cell: str) -> str:
@@ -208,10 +233,7 @@ async def test_the_dashboard_shows_agents_calls_jobs_workflows_traces_and_an_age
         await in_browser(
             wait_for, browser, lambda d: all(agent_status(d, n) == "SERVING" for n in AGENTS)
         )
-        skills = await in_browser(
-            browser.find_element, By.CSS_SELECTOR, f'tr[data-agent="{AGENTS[0]}"]'
-        )
-        assert "echo" in skills.text
+        assert "echo" in text_of(browser, f'tr[data-agent="{AGENTS[0]}"]')
         assert agent_cell(browser, "reviewer", "calls") == "0"
         assert agent_cell(browser, "reviewer", "error-rate") == "\u2013"  # no calls, no rate
 
@@ -229,21 +251,21 @@ async def test_the_dashboard_shows_agents_calls_jobs_workflows_traces_and_an_age
             latency = agent_cell(browser, "reviewer", quantile)
             assert latency.endswith((" ms", " s")), latency
         assert agent_cell(browser, "summarizer", "error-rate") == "\u2013"
-        window = await in_browser(browser.find_element, By.ID, "agents-window")
-        assert "since the gateway started" in window.text or "last 5 min" in window.text
+        window = text_of(browser, "#agents-window")
+        assert "since the gateway started" in window or "last 5 min" in window
         await in_browser(browser.save_screenshot, str(shots / "agents.png"))
 
         # The traces page lists the call; its waterfall shows the spans in order.
         await in_browser(browser.get, base + "dashboard/#traces")
-        row = await in_browser(
-            wait_for, browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-trace]")
+        listed = await in_browser(
+            wait_for, browser, lambda d: attributes(d, "tr[data-trace]", "data-trace")
         )
-        assert len(row) == 1
-        await in_browser(row[0].click)
+        assert len(listed) == 1
+        await in_browser(wait_for, browser, lambda d: click(d, "tr[data-trace]"))
         rows = await in_browser(
-            wait_for, browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.span-row")
+            wait_for, browser, lambda d: attributes(d, "tr.span-row", "data-name")
         )
-        shown = [await in_browser(r.get_attribute, "data-name") for r in rows]
+        shown = [name for (name,) in rows]
         assert shown == span_names
         assert shown[0] == "dashboard-test/request"
         assert "agentmesh.v1.Agent/Invoke" in shown
@@ -262,21 +284,13 @@ async def test_the_dashboard_shows_agents_calls_jobs_workflows_traces_and_an_age
         nodes = await in_browser(
             wait_for,
             browser,
-            lambda d: d.find_elements(By.CSS_SELECTOR, '[data-workflow="triage"] svg g.node'),
+            lambda d: attributes(d, '[data-workflow="triage"] svg g.node', "data-step"),
         )
-        steps = {await in_browser(n.get_attribute, "data-step") for n in nodes}
-        assert steps == {"first", "left", "right", "held"}
-        edges = await in_browser(
-            browser.find_elements, By.CSS_SELECTOR, '[data-workflow="triage"] svg path.edge'
+        assert {step for (step,) in nodes} == {"first", "left", "right", "held"}
+        edges = attributes(
+            browser, '[data-workflow="triage"] svg path.edge', "data-from", "data-to"
         )
-        drawn = {
-            (
-                await in_browser(e.get_attribute, "data-from"),
-                await in_browser(e.get_attribute, "data-to"),
-            )
-            for e in edges
-        }
-        assert drawn == EDGES
+        assert {(start, end) for start, end in edges} == EDGES
         await in_browser(browser.save_screenshot, str(shots / "workflow.png"))
 
         # A job of it, opened from the jobs page: its events arrive while it runs, and
@@ -284,12 +298,7 @@ async def test_the_dashboard_shows_agents_calls_jobs_workflows_traces_and_an_age
         job = await mesh.client.submit(workflow="triage", text="look at this")
         await asyncio.wait_for(agents["translator"].entered.wait(), WAIT)
         await in_browser(browser.get, base + "dashboard/#jobs")
-        row = await in_browser(
-            wait_for,
-            browser,
-            lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-job="{job.job_id}"]'),
-        )
-        await in_browser(row.click)
+        await in_browser(wait_for, browser, lambda d: click(d, f'tr[data-job="{job.job_id}"]'))
         await in_browser(
             wait_for, browser, lambda d: any("step held started" in e for e in job_view(d)[1])
         )
