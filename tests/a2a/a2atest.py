@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from meshtest import running_agent
 from agentmesh.gateway import Gateway, GatewayConfig, GatewaySettings
 from agentmesh.gateway.config import AgentConfig
 from agentmesh.runtime.agent import Agent
+from agentmesh.telemetry.collector import SpanRecord
 
 
 @dataclass
@@ -88,3 +89,17 @@ def state_of(event: a2a.StreamResponse) -> int | None:
 
 def texts(artifact: a2a.Artifact) -> str:
     return "".join(p.text for p in artifact.parts)
+
+
+def assert_one_trace(spans: Sequence[SpanRecord], parent_id: int) -> None:
+    """An A2A streamed message to the calculator through the gateway is one trace: the
+    gateway's SERVER span under the client's ``parent_id``, its CLIENT span, the agent's."""
+    served = [s for s in spans if s.name == "lf.a2a.v1.A2AService/SendStreamingMessage"]
+    assert [(s.service, s.kind, s.parent_id) for s in served] == [
+        ("gateway", "SERVER", f"{parent_id:016x}")
+    ]
+    agent_spans = [s for s in spans if s.service == "calculator" and s.kind == "SERVER"]
+    assert [s.name for s in agent_spans] == ["agentmesh.v1.Agent/InvokeStream"]
+    by_id = {s.span_id: s for s in spans}
+    caller = by_id[agent_spans[0].parent_id]
+    assert (caller.service, caller.kind) == ("gateway", "CLIENT")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from a2a.client import ClientCallContext
 from a2a.types import a2a_pb2 as a2a
-from a2atest import a2a_client, message, state_of
+from a2atest import a2a_client, assert_one_trace, message, state_of
 from meshtest import free_port, otel_env, serving, stop_all
 
 from agentmesh.telemetry.collector import SpanStore, start_receiver
@@ -51,12 +51,4 @@ async def test_an_a2a_call_is_one_trace_across_client_gateway_and_agent(spawn: S
     finally:
         await receiver.stop()
 
-    served = [s for s in spans if s.name == "lf.a2a.v1.A2AService/SendStreamingMessage"]
-    assert [(s.service, s.kind, s.parent_id) for s in served] == [
-        ("gateway", "SERVER", f"{parent_id:016x}")
-    ]
-    agent_spans = [s for s in spans if s.service == "calculator" and s.kind == "SERVER"]
-    assert [s.name for s in agent_spans] == ["agentmesh.v1.Agent/InvokeStream"]
-    by_id = {s.span_id: s for s in spans}
-    caller = by_id[agent_spans[0].parent_id]
-    assert (caller.service, caller.kind) == ("gateway", "CLIENT")
+    assert_one_trace(spans, parent_id)
