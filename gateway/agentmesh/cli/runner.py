@@ -320,15 +320,12 @@ def gateway_config(
     )
     config: dict[str, Any] = {}
     if path is not None:
+        from agentmesh.gateway.config import ConfigError, read_config_file
+
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise PlanError(f"cannot read gateway config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise PlanError(f"gateway config {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise PlanError(f"gateway config {path}: the top level must be a mapping")
-        config = dict(loaded or {})
+            config = read_config_file(path)
+        except ConfigError as exc:
+            raise PlanError(str(exc)) from None
     inline = project.gateway.inline_config()
     agents: dict[str, Any] = {**dict(config.get("agents") or {}), **dict(inline.pop("agents", {}))}
     config.update(inline)

@@ -570,20 +570,24 @@ def _expand_environment(agents: dict[str, Any], environ: Mapping[str, str]) -> N
         fields["a2a"] = {**cast("dict[str, Any]", a2a), "headers": expanded}
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The gateway config file's top-level mapping, not yet validated; ConfigError when it
+    cannot be read, is not YAML or is not a mapping."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"gateway config {path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"gateway config {path}: the top level must be a mapping")
+    return dict(loaded or {})
+
+
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read the YAML file (if any), apply environment overrides and validate."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"gateway config {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"gateway config {path}: the top level must be a mapping")
-        raw = loaded or {}
+    raw = read_config_file(path) if path is not None else {}
     agents: dict[str, Any] = dict(raw.get("agents") or {})
     for name, fields in _env_overrides(environ).items():
         current = agents.get(name)
