@@ -393,7 +393,8 @@ class JobManager:
         counted = False
         try:
             job = await self._store.get(job_id)
-            if job is None:
+            owner = await self._store.owner_of(job_id)
+            if job is None or owner is None:
                 return  # expired while queued
             job.state = pb.TASK_STATE_WORKING
             job.message = ""
@@ -410,7 +411,7 @@ class JobManager:
             work = asyncio.create_task(
                 self._work_on(job, claim, timeout),
                 name=f"job-work-{job_id}",
-                context=_context_with(trace_context, await self._store.owner_of(job_id)),
+                context=_context_with(trace_context, owner),
             )
             self._work_tasks[job_id] = work
             renewing = asyncio.create_task(self._renew(claim, work))
