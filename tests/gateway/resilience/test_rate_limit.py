@@ -87,3 +87,26 @@ async def test_replicas_sharing_a_bucket_lease_tokens_and_never_pass_more_than_t
     assert min(granted) > 0  # both replicas drew from the one bucket
     # Leases of 100 tokens: about 20 scripts for 2,000 calls, not 2,000.
     assert 20 <= after - before <= 30
+
+
+async def test_a_caller_over_a_shared_limit_is_refused_without_a_script_per_call(
+    redis_db: str,
+) -> None:
+    import redis.asyncio as aioredis
+
+    client, counter = aioredis.Redis.from_url(redis_db), aioredis.Redis.from_url(redis_db)
+    try:
+        limiter = RateLimiter(RateLimitPolicy(rate=0.001, burst=5), redis=client)
+        assert [await limiter.take("tenant-a") for _ in range(5)] == [0.0] * 5
+        first = await limiter.take("tenant-a")
+        assert first > 0  # empty: the wait until a token is back
+        stats = await counter.info("commandstats")
+        before = stats.get("cmdstat_evalsha", {}).get("calls", 0)
+        waits = [await limiter.take("tenant-a") for _ in range(100)]
+        stats = await counter.info("commandstats")
+        after = stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    finally:
+        await client.aclose()
+        await counter.aclose()
+    assert all(0 < wait <= first for wait in waits)  # still refused, with a shrinking wait
+    assert after == before  # decided here: the bucket cannot refill sooner

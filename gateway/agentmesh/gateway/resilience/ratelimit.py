@@ -70,6 +70,11 @@ class _Lease:
     tokens: float = 0.0
     until: float = 0.0
     fetching: asyncio.Future[None] | None = None
+    # The last refusal: until when the bucket cannot hold ``refused_need`` tokens (it only
+    # refills at its rate; other replicas only take), so a caller over its limit is refused
+    # here until then, without a script per refused call.
+    refused_until: float = 0.0
+    refused_need: float = 0.0
 
 
 @dataclass(slots=True)
@@ -152,6 +157,8 @@ class RateLimiter:
         if have >= cost:
             lease.tokens = have - cost
             return 0.0
+        if now < lease.refused_until and cost - have >= lease.refused_need:
+            return lease.refused_until - now
         fetching = lease.fetching = asyncio.get_running_loop().create_future()
         try:
             granted, wait = await self._script(
@@ -163,6 +170,7 @@ class RateLimiter:
             fetching.set_result(None)
         if float(wait) > 0:
             lease.tokens = have
+            lease.refused_until, lease.refused_need = now + float(wait), cost - have
             return float(wait)
         lease.tokens, lease.until = have + float(granted) - cost, now + LEASE_SECONDS
         return 0.0
