@@ -21,11 +21,12 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from agentmesh.runtime.decoding import RequestDecodingInterceptor
 from agentmesh.runtime.health import SERVING, HealthService, add_health
@@ -110,14 +111,15 @@ class GrpcServer:
             options=server_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
+        table = MethodTable(server)
         for service in self._services:
-            service.add_to(server)
-        add_health(self._health, server)
+            service.add_to(table.server)
+        add_health(self._health, table.server)
         names = [s.name for s in self._services]
         if self.settings.reflection:
             listed = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME, ReflectionV1Service]
-            reflection.enable_server_reflection(listed, server)
-            _enable_reflection_v1(server, listed)
+            _enable_reflection(table.server, listed)
+        table.install()
         try:
             credentials = server_credentials(self.settings)
         except TLSConfigError as exc:
@@ -204,6 +206,62 @@ class GrpcServer:
                 loop.remove_signal_handler(signum)
 
 
+class MethodTable(grpc.GenericRpcHandler):
+    """Every method a server serves, in one dict, mounted as its only generic handler.
+
+    Generated ``add_*_to_server`` functions register each method with the
+    server as well (grpcio 1.6x+). grpc.aio then keeps one pending request per
+    registered method and, for every call it accepts, waits on all of them
+    (``asyncio.wait`` over ~30 futures on the gateway: a third of the Python
+    calls the gateway made per request beyond a bare proxy). Here the
+    services are added to :attr:`server`, a stand-in that collects their
+    handlers; :meth:`install` mounts them as one generic handler that finds a
+    method with one lookup.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._target = server
+        self._methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._generic: list[grpc.GenericRpcHandler] = []
+        self.server: Any = _Collecting(self)
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        return self._methods.get(handler_call_details.method)
+
+    def add_methods(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        for name, handler in handlers.items():
+            self._methods[f"/{service}/{name}"] = handler
+
+    def add_generic(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._generic.extend(handlers)
+
+    def install(self) -> None:
+        """Mount the table first, then the generic handlers added directly (asked only for
+        methods the table lacks)."""
+        self._target.add_generic_rpc_handlers((self, *self._generic))
+
+
+class _Collecting:
+    """What a generated ``add_*_to_server`` needs of a server, feeding a :class:`MethodTable`."""
+
+    def __init__(self, table: MethodTable) -> None:
+        self._table = table
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._table.add_methods(service, handlers)
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        # The generated code adds a generic handler for the same methods it registers:
+        # kept behind the table, it answers only what the table does not know.
+        self._table.add_generic(handlers)
+
+
 def _listen(
     server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
 ) -> int:
@@ -220,8 +278,8 @@ def _listen(
     return port
 
 
-def _enable_reflection_v1(server: grpc.aio.Server, listed: Sequence[str]) -> None:
-    """Serve reflection under its v1 name too (wire-identical to v1alpha).
+def _enable_reflection(server: _Collecting, listed: Sequence[str]) -> None:
+    """Serve reflection under its v1alpha name and its v1 name (wire-identical).
 
     grpcio-reflection only ships v1alpha; grpcurl, buf curl and Postman try v1
     first. The request and response messages of both versions are identical on
@@ -231,18 +289,13 @@ def _enable_reflection_v1(server: grpc.aio.Server, listed: Sequence[str]) -> Non
     """
     _register_reflection_v1_descriptor()
     servicer = reflection.aio.ReflectionServicer(listed)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
         response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                ReflectionV1Service, {"ServerReflectionInfo": handler}
-            ),
-        )
-    )
+    server.add_registered_method_handlers(ReflectionV1Service, {"ServerReflectionInfo": handler})
 
 
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
