@@ -95,21 +95,87 @@ def check_shape(request: object, *, max_parts: int, max_text_chars: int) -> None
                 )
 
 
+class _Timed:
+    """One call under :class:`CallClock`."""
+
+    __slots__ = ("cancelling", "deadline", "fired", "producing", "task")
+
+    def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.cancelling = task.cancelling()  # cancellations asked before this call began
+        self.producing = True
+        self.fired = False
+
+
+class CallClock:
+    """Calls that may run ``seconds`` at most, all watched by one timer loop.
+
+    ``asyncio.timeout`` schedules and cancels a timer for every call (and, around
+    each event of a stream, for every event): a heap push and a cancellation on the
+    path of every request. Here a call costs two dict operations; one task wakes
+    every ``seconds / 20`` (0.5 s at most) while calls run and cancels those past
+    their time that are producing (a stream suspended at a write is stopped at its
+    next event instead). A call ends between its limit and one tick after it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._tick = min(seconds / 20, 0.5)
+        # One duration for every call: insertion order is deadline order.
+        self._calls: dict[_Timed, None] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    def enter(self) -> _Timed:
+        """Start timing the current task's call."""
+        task = asyncio.current_task()
+        assert task is not None, "a call runs in a task"
+        timed = _Timed(task, task.get_loop().time() + self.seconds)
+        self._calls[timed] = None
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="max_call_seconds")
+        return timed
+
+    def leave(self, timed: _Timed) -> None:
+        self._calls.pop(timed, None)
+
+    @staticmethod
+    def expired(timed: _Timed) -> bool:
+        """Whether the cancellation ``timed``'s task is handling came from this clock
+        (and only from it): the call is then over time, not cancelled by its caller."""
+        return timed.fired and timed.task.uncancel() <= timed.cancelling
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._calls:
+                await asyncio.sleep(self._tick)
+                now = loop.time()
+                for timed in self._calls:
+                    if timed.deadline > now:
+                        break
+                    if timed.producing and not timed.fired:
+                        timed.fired = True
+                        timed.task.cancel()
+        finally:
+            self._watcher = None
+
+
 class LimitsInterceptor(MethodInterceptor):
     """Enforces the shape and duration limits of ``settings`` on ``agentmesh.v1`` methods."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self._max_parts = settings.max_parts
         self._max_text_chars = settings.max_text_chars
-        self._max_seconds = settings.max_call_seconds
+        self._clock = CallClock(settings.max_call_seconds)
         self._wrapped = PerMethod()
 
     def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
         method: str = details.method
         if not method.startswith(LIMITED_PREFIX):
             return handler
-        seconds = None if method in UNTIMED_METHODS else self._max_seconds
-        return self._wrapped.get(method, handler, self._wrap, seconds)
+        clock = None if method in UNTIMED_METHODS else self._clock
+        return self._wrapped.get(method, handler, self._wrap, clock)
 
     async def _check(self, request: object, context: Context) -> None:
         try:
@@ -119,28 +185,32 @@ class LimitsInterceptor(MethodInterceptor):
             details = StatusDetails(Reason.LIMIT_EXCEEDED, violations=(violation,))
             await abort_status(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), details)
 
-    def _wrap(self, handler: Handler, seconds: float | None) -> Handler:
+    def _wrap(self, handler: Handler, clock: CallClock | None) -> Handler:
         check = self._check
 
         def unary(behaviour: Behaviour) -> Behaviour:
             async def serve(request: Any, context: Context) -> Any:
                 await check(request, context)
-                if seconds is None:
+                if clock is None:
                     return await behaviour(request, context)
+                timed = clock.enter()
                 try:
-                    async with asyncio.timeout(seconds):
-                        return await behaviour(request, context)
-                except TimeoutError:
-                    await _over_time(context, seconds)
+                    return await behaviour(request, context)
+                except asyncio.CancelledError:
+                    if not clock.expired(timed):
+                        raise
+                finally:
+                    clock.leave(timed)
+                await _over_time(context, clock.seconds)
 
             return serve
 
         def stream(behaviour: Behaviour) -> Behaviour:
             async def serve(request: Any, context: Context) -> AsyncIterator[Any]:
                 await check(request, context)
-                async for item in _bounded(
-                    responses(behaviour, request, context), seconds, context
-                ):
+                produced = responses(behaviour, request, context)
+                items = produced if clock is None else _bounded(produced, clock, context)
+                async for item in items:
                     yield item
 
             return serve
@@ -160,24 +230,31 @@ async def _over_time(context: Context, seconds: float) -> None:
 
 
 async def _bounded(
-    items: AsyncIterator[Any], seconds: float | None, context: Context
+    items: AsyncIterator[Any], clock: CallClock, context: Context
 ) -> AsyncIterator[Any]:
-    """``items`` until they end or ``seconds`` have passed since the first was asked for."""
-    if seconds is None:
-        async for item in items:
-            yield item
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
+    """``items`` until they end or the clock's time has passed since the first was asked for.
+
+    Only producing an item is timed, never the yield: while suspended there the call
+    is writing, and a stream past its time is stopped when it asks for the next item.
+    """
+    timed = clock.enter()
+    loop = timed.task.get_loop()
     iterator = aiter(items)
-    while True:
-        # The timeout covers producing the next item only, never the yield:
-        # while suspended there the task belongs to gRPC's writer.
-        try:
-            async with asyncio.timeout_at(deadline):
+    try:
+        while True:
+            if loop.time() >= timed.deadline:
+                await _over_time(context, clock.seconds)
+            timed.producing = True
+            try:
                 item = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            await _over_time(context, seconds)
-        yield item
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if not clock.expired(timed):
+                    raise
+                await _over_time(context, clock.seconds)
+            finally:
+                timed.producing = False
+            yield item
+    finally:
+        clock.leave(timed)
