@@ -21,7 +21,8 @@ and reports, in one run:
   request from /proc) and latency percentiles from the Python client; every
   path against direct, the bare Python proxy and nginx;
 * ``fanout``, ``fast_fail``: FanOut of 1 to 16 legs of 50 ms; calls to an agent
-  whose breaker is open (on the plain and the production-settings gateway);
+  whose breaker is open (on the plain and the production-settings gateway), and
+  the same sequential calls answered by the agent directly (the client's floor);
 * ``streaming``: :mod:`bench.streaming` (time to first event, events per second);
 * ``jobs``, ``open_streams``, ``registry``: :mod:`bench.scale`;
 * ``profile``: :mod:`bench.profile` of the gateway and of the bare proxy under
@@ -544,12 +545,30 @@ async def fast_fail(route: Route, requests: int) -> dict[str, Any]:
     return {**asdict(sample), "codes": sorted(codes), "detail": details}
 
 
+async def client_floor(route: Route, requests: int) -> dict[str, Any]:
+    """The same sequential Python calls answered by the agent itself (no hop, no failure):
+    what the client, the loopback and the machine's scheduling cost on their own."""
+    payload = invoke_request("bench", "echo")
+    async with grpc.aio.insecure_channel(route.address) as channel:
+        call = raw_call(channel, route.invoke)
+        latencies: list[float] = []
+        started = time.perf_counter()
+        for _ in range(requests):
+            began = time.perf_counter()
+            await call(payload, timeout=CALL_TIMEOUT)
+            latencies.append(time.perf_counter() - began)
+        sample = summarize(latencies, time.perf_counter() - started)
+    return {**asdict(sample), "codes": ["OK"], "detail": "the agent called directly"}
+
+
 async def measure_fast_fail(mesh: Mesh) -> dict[str, Any]:
-    return {
+    results: dict[str, Any] = {
         path: await fast_fail(mesh.routes[path], mesh.options.fast_fail_requests)
         for path in ("gateway", "gateway-prod")
         if path in mesh.routes
     }
+    results["direct"] = await client_floor(mesh.routes["direct"], mesh.options.fast_fail_requests)
+    return results
 
 
 async def measure_streaming(mesh: Mesh) -> dict[str, Any]:

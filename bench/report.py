@@ -162,8 +162,9 @@ def _fanout_and_fast_fail(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {width} | {s['p50_ms']} | {s['p99_ms']} | {s['over_one_leg']} |")
     lines += ["", "## Open-breaker fast-fail (client to gateway and back)", ""]
     for path, ff in report["fast_fail"].items():
+        what = " (the agent answering, no hop: the client's own floor)" if path == "direct" else ""
         lines.append(
-            f"- {path}: {ff['requests']} calls, codes {', '.join(ff['codes'])}: "
+            f"- {path}{what}: {ff['requests']} calls, codes {', '.join(ff['codes'])}: "
             f"p50 {ff['p50_ms']} ms, p99 {ff['p99_ms']} ms"
         )
     return lines

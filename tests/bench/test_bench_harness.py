@@ -89,6 +89,7 @@ def test_tiny_run_writes_every_section(tmp_path: Path) -> None:
 
     assert sorted(report["fanout"]["widths"]) == ["1", "16", "4"]
     assert report["fast_fail"]["gateway"]["codes"] == ["UNAVAILABLE"]
+    assert report["fast_fail"]["direct"]["codes"] == ["OK"]
     if redis:
         assert report["fast_fail"]["gateway-prod"]["codes"] == ["UNAVAILABLE"]
         assert report["jobs"]["redis"]["completed"] == report["jobs"]["redis"]["throughput_jobs"]
