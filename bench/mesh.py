@@ -43,9 +43,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import platform
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,8 +90,9 @@ from bench.common import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LEG_MS = 50.0
+PARSED = "parsed-proxy"
 FLOORS = ("direct", "baseline", "nginx")
-STREAM_PATHS = ("direct", "baseline", "nginx", "gateway")
+STREAM_PATHS = ("direct", "baseline", PARSED, "nginx", "gateway")
 PROFILED = ("gateway", "baseline")
 RATE_LIMIT = 1_000_000.0  # per second and burst: on, but never refusing the bench
 
@@ -120,6 +124,8 @@ VARIANTS = (
 PATH_WHAT = {
     "direct": "client to the agent",
     "baseline": "bare Python proxy (bench/proxy.py), one grpc.aio hop",
+    PARSED: "the same proxy parsing and re-serializing both messages, with the principal "
+    "header and one interceptor (bench/proxy.py --parse): a hop's unavoidable gRPC work",
     "nginx": "nginx grpc_pass, one worker: one hop in C",
     **{v.name: v.what for v in VARIANTS},
 }
@@ -159,6 +165,7 @@ class Options:
     profile_seconds: float = 8.0  # 0: no profile
     interceptor_requests: int = 3000
     interceptor_configs: tuple[str, ...] = tracing_cost.CONFIGS
+    stack_calls: int = 20000  # bench.stack: the gateway's handler stack in process
     settle: float = 2.0
     install: bool = True  # apt-get missing native tools when root
     without: tuple[str, ...] = ()  # native tools to do without, as if missing
@@ -183,6 +190,7 @@ TINY = Options(
     profile_seconds=0.0,
     interceptor_requests=50,
     interceptor_configs=("bare", "lean-on"),
+    stack_calls=200,
     settle=0.2,
     install=False,
     tiny=True,
@@ -314,7 +322,9 @@ def find_tools(mesh: Mesh) -> None:
 async def start(mesh: Mesh) -> None:
     """Start every process the tools allow; fill ``mesh.routes`` and ``mesh.pids``."""
     options = mesh.options
-    names = ["receiver", "agent", "proxy", "nginx", "redis", "dead", *(v.name for v in VARIANTS)]
+    names = [
+        "receiver", "agent", "proxy", PARSED, "nginx", "redis", "dead", *(v.name for v in VARIANTS)
+    ]  # fmt: skip
     port = dict(zip(names, free_ports(len(names)), strict=True))
     address = {name: f"{HOST}:{p}" for name, p in port.items()}
     mesh.api_key = new_key()
@@ -337,6 +347,13 @@ async def start(mesh: Mesh) -> None:
             HOST,
             port["proxy"],
             {**quiet_env(), "BENCH_PROXY_UPSTREAM": address["agent"]},
+        ),
+        ServiceSpec(
+            PARSED,
+            "bench.proxy",
+            HOST,
+            port[PARSED],
+            {**quiet_env(), "BENCH_PROXY_UPSTREAM": address["agent"], "BENCH_PROXY_PARSE": "1"},
         ),
     ]
     variants = [v for v in VARIANTS if v.redis_db is None or redis_tool.found]
@@ -377,6 +394,7 @@ async def start(mesh: Mesh) -> None:
     auth = (("x-api-key", mesh.api_key),)
     mesh.routes["direct"] = Route(address["agent"], AGENT_INVOKE, AGENT_INVOKE_STREAM)
     mesh.routes["baseline"] = Route(address["proxy"], AGENT_INVOKE, AGENT_INVOKE_STREAM)
+    mesh.routes[PARSED] = Route(address[PARSED], AGENT_INVOKE, AGENT_INVOKE_STREAM)
     if "nginx" in mesh.natives:
         mesh.routes["nginx"] = Route(address["nginx"], AGENT_INVOKE, AGENT_INVOKE_STREAM)
     for v in variants:
@@ -655,6 +673,40 @@ def measure_interceptor(options: Options) -> dict[str, Any]:
     return {"requests": options.interceptor_requests, "concurrency": 16, "results": results}
 
 
+def measure_stack(options: Options) -> dict[str, Any]:
+    """bench.stack in a fresh process per round: µs of agentmesh's own Python per call."""
+    rounds = []
+    for _ in range(options.rounds):
+        command = [sys.executable, "-m", "bench.stack", "--calls", str(options.stack_calls)]
+        done = subprocess.run(
+            command, env={**os.environ, **quiet_env()}, capture_output=True, text=True,
+            timeout=300, check=True,
+        )  # fmt: skip
+        rounds.append(json.loads(done.stdout)["us_per_call"])
+    return {
+        "calls": options.stack_calls,
+        "rounds": rounds,
+        "us_per_call": statistics.median(rounds),
+    }
+
+
+def breakdown(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The gateway's CPU per request above the bare proxy, split where it can be measured."""
+    cpu = result.get("comparisons", {}).get("cpu_us_per_request", {}).get("paths", {})
+    if not all(p in cpu for p in ("baseline", PARSED, "gateway")):
+        return None
+    proxy, parsed, gateway = (cpu[p]["hop"] for p in ("baseline", PARSED, "gateway"))
+    stack = result["stack"]["us_per_call"]
+    return {
+        "proxy_us": proxy,
+        "gateway_us": gateway,
+        "above_proxy_us": round(gateway - proxy, 1),
+        "parsing_hop_us": round(parsed - proxy, 1),
+        "handler_stack_us": stack,
+        "rest_us": round(gateway - parsed - stack, 1),
+    }
+
+
 # ------------------------------------------------------------------ the run
 
 
@@ -746,9 +798,13 @@ def run(options: Options) -> dict[str, Any]:
     interceptor_began = time.monotonic()
     result["interceptor"] = measure_interceptor(options)
     result["section_seconds"]["interceptor"] = round(time.monotonic() - interceptor_began, 1)
+    stack_began = time.monotonic()
+    result["stack"] = measure_stack(options)
+    result["section_seconds"]["stack"] = round(time.monotonic() - stack_began, 1)
     result["conditions"]["load_average_after"] = load_average()
     result["conditions"]["seconds"] = round(time.monotonic() - began, 1)
     result["comparisons"] = comparisons(result)
+    result["breakdown"] = breakdown(result)
     result["targets"] = targets(result)
     report.write(result, options.out)
     return result

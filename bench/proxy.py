@@ -4,10 +4,18 @@ Every call, whatever its method, is forwarded as raw bytes to
 ``BENCH_PROXY_UPSTREAM`` over one shared channel, with the caller's remaining
 deadline; the answer (or each streamed message) or the status comes back
 unchanged. A method whose name ends in ``Stream`` (``InvokeStream``) is
-forwarded as unary-stream, every other one as unary-unary. No parsing, no
-routing, no interceptors: what the gateway costs beyond this is its own.
+forwarded as unary-stream, every other one as unary-unary. By default no
+parsing, no routing, no interceptors: the cost of a Python hop as such.
 
     BENCH_PROXY_UPSTREAM=127.0.0.1:50061 python -m bench.proxy --port 50070
+
+With ``--parse`` (the bench's ``parsed-proxy`` path) it does the gRPC work
+any hop that reads requests must do, and nothing else: ``Invoke`` and
+``InvokeStream`` requests and answers are parsed into their messages and
+serialized again, each forwarded call carries the caller's principal header
+the gateway sends agents, and calls pass one server interceptor that wraps
+each method's handler once (agentmesh's own, doing nothing). What the
+gateway costs beyond *this* is its own logic.
 """
 
 from __future__ import annotations
@@ -21,14 +29,61 @@ from typing import Any
 
 import grpc
 
-Context = grpc.aio.ServicerContext[bytes, bytes]
+from agentmesh.runtime.principal import principal_metadata
+from agentmesh.telemetry.handlers import (
+    Behaviour,
+    Handler,
+    MethodInterceptor,
+    PerMethod,
+    chained,
+    produced_responses,
+    rewrap,
+)
+from agentmesh.v1 import messages_pb2 as pb
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+_MESSAGES: dict[str, tuple[Any, Any]] = {
+    "Invoke": (pb.InvokeRequest, pb.InvokeResponse),
+    "InvokeStream": (pb.InvokeRequest, pb.InvokeEvent),
+}
+_PRINCIPAL = principal_metadata("anonymous")
+
+
+class _Nothing(MethodInterceptor):
+    """A server interceptor that wraps each method's handler (once) and adds no work."""
+
+    def __init__(self) -> None:
+        self._wrapped = PerMethod()
+
+    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        return self._wrapped.get(details.method, handler, _same)
+
+
+def _same(handler: Handler) -> Handler:
+    def unary(behaviour: Behaviour) -> Behaviour:
+        async def serve(request: Any, context: Context) -> Any:
+            return await behaviour(request, context)
+
+        return serve
+
+    def stream(behaviour: Behaviour) -> Behaviour:
+        async def serve(request: Any, context: Context) -> AsyncIterator[Any]:
+            async for item in produced_responses(behaviour(request, context)):
+                yield item
+
+        return serve
+
+    return rewrap(handler, unary=unary, stream=stream)
 
 
 class PassThrough(grpc.GenericRpcHandler):
     """Answers every method with a forwarding handler (unary-stream for ``*Stream``)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, parse: bool = False) -> None:
         self._channel = channel
+        self._parse = parse
         # One multicallable per method, made once: the forwarding path is one await.
         self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
 
@@ -38,19 +93,48 @@ class PassThrough(grpc.GenericRpcHandler):
         method: str = handler_call_details.method
         handler = self._handlers.get(method)
         if handler is None:
+            request_type, response_type = self._types(method)
+            codecs: dict[str, Any] = {
+                "request_deserializer": getattr(request_type, "FromString", None),
+                "response_serializer": getattr(response_type, "SerializeToString", None),
+            }
+            upstream: dict[str, Any] = {
+                "request_serializer": getattr(request_type, "SerializeToString", None),
+                "response_deserializer": getattr(response_type, "FromString", None),
+            }
             if method.endswith("Stream"):
-                handler = grpc.unary_stream_rpc_method_handler(self._stream_forwarder(method))
+                handler = grpc.unary_stream_rpc_method_handler(
+                    self._stream_forwarder(method, upstream), **codecs
+                )
             else:
-                handler = grpc.unary_unary_rpc_method_handler(self._forwarder(method))
+                handler = grpc.unary_unary_rpc_method_handler(
+                    self._forwarder(method, upstream), **codecs
+                )
             self._handlers[method] = handler
         return handler
 
-    def _forwarder(self, method: str) -> Callable[[bytes, Context], Awaitable[bytes]]:
-        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(method)
+    def _types(self, method: str) -> tuple[Any, Any]:
+        """The request and answer message types ``method`` is parsed into (None: bytes)."""
+        if not self._parse:
+            return None, None
+        return _MESSAGES.get(method.rpartition("/")[2], (None, None))
 
-        async def forward(request: bytes, context: Context) -> bytes:
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return _PRINCIPAL if self._parse else None
+
+    def _forwarder(
+        self, method: str, upstream: dict[str, Any]
+    ) -> Callable[[Any, Context], Awaitable[Any]]:
+        call: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = self._channel.unary_unary(
+            method, **upstream
+        )
+        metadata = self._metadata()
+
+        async def forward(request: Any, context: Context) -> Any:
             try:
-                response: bytes = await call(request, timeout=context.time_remaining())
+                response: Any = await call(
+                    request, timeout=context.time_remaining(), metadata=metadata
+                )
                 return response
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "")
@@ -58,11 +142,16 @@ class PassThrough(grpc.GenericRpcHandler):
 
         return forward
 
-    def _stream_forwarder(self, method: str) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
-        call: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = self._channel.unary_stream(method)
+    def _stream_forwarder(
+        self, method: str, upstream_codecs: dict[str, Any]
+    ) -> Callable[[Any, Context], AsyncIterator[Any]]:
+        call: grpc.aio.UnaryStreamMultiCallable[Any, Any] = self._channel.unary_stream(
+            method, **upstream_codecs
+        )
+        metadata = self._metadata()
 
-        async def forward(request: bytes, context: Context) -> AsyncIterator[bytes]:
-            upstream = call(request, timeout=context.time_remaining())
+        async def forward(request: Any, context: Context) -> AsyncIterator[Any]:
+            upstream = call(request, timeout=context.time_remaining(), metadata=metadata)
             try:
                 async for message in upstream:
                     yield message
@@ -74,10 +163,10 @@ class PassThrough(grpc.GenericRpcHandler):
         return forward
 
 
-async def serve(host: str, port: int, upstream: str) -> None:
+async def serve(host: str, port: int, upstream: str, *, parse: bool = False) -> None:
     async with grpc.aio.insecure_channel(upstream) as channel:
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((PassThrough(channel),))
+        server = grpc.aio.server(interceptors=chained([_Nothing()]) if parse else None)
+        server.add_generic_rpc_handlers((PassThrough(channel, parse=parse),))
         if server.add_insecure_port(f"{host}:{port}") == 0:
             raise SystemExit(f"bench.proxy: cannot listen on {host}:{port}")
         await server.start()
@@ -94,11 +183,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--grace-period", type=float, default=1.0, help="accepted, unused")
+    parser.add_argument(
+        "--parse", action="store_true", help="parse and re-serialize Invoke/InvokeStream"
+    )
     args: Any = parser.parse_args(argv)
     upstream = os.environ.get("BENCH_PROXY_UPSTREAM")
     if not upstream:
         raise SystemExit("bench.proxy: set BENCH_PROXY_UPSTREAM to the agent's host:port")
-    asyncio.run(serve(args.host, args.port, upstream))
+    parse = args.parse or os.environ.get("BENCH_PROXY_PARSE") == "1"
+    asyncio.run(serve(args.host, args.port, upstream, parse=parse))
 
 
 if __name__ == "__main__":

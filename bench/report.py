@@ -265,6 +265,34 @@ def _memory_and_interceptor(report: Mapping[str, Any]) -> list[str]:
     ]
     for config, r in i["results"].items():
         lines.append(f"| {config} | {r['rps']} | {r['ratio_to_bare']} |")
+    return lines + _breakdown(report)
+
+
+def _breakdown(report: Mapping[str, Any]) -> list[str]:
+    stack = report["stack"]
+    lines = [
+        "",
+        "## Where the gateway's CPU per request goes",
+        "",
+        f"agentmesh's handler stack in process (`bench.stack`, {stack['calls']} calls, "
+        f"upstream answered from memory): {stack['us_per_call']} µs per call "
+        f"(rounds: {', '.join(str(r) for r in stack['rounds'])}).",
+    ]
+    b = report.get("breakdown")
+    if b:
+        lines += [
+            "",
+            "| CPU µs per request at c64 (h2load) | µs |",
+            "|---|---:|",
+            f"| bare proxy | {b['proxy_us']} |",
+            f"| gateway | {b['gateway_us']} |",
+            f"| gateway above the bare proxy | {b['above_proxy_us']} |",
+            f"| of which a hop's parsing, principal header and interceptor (parsed proxy) "
+            f"| {b['parsing_hop_us']} |",
+            f"| of which agentmesh's handler stack (in process) | {b['handler_stack_us']} |",
+            f"| the rest (gRPC and asyncio work of the gateway's calls, a larger process) "
+            f"| {b['rest_us']} |",
+        ]
     return lines
 
 

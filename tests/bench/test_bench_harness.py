@@ -30,6 +30,8 @@ SECTIONS = (
     "registry",
     "memory",
     "interceptor",
+    "stack",
+    "breakdown",
     "targets",
     "skipped",
     "tools",
@@ -65,7 +67,7 @@ def test_tiny_run_writes_every_section(tmp_path: Path) -> None:
     redis = _on_path("redis-server")
     nginx = _on_path("nginx")
     h2load = _on_path("h2load")
-    expected = ["direct", "baseline", *(["nginx"] if nginx else []), *GATEWAYS]
+    expected = ["direct", "baseline", "parsed-proxy", *(["nginx"] if nginx else []), *GATEWAYS]
     expected += list(REDIS_GATEWAYS) if redis else []
     python = report["unary"]["python"]
     assert sorted(python) == sorted(expected)
@@ -99,6 +101,15 @@ def test_tiny_run_writes_every_section(tmp_path: Path) -> None:
     assert report["registry"]["serving"] == report["registry"]["agents"]
     assert set(report["streaming"]["python"]) >= {"direct", "baseline", "gateway"}
     assert "gateway" in report["memory"]["idle"]
+    # agentmesh's own handler stack, measured in process: a positive figure per round.
+    assert report["stack"]["us_per_call"] > 0
+    assert len(report["stack"]["rounds"]) == 1
+    if h2load:
+        split = report["breakdown"]
+        assert split["above_proxy_us"] == round(split["gateway_us"] - split["proxy_us"], 1)
+        assert "## Where the gateway's CPU per request goes" in (tmp_path / "latest.md").read_text()
+    else:
+        assert report["breakdown"] is None
 
     assert len(report["targets"]) == 11
     assert all(t["generator"] in ("h2load", "python", "") for t in report["targets"])
@@ -123,7 +134,9 @@ def test_without_the_native_tools_their_parts_are_skipped_and_named(tmp_path: Pa
     )  # fmt: skip
     assert finished.returncode == 0, finished.stderr[-3000:]
     report = json.loads((tmp_path / "latest.json").read_text())
-    assert sorted(report["unary"]["python"]) == sorted(["direct", "baseline", *GATEWAYS])
+    assert sorted(report["unary"]["python"]) == sorted(
+        ["direct", "baseline", "parsed-proxy", *GATEWAYS]
+    )
     assert "h2load" not in report["unary"]
     assert "h2load" not in report["streaming"]
     for skipped in ("h2load", "nginx", "redis-server", *REDIS_GATEWAYS):

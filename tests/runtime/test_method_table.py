@@ -23,11 +23,11 @@ async def test_generated_services_are_served_from_the_table_without_registering(
         registered.append(service)  # grpc.aio would await one future per registered method
 
     server.add_registered_method_handlers = refuse  # type: ignore[method-assign,assignment]
-    table = MethodTable(server)
+    table = MethodTable()
     agent_pb2_grpc.add_AgentServicer_to_server(
         AgentServicer(ProbeAgent(), ServerSettings()), table.server
     )
-    table.install()
+    table.install(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -47,7 +47,7 @@ async def test_generated_services_are_served_from_the_table_without_registering(
 
 
 async def test_the_table_answers_full_method_names() -> None:
-    table = MethodTable(grpc.aio.server())
+    table = MethodTable()
     agent_pb2_grpc.add_AgentServicer_to_server(
         AgentServicer(ProbeAgent(), ServerSettings()), table.server
     )

@@ -33,7 +33,7 @@ from agentmesh.runtime.health import SERVING, HealthService, add_health
 from agentmesh.runtime.limits import LimitsInterceptor
 from agentmesh.runtime.settings import ServerSettings
 from agentmesh.runtime.tls import TLSConfigError, server_credentials
-from agentmesh.telemetry.handlers import chained
+from agentmesh.telemetry.handlers import MethodInterceptor, chained
 from agentmesh.telemetry.interceptor import TelemetryInterceptor
 
 log = logging.getLogger("agentmesh.server")
@@ -111,15 +111,7 @@ class GrpcServer:
             options=server_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
-        table = MethodTable(server)
-        for service in self._services:
-            service.add_to(table.server)
-        add_health(self._health, table.server)
-        names = [s.name for s in self._services]
-        if self.settings.reflection:
-            listed = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME, ReflectionV1Service]
-            _enable_reflection(table.server, listed)
-        table.install()
+        self._method_table().install(server)
         try:
             credentials = server_credentials(self.settings)
         except TLSConfigError as exc:
@@ -135,9 +127,37 @@ class GrpcServer:
             await self._health_server.start()
         await server.start()
         self._server, self.port = server, port
-        for name in ("", *names):
+        for name in ("", *(s.name for s in self._services)):
             self._health.set(name, SERVING)
         return port
+
+    def _method_table(self) -> MethodTable:
+        """Every method this server serves: its services, health and reflection."""
+        table = MethodTable()
+        for service in self._services:
+            service.add_to(table.server)
+        add_health(self._health, table.server)
+        if self.settings.reflection:
+            names = [s.name for s in self._services]
+            listed = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME, ReflectionV1Service]
+            _enable_reflection(table.server, listed)
+        return table
+
+    def served_handler(self, method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """``method``'s handler as a call finds it, inside every interceptor of this server.
+
+        Built afresh, without listening: it lets a benchmark (or a test) run the whole
+        handler stack of a method in process.
+        """
+        handler = self._method_table().handler(method)
+        if handler is None:
+            return None
+        details = _CallDetails(method)
+        for interceptor in reversed(self._interceptors):
+            if not isinstance(interceptor, MethodInterceptor):
+                raise TypeError(f"{type(interceptor).__name__} is not a MethodInterceptor")
+            handler = interceptor.intercept(details, handler)
+        return handler
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop (idempotent; concurrent callers share one drain)."""
@@ -215,12 +235,11 @@ class MethodTable(grpc.GenericRpcHandler):
     (``asyncio.wait`` over ~30 futures on the gateway: a third of the Python
     calls the gateway made per request beyond a bare proxy). Here the
     services are added to :attr:`server`, a stand-in that collects their
-    handlers; :meth:`install` mounts them as one generic handler that finds a
-    method with one lookup.
+    handlers; :meth:`install` mounts them on the real server as one generic
+    handler that finds a method with one lookup.
     """
 
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._target = server
+    def __init__(self) -> None:
         self._methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
         self.server: Any = _Collecting(self)
@@ -229,6 +248,10 @@ class MethodTable(grpc.GenericRpcHandler):
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         return self._methods.get(handler_call_details.method)
+
+    def handler(self, method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """The handler of the full method name ``method`` (``/package.Service/Method``)."""
+        return self._methods.get(method)
 
     def add_methods(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
@@ -239,10 +262,16 @@ class MethodTable(grpc.GenericRpcHandler):
     def add_generic(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._generic.extend(handlers)
 
-    def install(self) -> None:
-        """Mount the table first, then the generic handlers added directly (asked only for
-        methods the table lacks)."""
-        self._target.add_generic_rpc_handlers((self, *self._generic))
+    def install(self, server: grpc.aio.Server) -> None:
+        """Mount the table on ``server`` first, then the generic handlers added directly
+        (asked only for methods the table lacks)."""
+        server.add_generic_rpc_handlers((self, *self._generic))
+
+
+class _CallDetails(grpc.HandlerCallDetails):
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
 
 
 class _Collecting:
