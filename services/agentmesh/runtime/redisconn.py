@@ -36,8 +36,10 @@ def open_redis(
         options["password"] = password
     if tls_ca_file is not None:
         options["ssl_ca_certs"] = str(tls_ca_file)
-    return aioredis.Redis(
-        connection_pool=aioredis.BlockingConnectionPool.from_url(
+    # from_pool: the client owns its pool, so aclose() disconnects every pooled
+    # connection (a pool passed as connection_pool= stays open until collected).
+    return aioredis.Redis.from_pool(
+        aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=10, **options
         )
     )
