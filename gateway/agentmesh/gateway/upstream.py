@@ -46,6 +46,7 @@ import functools
 import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -85,6 +86,20 @@ log = logging.getLogger("agentmesh.gateway.upstream")
 def _agent_metrics(agent: str) -> tuple[Any, Any]:
     """``agent``'s in-flight gauge and duration histogram children (``labels()`` is not free)."""
     return UPSTREAM_IN_FLIGHT.labels(agent=agent), UPSTREAM_DURATION.labels(agent=agent)
+
+
+def _calls_under_way(registry: Registry, agent: str) -> Callable[[], float]:
+    """What ``agent``'s in-flight gauge reads when scraped: its replicas' own counts (kept
+    per call anyway), so a call costs the gauge nothing. The gauge is process-wide and
+    outlives a gateway (tests run several): it must not keep the registry alive."""
+    registry_ref = weakref.ref(registry)
+
+    def count() -> float:
+        current = registry_ref()
+        entry = current.get(agent) if current is not None else None
+        return float(sum(r.stats.in_flight for r in entry.replicas)) if entry is not None else 0.0
+
+    return count
 
 
 @functools.cache
@@ -175,6 +190,7 @@ class Upstream:
         self._default_timeout = settings.default_timeout
         self._margin = settings.deadline_margin
         self._rng = rng or random.Random()
+        self._gauged: set[str] = set()  # agents whose in-flight gauge reads their replicas
 
     # -- deadlines -------------------------------------------------------------
 
@@ -602,11 +618,12 @@ class Upstream:
 
     def _entered(self, entry: AgentEntry, replica: Replica) -> None:
         replica.stats.in_flight += 1
-        _agent_metrics(entry.name)[0].inc()
+        if entry.name not in self._gauged:
+            self._gauged.add(entry.name)
+            _agent_metrics(entry.name)[0].set_function(_calls_under_way(self._registry, entry.name))
 
     def _left(self, entry: AgentEntry, replica: Replica) -> None:
         replica.stats.in_flight -= 1
-        _agent_metrics(entry.name)[0].dec()
 
     def _finished(
         self,
