@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AnyValue
 
 from agentmesh.telemetry import otlp
 from agentmesh.telemetry.collector import SpanStore, start_receiver
@@ -32,7 +33,7 @@ from agentmesh.telemetry.otlp import GrpcSpanExporter, encode_spans
 from agentmesh.telemetry.otlp_http import HttpSpanExporter
 
 # Every type an attribute may have, and the edges of each.
-ATTRIBUTES = {
+ATTRIBUTES: dict[str, AnyValue] = {
     "text": "grpc",
     "empty": "",
     "unicode": "naïve — 日本語 ✓",
@@ -61,7 +62,9 @@ ATTRIBUTES = {
 }
 
 
-def _provider(exporter: InMemorySpanExporter, resource: Resource, **kwargs: object) -> TracerProvider:
+def _provider(
+    exporter: InMemorySpanExporter, resource: Resource, **kwargs: object
+) -> TracerProvider:
     provider = TracerProvider(resource=resource, **kwargs)  # type: ignore[arg-type]
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider
@@ -69,11 +72,12 @@ def _provider(exporter: InMemorySpanExporter, resource: Resource, **kwargs: obje
 
 def varied_spans() -> tuple[ReadableSpan, ...]:
     exporter = InMemorySpanExporter()
-    resource = Resource.create({"service.name": "gateway", "service.namespace": "agentmesh"})
+    names = {"service.name": "gateway", "service.namespace": "agentmesh"}
+    resource = Resource.create(names)
     main = _provider(exporter, resource)
     # Distinct resource objects equal to each other (two providers of one service), a
     # resource with a schema URL, and an empty one.
-    twin = _provider(exporter, Resource.create({"service.name": "gateway", "service.namespace": "agentmesh"}))
+    twin = _provider(exporter, Resource.create(names))
     schema = _provider(exporter, Resource({"service.name": "other"}, schema_url="https://x/1.2"))
     bare = _provider(exporter, Resource({}))
     limited = _provider(
@@ -108,11 +112,13 @@ def varied_spans() -> tuple[ReadableSpan, ...]:
                 Link(root.get_span_context(), {"link.attr": "l", "n": 2}),
                 Link(
                     SpanContext(
-                        0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7,
-                        is_remote=True, trace_flags=TraceFlags(0),
+                        0x4BF92F3577B34DA6A3CE929D0E0E4736,
+                        0x00F067AA0BA902B7,
+                        is_remote=True,
+                        trace_flags=TraceFlags(0),
                     )
                 ),
-            ],  # fmt: skip
+            ],
         ) as linked:
             linked.set_status(Status(StatusCode.ERROR, "upstream failed: Ünavailable"))
         with twin.get_tracer("agentmesh.server").start_as_current_span("twin"):
@@ -261,7 +267,7 @@ def test_the_http_exporter_posts_the_encoded_batch(
     try:
         assert exporter.export(spans) is SpanExportResult.SUCCESS
     finally:
-        exporter.shutdown()
+        exporter.shutdown()  # type: ignore[no-untyped-call]
     assert spy.batches == 1
     assert len(bodies) == 1
     assert_same_message(spans, bodies[0])
@@ -275,5 +281,5 @@ def test_the_http_exporter_refuses_a_batch_over_its_size_limit(
     try:
         assert exporter.export(varied_spans()) is SpanExportResult.FAILURE
     finally:
-        exporter.shutdown()
+        exporter.shutdown()  # type: ignore[no-untyped-call]
     assert bodies == []
