@@ -688,20 +688,18 @@ class _AttemptSpan(ClientSpan):
         owner = work_owner()
         if owner is not None:
             self.metadata += principal_metadata(owner)
-        span = self.span
-        if span.is_recording():
-            entry, replica, request, number, hedged = self._about
-            span.set_attributes(
-                {
-                    "agentmesh.agent": entry.name,
-                    "agentmesh.skill": request.skill,
-                    "agentmesh.attempt": number,
-                    "agentmesh.replica": replica.address,
-                    "agentmesh.breaker_state": entry.guard.breaker.state,
-                    "agentmesh.hedge": hedged,
-                }
-            )
         return self
+
+    def attributes(self) -> dict[str, str | int | bool]:
+        entry, replica, request, number, hedged = self._about
+        return {
+            "agentmesh.agent": entry.name,
+            "agentmesh.skill": request.skill,
+            "agentmesh.attempt": number,
+            "agentmesh.replica": replica.address,
+            "agentmesh.breaker_state": entry.guard.breaker.state,
+            "agentmesh.hedge": hedged,
+        }
 
 
 def _readdressed(request: pb.InvokeRequest, entry: AgentEntry) -> pb.InvokeRequest:

@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
 import grpc
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
+from agentmesh.telemetry import propagation
 from agentmesh.telemetry.rpcstatus import code_of, set_rpc_status
 
 _tracer = trace.get_tracer("agentmesh.client")
@@ -72,12 +74,26 @@ def _parent_decides() -> bool:
     return _sampling[1]
 
 
+_RPC_ATTRIBUTES: dict[str, dict[str, str]] = {}  # per method: the span's rpc.* attributes
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    found = _RPC_ATTRIBUTES.get(method)
+    if found is None:
+        service, _, name = method.rpartition("/")
+        found = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        if len(_RPC_ATTRIBUTES) < 1024:
+            _RPC_ATTRIBUTES[method] = found
+    return found
+
+
 class ClientSpan:
     """A CLIENT span named ``method`` (``agentmesh.v1.Agent/Invoke``) around one attempt.
 
     In the block, ``span`` is the span (``INVALID_SPAN`` when nothing is
     traced) and ``metadata`` the given ``metadata`` plus the propagation
-    headers.
+    headers. A subclass adds its own attributes with :meth:`attributes`,
+    asked only for a span that records.
     """
 
     __slots__ = ("_done", "_method", "metadata", "span")
@@ -87,6 +103,10 @@ class ClientSpan:
         self.metadata: Metadata = tuple(metadata)
         self.span: trace.Span = trace.INVALID_SPAN
         self._done = False
+
+    def attributes(self) -> Mapping[str, AttributeValue] | None:
+        """Attributes of the span beyond ``rpc.*`` (set as it starts); none here."""
+        return None
 
     def __enter__(self) -> ClientSpan:
         parent = trace.get_current_span().get_span_context()
@@ -98,19 +118,18 @@ class ClientSpan:
             # A parent sampled out has children sampled out (parent-based sampling): no
             # span to start, but its context travels on so the server decides the same.
             headers: dict[str, str] = {}
-            propagate.inject(headers)
+            propagation.inject(headers)
             self.metadata += tuple(headers.items())
             self._done = True
             return self
         method = self._method
-        service, _, name = method.rpartition("/")
-        span = self.span = _tracer.start_span(
-            method,
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        )
+        attributes: Mapping[str, AttributeValue] = _rpc_attributes(method)
+        more = self.attributes()
+        if more:
+            attributes = {**attributes, **more}
+        span = self.span = _tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        propagation.inject(carrier, span)
         self.metadata += tuple(carrier.items())
         return self
 

@@ -29,15 +29,16 @@ import asyncio
 import enum
 import inspect
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.propagators.textmap import Getter
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from agentmesh.telemetry import propagation
 from agentmesh.telemetry.handlers import (
     Behaviour,
     Handler,
@@ -74,22 +75,8 @@ def method_tracing(method: str) -> Tracing:
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# grpc.aio.Metadata, or a plain sequence of (key, value) pairs.
-Metadata = Iterable[tuple[str, Any]]
-
-
-class _MetadataGetter(Getter[Metadata]):
-    """Reads propagation headers straight from gRPC's invocation metadata."""
-
-    def get(self, carrier: Metadata, key: str) -> list[str] | None:
-        values = [v for k, v in carrier if k == key and isinstance(v, str)]
-        return values or None
-
-    def keys(self, carrier: Metadata) -> list[str]:
-        return [k for k, _ in carrier]
-
-
-METADATA_GETTER = _MetadataGetter()
+Metadata = propagation.Metadata
+METADATA_GETTER = propagation.METADATA_GETTER  # the caller's trace context, read from metadata
 
 
 class _MethodMetrics:
@@ -157,26 +144,24 @@ class TelemetryInterceptor(MethodInterceptor):
 
     # -- per call -------------------------------------------------------------
 
-    def _begin(self, metrics: _MethodMetrics, context: Context, tracing: Tracing) -> _Call:
+    def _begin(
+        self,
+        metrics: _MethodMetrics,
+        context: Context,
+        tracing: Tracing,
+        attributes: Mapping[str, str],
+    ) -> _Call:
         metrics.in_flight.inc()
         if tracing is Tracing.NEVER or self._tracer is None:
             return _Call(metrics, None, None)
-        metadata: Metadata = context.invocation_metadata() or ()
-        parent = propagate.extract(metadata, getter=METADATA_GETTER)
+        parent = propagation.extract(context.invocation_metadata() or ())
         if (
             tracing is Tracing.IN_TRACE
             and not trace.get_current_span(parent).get_span_context().is_valid
         ):
             return _Call(metrics, None, None)
         span = self._tracer.start_span(
-            metrics.method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "rpc.system": "grpc",
-                "rpc.service": metrics.service,
-                "rpc.method": metrics.short_name,
-            },
+            metrics.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return _Call(metrics, span, token)
@@ -216,10 +201,13 @@ class TelemetryInterceptor(MethodInterceptor):
         begin, end = self._begin, self._end
         metrics = _MethodMetrics(method)
         tracing = method_tracing(method) if self._tracer is not None else Tracing.NEVER
+        attributes = MappingProxyType(
+            {"rpc.system": "grpc", "rpc.service": metrics.service, "rpc.method": metrics.short_name}
+        )
 
         def unary_response(behaviour: Behaviour) -> Behaviour:
             async def serve(request: Any, context: Context) -> Any:
-                call = begin(metrics, context, tracing)
+                call = begin(metrics, context, tracing, attributes)
                 try:
                     response = behaviour(request, context)
                     if inspect.isawaitable(response):
@@ -238,7 +226,7 @@ class TelemetryInterceptor(MethodInterceptor):
 
             async def serve(request: Any, context: Context) -> None:
                 # Written here, not yielded to gRPC: see the module's docstring.
-                call = begin(metrics, context, tracing)
+                call = begin(metrics, context, tracing, attributes)
                 responses = behaviour(request, context)
                 try:
                     async for response in responses:

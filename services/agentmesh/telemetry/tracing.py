@@ -72,14 +72,13 @@ def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
         or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "grpc"
     ).strip()
+    # OpenTelemetry's exporters, with agentmesh's encoder (agentmesh.telemetry.otlp).
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from agentmesh.telemetry.otlp import GrpcSpanExporter
 
-        return OTLPSpanExporter()
+        return GrpcSpanExporter()
     if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpSpanExporter,
-        )
+        from agentmesh.telemetry.otlp_http import HttpSpanExporter
 
         return HttpSpanExporter()
     raise TracingConfigError(
