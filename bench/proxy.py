@@ -25,65 +25,20 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import grpc
 
-from agentmesh.runtime.principal import principal_metadata
-from agentmesh.telemetry.handlers import (
-    Behaviour,
-    Handler,
-    MethodInterceptor,
-    PerMethod,
-    chained,
-    produced_responses,
-    rewrap,
-)
-from agentmesh.v1 import messages_pb2 as pb
-
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-_MESSAGES: dict[str, tuple[Any, Any]] = {
-    "Invoke": (pb.InvokeRequest, pb.InvokeResponse),
-    "InvokeStream": (pb.InvokeRequest, pb.InvokeEvent),
-}
-_PRINCIPAL = principal_metadata("anonymous")
-
-
-class _Nothing(MethodInterceptor):
-    """A server interceptor that wraps each method's handler (once) and adds no work."""
-
-    def __init__(self) -> None:
-        self._wrapped = PerMethod()
-
-    def intercept(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
-        return self._wrapped.get(details.method, handler, _same)
-
-
-def _same(handler: Handler) -> Handler:
-    def unary(behaviour: Behaviour) -> Behaviour:
-        async def serve(request: Any, context: Context) -> Any:
-            return await behaviour(request, context)
-
-        return serve
-
-    def stream(behaviour: Behaviour) -> Behaviour:
-        async def serve(request: Any, context: Context) -> AsyncIterator[Any]:
-            async for item in produced_responses(behaviour(request, context)):
-                yield item
-
-        return serve
-
-    return rewrap(handler, unary=unary, stream=stream)
 
 
 class PassThrough(grpc.GenericRpcHandler):
     """Answers every method with a forwarding handler (unary-stream for ``*Stream``)."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, parse: bool = False) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, parsing: ModuleType | None = None) -> None:
         self._channel = channel
-        self._parse = parse
+        self._parsing = parsing  # bench.parsing in --parse mode
         # One multicallable per method, made once: the forwarding path is one await.
         self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
 
@@ -115,12 +70,13 @@ class PassThrough(grpc.GenericRpcHandler):
 
     def _types(self, method: str) -> tuple[Any, Any]:
         """The request and answer message types ``method`` is parsed into (None: bytes)."""
-        if not self._parse:
+        if self._parsing is None:
             return None, None
-        return _MESSAGES.get(method.rpartition("/")[2], (None, None))
+        types: tuple[Any, Any] = self._parsing.message_types(method)
+        return types
 
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
-        return _PRINCIPAL if self._parse else None
+        return None if self._parsing is None else self._parsing.PRINCIPAL
 
     def _forwarder(
         self, method: str, upstream: dict[str, Any]
@@ -164,9 +120,12 @@ class PassThrough(grpc.GenericRpcHandler):
 
 
 async def serve(host: str, port: int, upstream: str, *, parse: bool = False) -> None:
+    parsing: ModuleType | None = None
+    if parse:  # imported only then: the bare proxy loads nothing of agentmesh
+        from bench import parsing
     async with grpc.aio.insecure_channel(upstream) as channel:
-        server = grpc.aio.server(interceptors=chained([_Nothing()]) if parse else None)
-        server.add_generic_rpc_handlers((PassThrough(channel, parse=parse),))
+        server = grpc.aio.server(interceptors=parsing.interceptors() if parsing else None)
+        server.add_generic_rpc_handlers((PassThrough(channel, parsing=parsing),))
         if server.add_insecure_port(f"{host}:{port}") == 0:
             raise SystemExit(f"bench.proxy: cannot listen on {host}:{port}")
         await server.start()
