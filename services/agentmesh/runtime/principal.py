@@ -35,10 +35,8 @@ _SAFE = ":@._-"
 
 
 @functools.lru_cache(maxsize=1024)
-@functools.lru_cache(maxsize=4096)
 def principal_metadata(principal: str) -> tuple[tuple[str, str], ...]:
-    """The header telling an agent that ``principal`` is the caller (built once per principal:
-    it goes with every call the gateway makes)."""
+    """The header telling an agent that ``principal`` is the caller."""
     return ((PRINCIPAL_HEADER, quote(principal, safe=_SAFE)),)
 
 
