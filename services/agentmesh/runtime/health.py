@@ -91,6 +91,10 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # no
             if status != last:
                 yield health_pb2.HealthCheckResponse(status=status)
                 last = status
+                # Read again before ending or waiting: while this stream was suspended
+                # at the yield (its write under way), the server may have drained and
+                # ended the watches, and the watcher must still get NOT_SERVING.
+                continue
             if self._ended:
                 return
             await changed.wait()
