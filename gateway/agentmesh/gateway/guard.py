@@ -55,6 +55,7 @@ from agentmesh.telemetry.handlers import (
     Handler,
     MethodInterceptor,
     PerMethod,
+    call_metadata,
     responses,
     rewrap,
 )
@@ -280,7 +281,7 @@ def _guarded(handler: Handler, guard: Guard, method: str) -> Handler:
     whole = handler.stream_unary is None and handler.stream_stream is None
 
     async def admit(request: Any, context: Context) -> Principal:
-        metadata: Metadata = tuple(context.invocation_metadata() or ())
+        metadata: Metadata = call_metadata(context)
         try:
             principal = await guard.admit(method, metadata, request, context.peer)
         except AuthError as exc:
@@ -309,7 +310,7 @@ def _guarded(handler: Handler, guard: Guard, method: str) -> Handler:
             request=request,
             decision=ALLOW,
             status=_status(context, exc),
-            metadata=tuple(context.invocation_metadata() or ()),
+            metadata=call_metadata(context),
         )
 
     def unary(behaviour: Behaviour) -> Behaviour:

@@ -23,6 +23,7 @@ from agentmesh.gateway.workflows import WorkflowService
 from agentmesh.runtime.delegation import HOPS_HEADER, current_hops, hops_from
 from agentmesh.runtime.errors import FailedPrecondition, NotFound
 from agentmesh.runtime.status import stream_errors, unary_errors
+from agentmesh.telemetry.handlers import call_metadata
 from agentmesh.v1 import gateway_pb2, gateway_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -90,8 +91,7 @@ CACHE_HEADER = "x-agentmesh-cache"
 def _bypasses_cache(context: Context) -> bool:
     """The client sent ``cache-control: no-cache``: answer fresh (and refresh the entry)."""
     return any(
-        key == "cache-control" and "no-cache" in str(value)
-        for key, value in context.invocation_metadata() or ()
+        key == "cache-control" and "no-cache" in str(value) for key, value in call_metadata(context)
     )
 
 
@@ -129,7 +129,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     def _delegation(self, context: Context) -> None:
         """Refuse a call past the delegation depth; pass the hop count on to the agent."""
-        hops = hops_from(context.invocation_metadata())
+        hops = hops_from(call_metadata(context))
         if hops > self._max_hops:
             raise FailedPrecondition(
                 f"delegation depth {hops} is over the gateway's limit of {self._max_hops} "

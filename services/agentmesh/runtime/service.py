@@ -31,6 +31,7 @@ from agentmesh.runtime.tls import TLSConfigError
 from agentmesh.runtime.types import Request
 from agentmesh.runtime.work import WorkPool, bind
 from agentmesh.telemetry import start_telemetry
+from agentmesh.telemetry.handlers import call_metadata
 from agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.v1 import messages_pb2 as pb
 
@@ -72,7 +73,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         )
         if self._work is not None:
             bind(self._work, domain.deadline)  # offload() in this call uses them
-        metadata = context.invocation_metadata()
+        metadata = call_metadata(context)
         hops = hops_from(metadata)
         principal = principal_from(metadata)
         if self._gateway is not None:

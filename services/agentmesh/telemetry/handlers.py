@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import grpc
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only to the type checker
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Metadata: TypeAlias = "tuple[tuple[str, str | bytes], ...]"
 Behaviour = Callable[..., Any]
 """A handler's function: (request, or request iterator, and context) -> response(s)."""
 Check = Callable[[Any, Context], Awaitable[None]]
@@ -115,6 +117,26 @@ def checked(handler: Handler, check: Check, *, after: After | None = None) -> Ha
     return rewrap(handler, unary=unary, stream=stream)
 
 
+# The call whose metadata was read, and the metadata; set in the call's own task.
+_READ_METADATA: ContextVar[tuple[object, Metadata] | None] = ContextVar(
+    "agentmesh_call_metadata", default=None
+)
+
+
+def call_metadata(context: Context) -> Metadata:
+    """The call's invocation metadata, read from gRPC once per call.
+
+    ``context.invocation_metadata()`` builds a new tuple of every header on
+    each call (about 2 µs); several layers ask for it per call.
+    """
+    read = _READ_METADATA.get()
+    if read is not None and read[0] is context:
+        return read[1]
+    metadata: Metadata = tuple(context.invocation_metadata() or ())
+    _READ_METADATA.set((context, metadata))
+    return metadata
+
+
 class MethodInterceptor(grpc.aio.ServerInterceptor):
     """A server interceptor that puts its work around each method's handler.
 
@@ -202,9 +224,11 @@ __all__ = [
     "Check",
     "Context",
     "Handler",
+    "Metadata",
     "MethodChain",
     "MethodInterceptor",
     "PerMethod",
+    "call_metadata",
     "chained",
     "checked",
     "produced_responses",

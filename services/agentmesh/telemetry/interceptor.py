@@ -44,6 +44,7 @@ from agentmesh.telemetry.handlers import (
     Handler,
     MethodInterceptor,
     PerMethod,
+    call_metadata,
     rewrap,
 )
 from agentmesh.telemetry.metrics import RPC_DURATION, RPC_IN_FLIGHT, RPC_REQUESTS
@@ -154,7 +155,7 @@ class TelemetryInterceptor(MethodInterceptor):
         metrics.in_flight.inc()
         if tracing is Tracing.NEVER or self._tracer is None:
             return _Call(metrics, None, None)
-        parent = propagation.extract(context.invocation_metadata() or ())
+        parent = propagation.extract(call_metadata(context))
         if (
             tracing is Tracing.IN_TRACE
             and not trace.get_current_span(parent).get_span_context().is_valid
