@@ -7,6 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 from meshtest import ProbeAgent, running_mesh
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentmesh.telemetry import TracingConfigError, exporter_kind, start_metrics_server
@@ -98,3 +100,38 @@ def test_the_span_file_stays_bounded_and_keeps_the_newest(tmp_path: Path) -> Non
     assert kept[-1] == _span(35)
     assert [s.start_ns for s in store.spans()] == list(range(26, 36))
     assert [s.start_ns for s in SpanStore(path, max_spans=10).spans()] == list(range(26, 36))
+
+
+def _export(*batches: range) -> trace_service_pb2.ExportTraceServiceRequest:
+    """An export request: one resource, one scope per batch, one span per number."""
+    resource = trace_pb2.ResourceSpans()
+    resource.resource.attributes.add(key="service.name").value.string_value = "svc"
+    for batch in batches:
+        scope = resource.scope_spans.add()
+        for n in batch:
+            scope.spans.add(
+                trace_id=n.to_bytes(16, "big"),
+                span_id=n.to_bytes(8, "big"),
+                name="s",
+                kind=trace_pb2.Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=n,
+                end_time_unix_nano=n + 1,
+            )
+    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[resource])
+
+
+def test_a_memory_store_keeps_the_newest_received_spans_in_order() -> None:
+    store = SpanStore(max_spans=10)
+    store.receive(_export(range(1, 4), range(4, 6)))  # 5 spans in two scopes
+    assert store.spans() == [_span(n) for n in range(1, 6)]
+    assert store.spans() == [_span(n) for n in range(1, 6)]  # read twice: same spans
+    store.receive(_export(range(6, 10)))
+    store.receive(_export(range(10, 14)))  # 13 spans: the 3 oldest (already read) go
+    store.add([_span(14)])
+    store.receive(_export(range(15, 21)))
+    assert [s.start_ns for s in store.spans()] == list(range(11, 21))
+    store.receive(_export(range(21, 23)))
+    store.receive(_export(range(23, 27)))
+    # Past the bound by 11: the 6 read spans, the unread 21-22 whole, 23-25 of 23-26.
+    store.receive(_export(range(27, 36)))
+    assert [s.start_ns for s in store.spans()] == list(range(26, 36))

@@ -6,6 +6,8 @@ protocol Jaeger ingests on port 4317 (``opentelemetry.proto`` TraceService).
 
 Spans are stored one JSON object per line (:class:`SpanRecord` fields); when
 the file holds twice ``max_spans`` it is rewritten with the newest ``max_spans``.
+A store without a file keeps the export requests as they arrived and flattens
+them when read: receiving costs a count, not a Python object per span.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,6 +138,10 @@ class SpanStore:
         self.path = path
         self.max_spans = max_spans
         self._spans: list[SpanRecord] = []
+        # Export requests received and not yet read (a store without a file), oldest
+        # first, each with its span count; they are newer than every span in _spans.
+        self._arrived: deque[tuple[trace_service_pb2.ExportTraceServiceRequest, int]] = deque()
+        self._arrived_spans = 0
         self._lines_in_file = 0
         self._lock = threading.Lock()
         if path is not None:
@@ -142,11 +149,22 @@ class SpanStore:
             self._spans = read_spans(path)[-max_spans:]
             self._rewrite()
 
+    def receive(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        """Keep the spans of an OTLP export request (flattened when read, or now for a file)."""
+        if self.path is not None:
+            self.add(spans_from_request(request))
+            return
+        count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        with self._lock:
+            self._arrived.append((request, count))
+            self._arrived_spans += count
+            self._trim()
+
     def add(self, records: Sequence[SpanRecord]) -> None:
         with self._lock:
+            self._flatten()
             self._spans.extend(records)
-            if len(self._spans) > self.max_spans:
-                del self._spans[: len(self._spans) - self.max_spans]
+            self._trim()
             if self.path is not None:
                 if self._lines_in_file + len(records) > 2 * self.max_spans:
                     self._rewrite()
@@ -154,6 +172,27 @@ class SpanStore:
                     with self.path.open("a", encoding="utf-8") as out:
                         out.writelines(r.to_json() + "\n" for r in records)
                     self._lines_in_file += len(records)
+
+    def _flatten(self) -> None:
+        while self._arrived:
+            request, _ = self._arrived.popleft()
+            self._spans.extend(spans_from_request(request))
+        self._arrived_spans = 0
+
+    def _trim(self) -> None:
+        """Drop the oldest spans past ``max_spans`` (whole requests while they are unread)."""
+        excess = len(self._spans) + self._arrived_spans - self.max_spans
+        if excess <= 0:
+            return
+        dropped = min(excess, len(self._spans))
+        del self._spans[:dropped]
+        excess -= dropped
+        while excess > 0 and self._arrived:
+            request, count = self._arrived.popleft()
+            self._arrived_spans -= count
+            if count > excess:  # the newest of this request stay
+                self._spans = spans_from_request(request)[excess:]
+            excess -= count
 
     def _rewrite(self) -> None:
         assert self.path is not None
@@ -164,6 +203,7 @@ class SpanStore:
 
     def spans(self) -> list[SpanRecord]:
         with self._lock:
+            self._flatten()
             return list(self._spans)
 
 
@@ -203,7 +243,7 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         request: trace_service_pb2.ExportTraceServiceRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        self.store.add(spans_from_request(request))
+        self.store.receive(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
