@@ -178,21 +178,20 @@ class SpanStore:
             request, _ = self._arrived.popleft()
             self._spans.extend(spans_from_request(request))
         self._arrived_spans = 0
+        if len(self._spans) > self.max_spans:
+            del self._spans[: len(self._spans) - self.max_spans]
 
     def _trim(self) -> None:
-        """Drop the oldest spans past ``max_spans`` (whole requests while they are unread)."""
+        """Drop the oldest spans past ``max_spans``; unread requests go whole (flattening
+        one to keep part of it would cost what not flattening saves), so up to one
+        request's spans more may wait unread until :meth:`spans` trims exactly."""
         excess = len(self._spans) + self._arrived_spans - self.max_spans
         if excess <= 0:
             return
-        dropped = min(excess, len(self._spans))
-        del self._spans[:dropped]
-        excess -= dropped
-        while excess > 0 and self._arrived:
-            request, count = self._arrived.popleft()
+        del self._spans[: min(excess, len(self._spans))]
+        while self._arrived and self._arrived_spans - self._arrived[0][1] >= self.max_spans:
+            _, count = self._arrived.popleft()
             self._arrived_spans -= count
-            if count > excess:  # the newest of this request stay
-                self._spans = spans_from_request(request)[excess:]
-            excess -= count
 
     def _rewrite(self) -> None:
         assert self.path is not None
