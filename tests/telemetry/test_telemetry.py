@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -135,3 +137,17 @@ def test_a_memory_store_keeps_the_newest_received_spans_in_order() -> None:
     # Past the bound by 11: the 6 read spans, the unread 21-22 whole, 23-25 of 23-26.
     store.receive(_export(range(27, 36)))
     assert [s.start_ns for s in store.spans()] == list(range(26, 36))
+
+
+def test_the_sdk_is_loaded_only_by_a_process_that_traces() -> None:
+    probe = (
+        "import sys\n"
+        "import agentmesh.runtime, agentmesh.telemetry\n"
+        "before = 'opentelemetry.sdk.trace' in sys.modules\n"
+        "agentmesh.telemetry.configure_tracing('probe', env={'OTEL_TRACES_EXPORTER': 'console'})\n"
+        "print(before, 'opentelemetry.sdk.trace' in sys.modules)\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert shown.stdout.split() == ["False", "True"]

@@ -30,7 +30,6 @@ from types import TracebackType
 import grpc
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
-from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
@@ -70,6 +69,8 @@ def _parent_decides() -> bool:
     global _sampling
     provider = trace._TRACER_PROVIDER
     if _sampling is None or _sampling[0] is not provider:
+        from opentelemetry.sdk.trace.sampling import ParentBased  # only a tracing process asks
+
         _sampling = (provider, isinstance(getattr(provider, "sampler", None), ParentBased))
     return _sampling[1]
 
