@@ -117,7 +117,9 @@ def checked(handler: Handler, check: Check, *, after: After | None = None) -> Ha
     return rewrap(handler, unary=unary, stream=stream)
 
 
-# The call whose metadata was read, and the metadata; set in the call's own task.
+# The call whose metadata was read, and the metadata; set in the call's own task (a
+# task the call starts inherits it and keeps that context object alive: a gRPC
+# servicer context cannot be weakly referenced, and an id could be reused).
 _READ_METADATA: ContextVar[tuple[object, Metadata] | None] = ContextVar(
     "agentmesh_call_metadata", default=None
 )
