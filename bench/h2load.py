@@ -215,7 +215,25 @@ async def run(
 
 
 def median_run(results: Sequence[H2Result]) -> dict[str, Any]:
-    """The run with the median throughput, its other figures with it; valid if all were."""
+    """The run with the median throughput, its other figures with it; valid if all were.
+
+    ``rounds`` keeps every run's throughput and CPU in the order measured, so
+    two paths measured in the same rounds can be compared round by round.
+    """
     ordered = sorted(results, key=lambda r: r.rps)
     chosen = ordered[len(ordered) // 2]
-    return {**chosen.as_dict(), "valid": all(r.valid for r in results), "runs": len(results)}
+    rounds = [
+        {
+            "rps": r.rps,
+            "requests": r.requests,
+            "client_cpu_ms": r.client_cpu_ms,
+            "server_cpu_us_per_request": r.server_cpu_us_per_request,
+        }
+        for r in results
+    ]
+    return {
+        **chosen.as_dict(),
+        "valid": all(r.valid for r in results),
+        "runs": len(results),
+        "rounds": rounds,
+    }

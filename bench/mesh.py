@@ -33,7 +33,8 @@ Every figure names the generator that produced it (``h2load`` or
 ``python``). A tool that is missing (h2load, nginx, redis-server, py-spy) is
 installed with apt-get when running as root (``make bench``), else its part is
 skipped and the reason recorded under ``skipped``. Paths are measured
-interleaved, ``--rounds`` times, and the median kept; the machine's load
+interleaved, ``--rounds`` times, and the median kept (a target comparing two
+paths: the median of their per-round ratios); the machine's load
 average is recorded before and after. Output: ``latest.json``, ``latest.md``
 and plots in ``--out``.
 """
@@ -154,7 +155,7 @@ class Options:
     h2load_seconds: float = 3.0  # per h2load measurement (0: h2load_requests)
     h2load_requests: int = 0
     h2load_warm_up: int = 300
-    rounds: int = 3
+    rounds: int = 5
     fanout_widths: tuple[int, ...] = (1, 4, 16)
     fanout_repeats: int = 40
     fast_fail_requests: int = 2000
@@ -484,7 +485,10 @@ async def measure_unary(mesh: Mesh) -> dict[str, Any]:
             await channel.close()
     result: dict[str, Any] = {
         "python": {
-            path: {str(c): asdict(median_sample(s)) for c, s in by_c.items()}
+            path: {
+                str(c): {**asdict(median_sample(s)), "rounds_p50_ms": [x.p50_ms for x in s]}
+                for c, s in by_c.items()
+            }
             for path, by_c in python.items()
         }
     }
@@ -865,10 +869,27 @@ def cpu_per_request(run: Mapping[str, Any], path: str) -> dict[str, float]:
     }
 
 
+def round_ratios(
+    numerator: Mapping[str, Any], denominator: Mapping[str, Any], top: str, bottom: str
+) -> tuple[float, float] | None:
+    """Throughput of path ``top`` over path ``bottom`` (their :func:`h2load.median_run`
+    results, measured in the same rounds), and the same as CPU per request predicts it:
+    each the median of the rounds' own ratios, so that what changed on the machine
+    between rounds falls on both paths alike. None without rounds to pair."""
+    rounds = list(zip(numerator.get("rounds", ()), denominator.get("rounds", ()), strict=True))
+    by_rps = [a["rps"] / b["rps"] for a, b in rounds if b["rps"]]
+    totals = [
+        (cpu_per_request(a, top)["total"], cpu_per_request(b, bottom)["total"]) for a, b in rounds
+    ]
+    by_cpu = [under / over for over, under in totals if over]
+    if not by_rps or not by_cpu:
+        return None
+    return round(statistics.median(by_rps), 3), round(statistics.median(by_cpu), 3)
+
+
 def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each target with its measured value, the generator behind it, and whether it is met."""
     comparison = result["comparisons"]
-    throughput = comparison["throughput"]["over"]
     rps_generator = comparison["throughput"]["generator"]
     unary = result["unary"]
     python = unary["python"]
@@ -881,33 +902,44 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     cpu = comparison.get("cpu_us_per_request", {}).get("paths", {})
 
-    def cheaper(numerator: str, denominator: str) -> float | None:
-        """Throughput ratio numerator/denominator as CPU per request predicts it."""
+    def paired(numerator: str, denominator: str) -> tuple[float | None, float | None]:
+        """Throughput numerator/denominator, and as CPU per request predicts it: round by
+        round when h2load measured both, else from the medians."""
+        if native_runs and numerator in native_runs and denominator in native_runs:
+            by_round = round_ratios(
+                native_runs[numerator][level], native_runs[denominator][level],
+                numerator, denominator,
+            )  # fmt: skip
+            if by_round is not None:
+                return by_round
+        top, bottom = rps(numerator), rps(denominator)
+        by_medians = _ratio(top, bottom) if top is not None and bottom else None
         if numerator not in cpu or denominator not in cpu:
-            return None
-        return _ratio(cpu[denominator]["total"], cpu[numerator]["total"])
+            return by_medians, None
+        return by_medians, _ratio(cpu[denominator]["total"], cpu[numerator]["total"])
 
     values: dict[str, tuple[float | None, str, str]] = {}
-    checks: dict[str, float | None] = {
-        "throughput_c64": cheaper("gateway", "baseline"),
-        "prod_c64": cheaper("gateway-prod", "gateway"),
-    }
-    for key, path in (("tracing_100", "gateway-traced"), ("tracing_10", "gateway-traced-10")):
-        kept = cheaper(path, "gateway")
-        checks[key] = None if kept is None else round(1 - kept, 3)
-    values["throughput_c64"] = (throughput["gateway"].get("baseline"), "x", rps_generator)
-    values["p50_c1"] = (comparison["p50"]["over"]["gateway"].get("baseline"), "x", "python")
-    plain = rps("gateway")
-    prod = rps("gateway-prod")
-    values["prod_c64"] = (
-        _ratio(prod, plain) if prod is not None and plain else None,
+    checks: dict[str, float | None] = {}
+    for key, numerator, denominator in (
+        ("throughput_c64", "gateway", "baseline"),
+        ("prod_c64", "gateway-prod", "gateway"),
+    ):
+        ratio, checks[key] = paired(numerator, denominator)
+        values[key] = (ratio, "x", rps_generator)
+    gateway_p50 = python.get("gateway", {}).get("1", {}).get("rounds_p50_ms", [])
+    baseline_p50 = python.get("baseline", {}).get("1", {}).get("rounds_p50_ms", [])
+    by_round = [g / b for g, b in zip(gateway_p50, baseline_p50, strict=True) if b]
+    values["p50_c1"] = (
+        round(statistics.median(by_round), 3)
+        if by_round
+        else comparison["p50"]["over"]["gateway"].get("baseline"),
         "x",
-        rps_generator,
+        "python",
     )
     for key, path in (("tracing_100", "gateway-traced"), ("tracing_10", "gateway-traced-10")):
-        traced = rps(path)
-        lost = round(1 - traced / plain, 3) if traced is not None and plain else None
-        values[key] = (lost, "%", rps_generator)
+        kept, kept_by_cpu = paired(path, "gateway")
+        values[key] = (None if kept is None else round(1 - kept, 3), "%", rps_generator)
+        checks[key] = None if kept_by_cpu is None else round(1 - kept_by_cpu, 3)
     stream = result["streaming"]
     if "h2load" in stream:
         rate = stream["h2load"]

@@ -55,7 +55,10 @@ def markdown(report: Mapping[str, Any]) -> str:
             "",
             "*From CPU per request*: the same ratio predicted from the CPU time each path costs "
             "per request (every process serving it, plus h2load), read from /proc during the "
-            "h2load runs; on a busy machine it moves much less than throughput does.",
+            "h2load runs; on a busy machine it moves much less than throughput does. "
+            "Targets that compare two paths (throughput, production settings, tracing, p50 "
+            "at c1) take the median of the ratios of the runs measured in the same round, "
+            "so the tables below (medians per path) can differ from them slightly.",
         ]
     lines += _unary(report)
     lines += _streaming(report["streaming"])

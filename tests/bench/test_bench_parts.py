@@ -117,3 +117,22 @@ def test_the_profile_summary_splits_threads_buckets_and_agentmesh_layers() -> No
 )  # fmt: skip
 def test_a_target_is_met_by_its_operator_and_unit(value: float, goal: str, met: bool) -> None:
     assert mesh.meets(value, goal) is met
+
+
+def _round(rps: float, hop_cpu: float) -> dict[str, object]:
+    return {
+        "rps": rps,
+        "requests": 1000,
+        "client_cpu_ms": 0.0,
+        "server_cpu_us_per_request": {"hop": hop_cpu},
+    }
+
+
+def test_two_paths_are_compared_round_by_round() -> None:
+    # The machine was fast in the second round and slow in the third, and something
+    # disturbed the gateway's first run: round by round the gateway did 0.9 of the proxy
+    # twice out of three, where the ratio of the two medians (700 / 1000) says 0.7.
+    proxy = {"rounds": [_round(1000, 500), _round(1400, 500), _round(600, 500)]}
+    gateway = {"rounds": [_round(700, 625), _round(1260, 625), _round(540, 625)]}
+    assert mesh.round_ratios(gateway, proxy, "gateway", "baseline") == (0.9, 0.8)
+    assert mesh.round_ratios({}, {}, "gateway", "baseline") is None
