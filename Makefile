@@ -37,7 +37,7 @@ codegen-check: $(STAMP)
 	$(PY) protos/codegen.py --check
 
 # As root it apt-gets what it lacks (h2load, nginx, redis-server); otherwise it
-# names them and skips their part. About 10 minutes on 2 cores (docs/performance.md).
+# names them and skips their part. About 11 minutes on 2 cores (docs/performance.md).
 bench: $(STAMP)  ## the gateway against direct, a Python hop and nginx; prod settings, streams, scale
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench
