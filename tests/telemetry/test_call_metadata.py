@@ -23,10 +23,10 @@ class _Counting:
         return self._context.invocation_metadata()
 
 
-async def _serve(request: bytes, context: Any) -> bytes:
+async def _serve(both_read: asyncio.Barrier, context: Any) -> bytes:
     seen: Any = _Counting(context)
     first = call_metadata(seen)
-    await asyncio.sleep(0.01)  # the other call reads its own metadata meanwhile
+    await both_read.wait()  # the other call has read its own metadata meanwhile
     again = call_metadata(seen)
     other: Any = _Counting(context)  # another context object is read anew
     call_metadata(other)
@@ -42,7 +42,12 @@ async def _serve(request: bytes, context: Any) -> bytes:
 
 async def test_each_call_reads_its_own_metadata_once() -> None:
     server = grpc.aio.server()
-    handler: Any = grpc.unary_unary_rpc_method_handler(_serve)
+    both_read = asyncio.Barrier(2)
+
+    async def serve(request: bytes, context: Any) -> bytes:
+        return await _serve(both_read, context)
+
+    handler: Any = grpc.unary_unary_rpc_method_handler(serve)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("test.Meta", {"Read": handler}),)
     )
