@@ -926,8 +926,9 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     ):
         ratio, checks[key] = paired(numerator, denominator)
         values[key] = (ratio, "x", rps_generator)
-    gateway_p50 = python.get("gateway", {}).get("1", {}).get("rounds_p50_ms", [])
-    baseline_p50 = python.get("baseline", {}).get("1", {}).get("rounds_p50_ms", [])
+    low = str(comparison["p50"]["concurrency"])
+    gateway_p50 = python.get("gateway", {}).get(low, {}).get("rounds_p50_ms", [])
+    baseline_p50 = python.get("baseline", {}).get(low, {}).get("rounds_p50_ms", [])
     by_round = [g / b for g, b in zip(gateway_p50, baseline_p50, strict=True) if b]
     values["p50_c1"] = (
         round(statistics.median(by_round), 3)
