@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+from agentmesh.runtime import ports
 from agentmesh.v1 import messages_pb2 as pb
 
 HOST = "127.0.0.1"
@@ -210,11 +210,6 @@ def load_average() -> list[float]:
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """Ports for the bench's processes to bind (outside the ephemeral range: see
+    :mod:`agentmesh.runtime.ports`)."""
+    return ports.free_ports(count, HOST)

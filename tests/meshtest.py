@@ -5,10 +5,8 @@ The servers come from the public testing kit (``agentmesh.testing``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -24,6 +22,7 @@ from agentmesh.runtime import (
     Skill,
     StreamItem,
 )
+from agentmesh.runtime.ports import free_ports
 from agentmesh.testing import Mesh, running_agent, running_gateway, running_mesh
 
 __all__ = [
@@ -47,26 +46,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    """A port free right now on 127.0.0.1 (for processes that need it up front)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free right now on 127.0.0.1 that no outgoing connection will take before a
+    process binds it (:mod:`agentmesh.runtime.ports`)."""
+    return free_ports(1)[0]
 
 
 def free_port_range(count: int) -> int:
-    """The first of ``count`` consecutive ports all free right now on 127.0.0.1."""
-    for _ in range(100):  # bounded: a busy machine may need a few tries
-        base = free_port()
-        if base + count > 65536:
-            continue
-        try:
-            with contextlib.ExitStack() as held:
-                for port in range(base, base + count):
-                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports found")
+    """The first of ``count`` consecutive such ports."""
+    return free_ports(count, consecutive=True)[0]
 
 
 async def health_status(address: str, service: str = "") -> int:

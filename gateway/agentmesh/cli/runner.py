@@ -47,6 +47,7 @@ from agentmesh.agents import REFERENCE_AGENTS
 from agentmesh.cli.project import Project, ProjectError
 from agentmesh.cli.state import MeshLock, MeshRunning, MeshState, ServiceState
 from agentmesh.cli.trace import record_latest_run
+from agentmesh.runtime.ports import free_ports
 from agentmesh.telemetry.collector import ReceiverHandle, SpanStore, start_receiver
 
 TRACE_FILE = "traces.jsonl"
@@ -171,9 +172,8 @@ class MeshPlan:
 
 
 def free_port(host: str) -> int:
-    with socket.socket(_family(host)) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port for a service to bind when it starts (see :mod:`agentmesh.runtime.ports`)."""
+    return free_ports(1, host)[0]
 
 
 def _family(host: str) -> socket.AddressFamily:
