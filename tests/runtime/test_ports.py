@@ -20,6 +20,15 @@ def _bindable(port: int) -> bool:
         return True
 
 
+def _spare(*excluding: int) -> int:
+    """A free port below the ephemeral range that this process has not handed out."""
+    low, _ = ports.ephemeral_range()
+    given = set(ports._GIVEN)
+    return next(
+        p for p in range(10000, low) if p not in excluding and p not in given and _bindable(p)
+    )
+
+
 def test_free_ports_are_distinct_free_and_never_ephemeral() -> None:
     low, high = ports.ephemeral_range()
     found = ports.free_ports(8)
@@ -35,12 +44,11 @@ def test_a_consecutive_run_is_consecutive_and_free() -> None:
 
 
 def test_a_port_in_use_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    low, _ = ports.ephemeral_range()
     with socket.socket() as held:
-        taken = ports.free_ports(1)[0]
+        taken = _spare()
         held.bind(("127.0.0.1", taken))
         held.listen()
-        spare = next(p for p in range(10000, low) if p != taken and _bindable(p))
+        spare = _spare(taken)
         offered = iter([taken, spare])  # the candidates, in the order they are drawn
         monkeypatch.setattr(random, "randint", lambda first, last: next(offered))
         assert ports.free_ports(1) == [spare]
@@ -57,3 +65,13 @@ def test_the_range_is_the_kernels(
     ranges.write_text(content)
     monkeypatch.setattr(ports, "_RANGE_FILE", ranges)
     assert ports.ephemeral_range() == expected
+
+
+def test_a_port_is_not_handed_out_twice_before_it_is_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = ports.free_ports(1)[0]  # checked free, not held: still free now
+    spare = _spare(first)
+    offered = iter([first, spare])
+    monkeypatch.setattr(random, "randint", lambda first, last: next(offered))
+    assert ports.free_ports(1) == [spare]

@@ -13,12 +13,18 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import threading
+from collections import deque
 from pathlib import Path
 
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LINUX_DEFAULT = (32768, 60999)
 _LOWEST = 10000  # below: well-known and commonly configured service ports
 _TRIES = 200
+# Ports handed out lately by this process: a port is only checked free, not held, so
+# two calls before the first service binds could otherwise draw the same one.
+_GIVEN: deque[int] = deque(maxlen=4096)
+_GIVING = threading.Lock()
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -41,14 +47,18 @@ def free_ports(count: int, host: str = "127.0.0.1", *, consecutive: bool = False
     else:  # no room outside the range: any unprivileged port
         first, last = 1024, 65535
     found: list[int] = []
-    for _ in range(_TRIES):
-        size = count if consecutive else 1
-        start = random.randint(first, last - size + 1)
-        candidates = [p for p in range(start, start + size) if p not in found]
-        if len(candidates) == size and _all_free(candidates, host):
-            found += candidates
-            if len(found) == count:
-                return found
+    size = count if consecutive else 1
+    with _GIVING:
+        for _ in range(_TRIES):
+            start = random.randint(first, last - size + 1)
+            candidates = range(start, start + size)
+            if any(p in found or p in _GIVEN for p in candidates):
+                continue
+            if _all_free(list(candidates), host):
+                found += candidates
+                if len(found) == count:
+                    _GIVEN.extend(found)
+                    return found
     raise RuntimeError(f"no {count} free ports on {host} between {first} and {last}")
 
 
